@@ -1,0 +1,23 @@
+# peermesh — everyday commands. `make run` starts the local 3-node mesh, `make test` runs every test.
+CARGO ?= cargo
+
+.PHONY: build run test bench lint clean
+
+build:
+	$(CARGO) build --release
+
+run: build
+	./scripts/local-mesh.sh
+
+test:
+	$(CARGO) test --all-targets
+
+bench:
+	$(CARGO) bench
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! The mesh configuration file, `peers.ron` (being written).

@@ -1,0 +1,1 @@
+//! Hierarchical hashed timer wheel (being written).
