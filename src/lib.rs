@@ -4,4 +4,5 @@
 #![warn(unreachable_pub)]
 
 pub mod config;
+pub mod identity;
 pub mod wheel;
