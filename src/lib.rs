@@ -1,8 +1,86 @@
-//! peermesh: a peer-mesh library and daemon (crate docs are written with the core).
+//! # peermesh
+//!
+//! Every node of a mesh heartbeats every other node over UDP, answers their heartbeats, and
+//! keeps for each peer its liveness and the round-trip latency to it. This crate is the
+//! library behind the `peermesh` daemon, built in three layers:
+//!
+//! - the **core**, [`Mesh`]: a pure state machine. It never reads a clock and never touches
+//!   a socket. Time comes in as an argument, datagrams come in as bytes; what it wants to
+//!   send, when it next needs a call and what happened come out of `poll_*` methods;
+//! - the **simulator**, [`sim`]: many cores on a virtual network under a virtual clock, for
+//!   deterministic tests (yours too);
+//! - the **driver** and the binary: a thin `mio` event loop over the core.
+//!
+//! ## Driving the core
+//!
+//! Inputs are `handle_*`, outputs are `poll_*`, getters take `&self`. After **any** input,
+//! drain the outputs in this order: [`Mesh::poll_transmit`] until `None` (send each
+//! datagram), [`Mesh::poll_event`] until `None`, then sleep until [`Mesh::poll_timeout`]
+//! or until a datagram arrives, whichever comes first:
+//!
+//! ```no_run
+//! use peermesh::{Mesh, Settings};
+//! use std::net::UdpSocket;
+//! use std::time::{Duration, Instant};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let settings = Settings {
+//!     heartbeat_interval: Duration::from_secs(1),
+//!     suspect_after: Duration::from_secs(3),
+//!     dead_after: Duration::from_secs(5),
+//!     max_datagram: 1232,
+//!     incarnation: 0x1234_5678, // random per process start
+//!     seed: 42,
+//! };
+//! let mut mesh = Mesh::new("alpha", settings, Instant::now());
+//! mesh.add_peer("beta", "127.0.0.2:1313".parse().unwrap());
+//! let socket = UdpSocket::bind("127.0.0.1:1313")?;
+//! let mut buf = vec![0u8; 1232];
+//! let mut rx = vec![0u8; 65536];
+//! loop {
+//!     while let Some(t) = mesh.poll_transmit(Instant::now(), &mut buf) {
+//!         socket.send_to(&buf[..t.len], t.dst)?;
+//!     }
+//!     while let Some(event) = mesh.poll_event() {
+//!         println!("{event:?}");
+//!     }
+//!     let wait = mesh
+//!         .poll_timeout()
+//!         .map(|at| at.saturating_duration_since(Instant::now()));
+//!     socket.set_read_timeout(wait.filter(|d| !d.is_zero()).or(Some(Duration::from_micros(1))))?;
+//!     match socket.recv_from(&mut rx) {
+//!         Ok((n, from)) => mesh.handle_datagram(Instant::now(), from, &rx[..n]),
+//!         Err(_) => mesh.handle_timeout(Instant::now()),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! The real driver does the same with `mio`, never blocking, with a control socket in the
+//! same loop (see the `driver` module once built, and `examples/embed.rs`).
+//!
+//! ## What the core promises
+//!
+//! - Malformed or unwelcome datagrams are dropped, counted by [`DropReason`] and logged at
+//!   trace level; they are never an error to the caller and never change a peer's state.
+//! - Extra or early calls to [`Mesh::handle_timeout`] are harmless; time passed backwards is
+//!   ignored.
+//! - The same inputs at the same instants (and the same [`Settings::seed`]) give the same
+//!   outputs: runs replay exactly.
+//! - No heap allocation per heartbeat exchange once warmed up (application data aside).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod config;
 pub mod identity;
+pub mod mesh;
+pub mod peer;
+pub mod rng;
+pub mod sim;
 pub mod wheel;
+pub mod wire;
+
+pub use identity::NodeId;
+pub use mesh::{DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit};
+pub use peer::{Peer, PeerState, RttSummary};

@@ -1,0 +1,822 @@
+//! The mesh core: a pure state machine that heartbeats peers and tracks their liveness.
+//!
+//! See the crate docs for the driving contract. Nothing here reads a clock or touches a
+//! socket: time comes in as `now`, datagrams as bytes, and what the node wants to send,
+//! when it next needs a call and what happened come out of the `poll_*` methods.
+
+use crate::config::Config;
+use crate::identity::NodeId;
+use crate::peer::{Peer, PeerState, PongMatch};
+use crate::rng::Rng;
+use crate::wheel::TimerWheel;
+use crate::wire::{self, Body, Header, Packet};
+use log::{debug, info, trace, warn};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Timing and size settings of one node's core.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// How often each peer is pinged.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is `suspect`.
+    pub suspect_after: Duration,
+    /// Silence after which a peer is `dead`.
+    pub dead_after: Duration,
+    /// No datagram this node emits is longer than this.
+    pub max_datagram: usize,
+    /// This process's incarnation: random per start, so peers tell a restart apart.
+    pub incarnation: u64,
+    /// Seed of the heartbeat phase and jitter draws (reproducible runs).
+    pub seed: u64,
+}
+
+impl Settings {
+    /// The settings of `config`, with this process's incarnation and seed.
+    pub fn from_config(config: &Config, incarnation: u64, seed: u64) -> Settings {
+        Settings {
+            heartbeat_interval: config.heartbeat_interval,
+            suspect_after: config.suspect_after,
+            dead_after: config.dead_after,
+            max_datagram: config.max_datagram,
+            incarnation,
+            seed,
+        }
+    }
+}
+
+/// A handle to one peer of a [`Mesh`]; stable for the life of the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub usize);
+
+/// Something that happened, for the embedder (drained with [`Mesh::poll_event`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer is alive: first heard, or heard again after being suspect, dead or left.
+    Up(PeerId),
+    /// The peer has been silent for `suspect_after`.
+    Suspect(PeerId),
+    /// The peer has been silent for `dead_after`.
+    Down(PeerId),
+    /// The peer came back with a new incarnation: it restarted. Its statistics were reset.
+    Restarted {
+        /// Which peer.
+        peer: PeerId,
+        /// Its new incarnation.
+        incarnation: u64,
+    },
+    /// The peer said it was leaving.
+    Left(PeerId),
+    /// Application data from a peer.
+    Data {
+        /// Who sent it.
+        from: PeerId,
+        /// What it sent.
+        payload: Vec<u8>,
+    },
+}
+
+/// Why a received datagram was dropped. Each has a counter ([`Mesh::dropped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not a well-formed peermesh datagram (bad magic, truncated, bad lengths, unknown kind).
+    Malformed,
+    /// A peermesh datagram of another protocol version.
+    WrongVersion,
+    /// From an identity that is not in this node's config.
+    UnknownSender,
+    /// Addressed to another identity.
+    Misdirected,
+    /// Claims to come from this node itself.
+    FromSelf,
+    /// From a peer's previous incarnation, after it restarted.
+    StaleIncarnation,
+    /// From a peer's incarnation that already said `Leave`.
+    AfterLeave,
+    /// A pong that matches no outstanding ping (late beyond the window, duplicate, or forged).
+    StalePong,
+}
+
+impl DropReason {
+    /// Every reason, in the order counters are reported.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Malformed,
+        DropReason::WrongVersion,
+        DropReason::UnknownSender,
+        DropReason::Misdirected,
+        DropReason::FromSelf,
+        DropReason::StaleIncarnation,
+        DropReason::AfterLeave,
+        DropReason::StalePong,
+    ];
+
+    /// The snake_case name used in logs, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::WrongVersion => "wrong_version",
+            DropReason::UnknownSender => "unknown_sender",
+            DropReason::Misdirected => "misdirected",
+            DropReason::FromSelf => "from_self",
+            DropReason::StaleIncarnation => "stale_incarnation",
+            DropReason::AfterLeave => "after_leave",
+            DropReason::StalePong => "stale_pong",
+        }
+    }
+}
+
+/// Counters of dropped datagrams, one per [`DropReason`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; DropReason::ALL.len()],
+}
+
+impl DropCounters {
+    /// How many datagrams were dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    /// All datagrams dropped, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|&r| (r, self.get(r)))
+    }
+
+    fn bump(&mut self, reason: DropReason) {
+        self.counts[reason as usize] += 1;
+    }
+}
+
+/// Why [`Mesh::send_data`] refused a payload. The mesh is unchanged when it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// No such peer.
+    UnknownPeer(PeerId),
+    /// The payload does not fit in one datagram of the configured maximum size.
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload allowed.
+        max: usize,
+    },
+    /// The outgoing queue is full: the driver is not draining [`Mesh::poll_transmit`].
+    QueueFull,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownPeer(p) => write!(f, "no peer {}", p.0),
+            SendError::TooLarge { len, max } => {
+                write!(
+                    f,
+                    "payload of {len} bytes exceeds the {max} bytes one datagram carries"
+                )
+            }
+            SendError::QueueFull => write!(f, "outgoing queue is full; drain poll_transmit"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// A datagram to send: the bytes are in the buffer given to [`Mesh::poll_transmit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub dst: SocketAddr,
+    /// How many bytes at the front of the buffer make the datagram.
+    pub len: usize,
+}
+
+/// What the core wants to send, encoded only when the driver asks, so pongs carry the exact
+/// hold time and pings the exact send time, and the queue holds no byte buffers.
+#[derive(Debug)]
+enum Outgoing {
+    Ping(usize),
+    Pong {
+        peer: usize,
+        to: SocketAddr,
+        probe: u32,
+        echo_ns: u64,
+        received: Instant,
+    },
+    Leave(usize),
+    Data {
+        peer: usize,
+        payload: Vec<u8>,
+    },
+}
+
+/// Timers carry the peer they are for; a timer whose reason has passed is ignored on firing
+/// (lazy cancel), so hearing from a peer never touches the wheel.
+#[derive(Clone, Copy, Debug)]
+enum Timer {
+    Heartbeat(usize),
+    Liveness(usize),
+}
+
+/// Node identities are already well-mixed hashes: hashing them again is wasted work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
+
+/// The peer-mesh state machine of one node. See the crate docs for how to drive it.
+pub struct Mesh {
+    name: String,
+    id: NodeId,
+    settings: Settings,
+    epoch: Instant,
+    now: Instant,
+    peers: Slab<Peer>,
+    by_id: IdMap<usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    timers: TimerWheel<Timer>,
+    outgoing: VecDeque<Outgoing>,
+    events: VecDeque<Event>,
+    rng: Rng,
+    dropped: DropCounters,
+    leaving: bool,
+}
+
+impl fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mesh")
+            .field("name", &self.name)
+            .field("incarnation", &self.settings.incarnation)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// A node called `name` with no peers yet; `now` is its start time.
+    pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
+        Mesh {
+            name: name.to_owned(),
+            id: NodeId::from_name(name),
+            rng: Rng::new(settings.seed ^ settings.incarnation),
+            settings,
+            epoch: now,
+            now,
+            peers: Slab::new(),
+            by_id: IdMap::default(),
+            by_addr: HashMap::new(),
+            timers: TimerWheel::new(now),
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            dropped: DropCounters::default(),
+            leaving: false,
+        }
+    }
+
+    /// The node `config.nodes[me]`, with every other node of the config as a peer.
+    /// `addrs[i]` is the resolved address of `config.nodes[i]`.
+    pub fn from_config(
+        config: &Config,
+        me: usize,
+        addrs: &[SocketAddr],
+        incarnation: u64,
+        seed: u64,
+        now: Instant,
+    ) -> Mesh {
+        let name = config.nodes.get(me).map_or("", |n| n.name.as_str());
+        let mut mesh = Mesh::new(name, Settings::from_config(config, incarnation, seed), now);
+        for (i, (node, addr)) in config.nodes.iter().zip(addrs).enumerate() {
+            if i != me {
+                mesh.add_peer(&node.name, *addr);
+            }
+        }
+        mesh
+    }
+
+    /// Adds a peer and schedules its first heartbeat within one interval. Adding a name
+    /// twice, or this node's own name, returns the existing handle / `None`.
+    pub fn add_peer(&mut self, name: &str, addr: SocketAddr) -> Option<PeerId> {
+        let id = NodeId::from_name(name);
+        if id == self.id {
+            return None;
+        }
+        if let Some(&key) = self.by_id.get(&id) {
+            return Some(PeerId(key));
+        }
+        let key = self.peers.insert(Peer::new(name.to_owned(), addr));
+        self.by_id.insert(id, key);
+        self.by_addr.insert(addr, key);
+        // Phases are spread over the interval at random, so 1,000 peers never burst at once
+        // and two nodes started together do not ping in lockstep.
+        let interval = self.interval_ns();
+        let phase = Duration::from_nanos(self.rng.below(interval));
+        self.schedule_heartbeat(key, self.now + phase);
+        Some(PeerId(key))
+    }
+
+    // ----- inputs -----------------------------------------------------------------------
+
+    /// Feeds one received datagram. Malformed or unwelcome datagrams are dropped, counted
+    /// ([`Mesh::dropped`]) and logged at trace level; they never change a peer's state.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.advance(now);
+        let packet = match Packet::parse(bytes) {
+            Ok(packet) => packet,
+            Err(err) => {
+                let reason = match err {
+                    wire::DecodeError::UnsupportedVersion(_) => DropReason::WrongVersion,
+                    _ => DropReason::Malformed,
+                };
+                return self.drop_datagram(reason, from, &err);
+            }
+        };
+        let header = packet.header;
+        if header.to != self.id {
+            return self.drop_datagram(DropReason::Misdirected, from, &header.to);
+        }
+        if header.from == self.id {
+            return self.drop_datagram(DropReason::FromSelf, from, &header.from);
+        }
+        let Some(&key) = self.by_id.get(&header.from) else {
+            return self.drop_datagram(DropReason::UnknownSender, from, &header.from);
+        };
+        if let Err(reason) = self.admit(key, header.incarnation) {
+            return self.drop_datagram(reason, from, &header.incarnation);
+        }
+        self.heard(key, from);
+        match packet.body {
+            Body::Ping { probe, sent_ns } => {
+                trace!("{} ping #{probe} from {from}", self.name);
+                self.outgoing.push_back(Outgoing::Pong {
+                    peer: key,
+                    to: from,
+                    probe,
+                    echo_ns: sent_ns,
+                    received: now,
+                });
+            }
+            Body::Pong {
+                probe,
+                echo_ns,
+                hold_us,
+            } => self.handle_pong(key, from, probe, echo_ns, hold_us),
+            Body::Leave => self.set_state(key, PeerState::Left),
+            Body::Data { payload } => self.events.push_back(Event::Data {
+                from: PeerId(key),
+                payload: payload.to_vec(),
+            }),
+        }
+    }
+
+    /// Runs every timer due at `now`: heartbeats to send, silences to judge. Early or extra
+    /// calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some((due, timer)) = self.timers.poll(now) {
+            match timer {
+                Timer::Heartbeat(key) => self.heartbeat(key, due),
+                Timer::Liveness(key) => self.judge_silence(key),
+            }
+        }
+    }
+
+    /// Says goodbye: queues a `Leave` to every peer and stops heartbeating. Drain
+    /// [`Mesh::poll_transmit`] afterwards, then stop the node.
+    pub fn leave(&mut self, now: Instant) {
+        self.advance(now);
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        info!("{} leaving the mesh", self.name);
+        for key in self.peers.iter().map(|(k, _)| k).collect::<Vec<_>>() {
+            self.outgoing.push_back(Outgoing::Leave(key));
+        }
+    }
+
+    /// Queues application data for `to`. It goes out with the next [`Mesh::poll_transmit`].
+    pub fn send_data(&mut self, to: PeerId, payload: &[u8]) -> Result<(), SendError> {
+        if !self.peers.contains(to.0) {
+            return Err(SendError::UnknownPeer(to));
+        }
+        let max = self.max_payload();
+        if payload.len() > max {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        if self.outgoing.len() >= self.queue_limit() {
+            return Err(SendError::QueueFull);
+        }
+        self.outgoing.push_back(Outgoing::Data {
+            peer: to.0,
+            payload: payload.to_vec(),
+        });
+        Ok(())
+    }
+
+    // ----- outputs ----------------------------------------------------------------------
+
+    /// The next datagram to send, encoded into `buf` (give it at least
+    /// [`Settings::max_datagram`] bytes). `now` stamps pings and measures pong hold times,
+    /// so pass the time of sending. Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.advance(now);
+        while let Some(out) = self.outgoing.pop_front() {
+            match self.encode(out, buf) {
+                Some(transmit) => return Some(transmit),
+                None => continue,
+            }
+        }
+        None
+    }
+
+    /// When [`Mesh::handle_timeout`] should next be called (`None`: no timer pending).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The next thing that happened, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- read access ------------------------------------------------------------------
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.settings.incarnation
+    }
+
+    /// The settings this node runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The time the node started (the `now` given to [`Mesh::new`]).
+    pub fn started(&self) -> Instant {
+        self.epoch
+    }
+
+    /// The latest `now` any input carried.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Every peer with its handle, in the order they were added.
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, &Peer)> + '_ {
+        self.peers.iter().map(|(k, p)| (PeerId(k), p))
+    }
+
+    /// How many peers.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// One peer.
+    pub fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(id.0)
+    }
+
+    /// The peer with this identity.
+    pub fn peer_by_id(&self, id: NodeId) -> Option<PeerId> {
+        self.by_id.get(&id).map(|&k| PeerId(k))
+    }
+
+    /// The peer configured at this address.
+    pub fn peer_by_addr(&self, addr: SocketAddr) -> Option<PeerId> {
+        self.by_addr.get(&addr).map(|&k| PeerId(k))
+    }
+
+    /// The peer with this name (case-insensitive).
+    pub fn peer_by_name(&self, name: &str) -> Option<PeerId> {
+        self.peer_by_id(NodeId::from_name(name))
+    }
+
+    /// Loss in percent over the recent settled probes to this peer (`None` before any).
+    /// A probe settles once answered, or once `suspect_after` worth of newer probes went out.
+    pub fn loss_pct(&self, id: PeerId) -> Option<f64> {
+        let peer = self.peers.get(id.0)?;
+        peer.probes.loss_pct(self.probes_in_flight())
+    }
+
+    /// Datagrams dropped, by reason.
+    pub fn dropped(&self) -> &DropCounters {
+        &self.dropped
+    }
+
+    /// The largest application payload [`Mesh::send_data`] accepts.
+    pub fn max_payload(&self) -> usize {
+        self.settings
+            .max_datagram
+            .saturating_sub(wire::DATA_OVERHEAD)
+            .min(usize::from(u16::MAX))
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    fn advance(&mut self, now: Instant) {
+        // Time never runs backwards inside the core, whatever the caller passes.
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn interval_ns(&self) -> u64 {
+        u64::try_from(self.settings.heartbeat_interval.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn nanos_since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn probes_in_flight(&self) -> u32 {
+        let interval = self.settings.heartbeat_interval.as_nanos().max(1);
+        let n = self.settings.suspect_after.as_nanos().div_ceil(interval);
+        u32::try_from(n).unwrap_or(u32::MAX).max(1)
+    }
+
+    fn queue_limit(&self) -> usize {
+        // Room for a ping, a pong and a leave per peer, plus application data.
+        4 * self.peers.len() + 1024
+    }
+
+    fn drop_datagram(&mut self, reason: DropReason, from: SocketAddr, detail: &dyn fmt::Debug) {
+        self.dropped.bump(reason);
+        trace!(
+            "{} dropped datagram from {from}: {} ({detail:?})",
+            self.name,
+            reason.as_str()
+        );
+    }
+
+    /// Decides whether a datagram of `incarnation` may speak for the peer.
+    fn admit(&mut self, key: usize, incarnation: u64) -> Result<(), DropReason> {
+        let peer = &mut self.peers[key];
+        match peer.incarnation {
+            Some(current) if current == incarnation => {
+                if peer.state == PeerState::Left {
+                    Err(DropReason::AfterLeave)
+                } else {
+                    Ok(())
+                }
+            }
+            _ if peer.previous_incarnation == Some(incarnation) => {
+                Err(DropReason::StaleIncarnation)
+            }
+            Some(old) => {
+                info!(
+                    "{}: peer {} restarted (incarnation {old:016x} -> {incarnation:016x})",
+                    self.name, peer.name
+                );
+                peer.previous_incarnation = Some(old);
+                peer.incarnation = Some(incarnation);
+                peer.reset_stats();
+                self.events.push_back(Event::Restarted {
+                    peer: PeerId(key),
+                    incarnation,
+                });
+                Ok(())
+            }
+            None => {
+                peer.incarnation = Some(incarnation);
+                Ok(())
+            }
+        }
+    }
+
+    /// A valid datagram came from the peer: it is alive.
+    fn heard(&mut self, key: usize, from: SocketAddr) {
+        let now = self.now;
+        let peer = &mut self.peers[key];
+        peer.last_heard = Some(now);
+        peer.received += 1;
+        if peer.seen_addr != Some(from) {
+            if peer.seen_addr.is_some() {
+                debug!("{}: peer {} now sends from {from}", self.name, peer.name);
+            }
+            peer.seen_addr = Some(from);
+        }
+        if peer.state != PeerState::Alive {
+            self.set_state(key, PeerState::Alive);
+        }
+        if !self.peers[key].liveness_timer {
+            self.peers[key].liveness_timer = true;
+            self.timers
+                .insert(now + self.settings.suspect_after, Timer::Liveness(key));
+        }
+    }
+
+    fn set_state(&mut self, key: usize, state: PeerState) {
+        let peer = &mut self.peers[key];
+        let old = peer.state;
+        if old == state {
+            return;
+        }
+        peer.state = state;
+        let id = PeerId(key);
+        let event = match state {
+            PeerState::Alive => Event::Up(id),
+            PeerState::Suspect => Event::Suspect(id),
+            PeerState::Dead => Event::Down(id),
+            PeerState::Left => Event::Left(id),
+            PeerState::Unknown => return,
+        };
+        match state {
+            PeerState::Suspect | PeerState::Dead => {
+                warn!("{}: peer {} {old} -> {state}", self.name, peer.name)
+            }
+            _ => info!("{}: peer {} {old} -> {state}", self.name, peer.name),
+        }
+        self.events.push_back(event);
+    }
+
+    fn handle_pong(
+        &mut self,
+        key: usize,
+        from: SocketAddr,
+        probe: u32,
+        echo_ns: u64,
+        hold_us: u32,
+    ) {
+        let now_ns = self.nanos_since_epoch(self.now);
+        let peer = &mut self.peers[key];
+        match peer.probes.answer(probe, echo_ns) {
+            PongMatch::Fresh => {
+                let elapsed = now_ns.saturating_sub(echo_ns);
+                let hold = u64::from(hold_us) * 1000;
+                // A hold longer than the whole round trip is impossible; keep the raw time.
+                let rtt = if hold < elapsed {
+                    elapsed - hold
+                } else {
+                    elapsed
+                };
+                peer.rtt.record(rtt);
+                trace!(
+                    "{} pong #{probe} from {from}: rtt {rtt} ns (held {hold_us} us)",
+                    self.name
+                );
+            }
+            PongMatch::Duplicate | PongMatch::Unknown => {
+                self.drop_datagram(DropReason::StalePong, from, &probe);
+            }
+        }
+    }
+
+    fn schedule_heartbeat(&mut self, key: usize, at: Instant) {
+        self.peers[key].next_heartbeat = Some(at);
+        self.timers.insert(at, Timer::Heartbeat(key));
+    }
+
+    fn heartbeat(&mut self, key: usize, due: Instant) {
+        if self.leaving || !self.peers.contains(key) {
+            return;
+        }
+        if self.peers[key].state != PeerState::Left {
+            self.outgoing.push_back(Outgoing::Ping(key));
+        }
+        // Next beat one interval after this one was due, give or take 2%: keeps the phase
+        // without drifting, and decorrelates nodes. Beats missed while the process was
+        // frozen are skipped, not sent in a burst.
+        let interval = self.interval_ns();
+        let spread = interval / 25;
+        let offset = self.rng.below(spread + 1) as i64 - (spread / 2) as i64;
+        let step = Duration::from_nanos(interval.saturating_add_signed(offset));
+        let mut next = due + step;
+        if next <= self.now {
+            next = self.now + step;
+        }
+        self.schedule_heartbeat(key, next);
+    }
+
+    fn judge_silence(&mut self, key: usize) {
+        let now = self.now;
+        let settings = &self.settings;
+        let peer = &mut self.peers[key];
+        peer.liveness_timer = false;
+        let Some(last) = peer.last_heard else { return };
+        let silent = now.saturating_duration_since(last);
+        let next = match peer.state {
+            PeerState::Alive if silent >= settings.suspect_after => {
+                self.set_state(key, PeerState::Suspect);
+                Some(last + self.settings.dead_after)
+            }
+            PeerState::Alive => Some(last + settings.suspect_after),
+            PeerState::Suspect if silent >= settings.dead_after => {
+                self.set_state(key, PeerState::Dead);
+                None
+            }
+            PeerState::Suspect => Some(last + settings.dead_after),
+            PeerState::Unknown | PeerState::Dead | PeerState::Left => None,
+        };
+        if let Some(at) = next {
+            self.peers[key].liveness_timer = true;
+            self.timers.insert(at, Timer::Liveness(key));
+        }
+    }
+
+    fn next_seq(&mut self, key: usize) -> u32 {
+        let peer = &mut self.peers[key];
+        let seq = peer.tx_seq;
+        peer.tx_seq = seq.wrapping_add(1);
+        peer.sent += 1;
+        seq
+    }
+
+    fn header(&mut self, key: usize) -> Header {
+        Header {
+            from: self.id,
+            incarnation: self.settings.incarnation,
+            to: self.peers[key].id,
+            seq: self.next_seq(key),
+        }
+    }
+
+    fn encode(&mut self, out: Outgoing, buf: &mut [u8]) -> Option<Transmit> {
+        let (key, dst, body) = match out {
+            Outgoing::Ping(key) => {
+                let sent_ns = self.nanos_since_epoch(self.now);
+                let peer = self.peers.get_mut(key)?;
+                let probe = peer.probes.send(sent_ns);
+                (key, peer.addr, Body::Ping { probe, sent_ns })
+            }
+            Outgoing::Pong {
+                peer,
+                to,
+                probe,
+                echo_ns,
+                received,
+            } => {
+                let held = self.now.saturating_duration_since(received).as_micros();
+                let hold_us = u32::try_from(held).unwrap_or(u32::MAX);
+                let body = Body::Pong {
+                    probe,
+                    echo_ns,
+                    hold_us,
+                };
+                (peer, to, body)
+            }
+            Outgoing::Leave(key) => (key, self.peers.get(key)?.addr, Body::Leave),
+            Outgoing::Data { peer, ref payload } => {
+                let dst = self.peers.get(peer)?.addr;
+                let header = self.header(peer);
+                let packet = Packet {
+                    header,
+                    body: Body::Data { payload },
+                };
+                return self.finish(packet, dst, buf);
+            }
+        };
+        if !self.peers.contains(key) {
+            return None;
+        }
+        let header = self.header(key);
+        self.finish(Packet { header, body }, dst, buf)
+    }
+
+    fn finish(&mut self, packet: Packet<'_>, dst: SocketAddr, buf: &mut [u8]) -> Option<Transmit> {
+        match packet.emit(buf) {
+            Ok(len) => Some(Transmit { dst, len }),
+            Err(err) => {
+                warn!(
+                    "{}: cannot encode {:?} for {dst}: {err}",
+                    self.name,
+                    packet.kind()
+                );
+                None
+            }
+        }
+    }
+}

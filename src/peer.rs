@@ -1,0 +1,377 @@
+//! What a node knows about one peer: liveness and round-trip statistics.
+//!
+//! Pure bookkeeping: the mesh core feeds it samples and state changes; nothing here reads a
+//! clock (times are nanoseconds on the node's own clock, handed in by the core).
+
+use crate::identity::NodeId;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How many recent RTT samples the percentiles and the mean are taken over.
+pub const RTT_WINDOW: usize = 64;
+/// How many recent probes the loss figure is taken over.
+pub const LOSS_WINDOW: usize = 512;
+
+/// A peer's liveness, as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Never heard from (since this node started).
+    Unknown,
+    /// Heard from within `suspect_after`.
+    Alive,
+    /// Silent for longer than `suspect_after`.
+    Suspect,
+    /// Silent for longer than `dead_after`.
+    Dead,
+    /// Said it was leaving (a clean shutdown).
+    Left,
+}
+
+impl PeerState {
+    /// The lower-case name used in logs, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Unknown => "unknown",
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Dead => "dead",
+            PeerState::Left => "left",
+        }
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Round-trip figures over the recent window. All in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RttSummary {
+    /// The most recent sample.
+    pub last: Duration,
+    /// Smallest in the window.
+    pub min: Duration,
+    /// Mean of the window.
+    pub mean: Duration,
+    /// Median of the window.
+    pub p50: Duration,
+    /// 99th percentile of the window (nearest rank).
+    pub p99: Duration,
+    /// Interarrival jitter, RFC 3550 style: a running mean of |ΔRTT| with gain 1/16.
+    pub jitter: Duration,
+    /// How many samples the window holds.
+    pub samples: usize,
+}
+
+/// A ring of the last [`RTT_WINDOW`] samples plus the running jitter estimate.
+#[derive(Clone, Debug)]
+pub(crate) struct RttWindow {
+    samples: [u64; RTT_WINDOW],
+    len: usize,
+    next: usize,
+    last: u64,
+    /// Jitter in nanoseconds, kept as f64 for the 1/16 gain.
+    jitter: f64,
+}
+
+impl RttWindow {
+    pub(crate) fn new() -> RttWindow {
+        RttWindow {
+            samples: [0; RTT_WINDOW],
+            len: 0,
+            next: 0,
+            last: 0,
+            jitter: 0.0,
+        }
+    }
+
+    pub(crate) fn record(&mut self, rtt_ns: u64) {
+        if self.len > 0 {
+            let delta = rtt_ns.abs_diff(self.last) as f64;
+            self.jitter += (delta - self.jitter) / 16.0;
+        }
+        self.samples[self.next] = rtt_ns;
+        self.next = (self.next + 1) % RTT_WINDOW;
+        self.len = (self.len + 1).min(RTT_WINDOW);
+        self.last = rtt_ns;
+    }
+
+    pub(crate) fn summary(&self) -> Option<RttSummary> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut sorted = [0u64; RTT_WINDOW];
+        let window = &mut sorted[..self.len];
+        window.copy_from_slice(&self.samples[..self.len]);
+        window.sort_unstable();
+        let sum: u128 = window.iter().map(|&s| u128::from(s)).sum();
+        let rank = |q: usize| window[((self.len * q).div_ceil(100)).clamp(1, self.len) - 1];
+        Some(RttSummary {
+            last: Duration::from_nanos(self.last),
+            min: Duration::from_nanos(window[0]),
+            mean: Duration::from_nanos((sum / self.len as u128) as u64),
+            p50: Duration::from_nanos(rank(50)),
+            p99: Duration::from_nanos(rank(99)),
+            jitter: Duration::from_nanos(self.jitter.round() as u64),
+            samples: self.len,
+        })
+    }
+}
+
+/// How many of the newest probes can still be matched by a pong (older pongs count as lost).
+const MATCHABLE: usize = 16;
+
+/// The last [`LOSS_WINDOW`] probes sent: a bitmap of which were answered (for loss) and the
+/// send times of the newest few (to match pongs). 320 bytes a peer, so 1,000 peers stay small.
+#[derive(Clone, Debug)]
+pub(crate) struct ProbeWindow {
+    answered: [u64; LOSS_WINDOW / 64],
+    /// `(probe, sent_ns)` of the newest [`MATCHABLE`] probes, indexed by probe number.
+    recent: [(u32, u64); MATCHABLE],
+    /// The next probe number to use.
+    next: u32,
+}
+
+/// What matching a pong against the probe window found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PongMatch {
+    /// A pong for an outstanding probe; the echo matched what was sent.
+    Fresh,
+    /// Already answered (a duplicate).
+    Duplicate,
+    /// No such probe among the newest, or the echoed time is not what was sent.
+    Unknown,
+}
+
+impl ProbeWindow {
+    pub(crate) fn new() -> ProbeWindow {
+        ProbeWindow {
+            answered: [0; LOSS_WINDOW / 64],
+            recent: [(u32::MAX, u64::MAX); MATCHABLE],
+            next: 0,
+        }
+    }
+
+    fn bit(probe: u32) -> (usize, u64) {
+        let i = probe as usize % LOSS_WINDOW;
+        (i / 64, 1u64 << (i % 64))
+    }
+
+    /// Takes the next probe number and remembers when it was sent.
+    pub(crate) fn send(&mut self, sent_ns: u64) -> u32 {
+        let probe = self.next;
+        self.next = self.next.wrapping_add(1);
+        let (word, mask) = Self::bit(probe);
+        self.answered[word] &= !mask;
+        self.recent[probe as usize % MATCHABLE] = (probe, sent_ns);
+        probe
+    }
+
+    /// Marks `probe` answered if it is among the newest and `echo_ns` is its send time.
+    pub(crate) fn answer(&mut self, probe: u32, echo_ns: u64) -> PongMatch {
+        let age = self.next.wrapping_sub(probe);
+        if age == 0
+            || age as usize > MATCHABLE
+            || self.recent[probe as usize % MATCHABLE] != (probe, echo_ns)
+        {
+            return PongMatch::Unknown;
+        }
+        let (word, mask) = Self::bit(probe);
+        if self.answered[word] & mask != 0 {
+            return PongMatch::Duplicate;
+        }
+        self.answered[word] |= mask;
+        PongMatch::Fresh
+    }
+
+    /// Loss in percent over the settled probes of the window: all but the newest `in_flight`,
+    /// which may still be answered (those count once they are). `None` until one settled.
+    pub(crate) fn loss_pct(&self, in_flight: u32) -> Option<f64> {
+        let sent = self.next.min(LOSS_WINDOW as u32);
+        let (mut settled, mut lost) = (0u32, 0u32);
+        for age in 1..=sent {
+            let (word, mask) = Self::bit(self.next.wrapping_sub(age));
+            let answered = self.answered[word] & mask != 0;
+            if answered || age > in_flight {
+                settled += 1;
+                lost += u32::from(!answered);
+            }
+        }
+        (settled > 0).then(|| f64::from(lost) * 100.0 / f64::from(settled))
+    }
+
+    /// Probes sent so far (to this incarnation of the peer).
+    pub(crate) fn sent(&self) -> u32 {
+        self.next
+    }
+}
+
+/// One peer of this node, with everything this node knows about it.
+#[derive(Debug)]
+pub struct Peer {
+    pub(crate) name: String,
+    pub(crate) id: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) seen_addr: Option<SocketAddr>,
+    pub(crate) state: PeerState,
+    pub(crate) incarnation: Option<u64>,
+    /// The incarnation before the current one: late datagrams from it are dropped, so a
+    /// restart is reported once, not flip-flopped.
+    pub(crate) previous_incarnation: Option<u64>,
+    pub(crate) last_heard: Option<Instant>,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) tx_seq: u32,
+    pub(crate) rtt: RttWindow,
+    pub(crate) probes: ProbeWindow,
+    pub(crate) liveness_timer: bool,
+    pub(crate) next_heartbeat: Option<Instant>,
+}
+
+impl Peer {
+    pub(crate) fn new(name: String, addr: SocketAddr) -> Peer {
+        Peer {
+            id: NodeId::from_name(&name),
+            name,
+            addr,
+            seen_addr: None,
+            state: PeerState::Unknown,
+            incarnation: None,
+            previous_incarnation: None,
+            last_heard: None,
+            sent: 0,
+            received: 0,
+            tx_seq: 0,
+            rtt: RttWindow::new(),
+            probes: ProbeWindow::new(),
+            liveness_timer: false,
+            next_heartbeat: None,
+        }
+    }
+
+    /// Forgets the statistics of the previous incarnation (the peer restarted).
+    pub(crate) fn reset_stats(&mut self) {
+        self.rtt = RttWindow::new();
+        self.probes = ProbeWindow::new();
+    }
+
+    /// The peer's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The peer's identity.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configured address heartbeats are sent to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address its datagrams last came from (differs from `addr` behind NAT).
+    pub fn seen_addr(&self) -> Option<SocketAddr> {
+        self.seen_addr
+    }
+
+    /// Its liveness.
+    pub fn state(&self) -> PeerState {
+        self.state
+    }
+
+    /// Its current incarnation, once heard from.
+    pub fn incarnation(&self) -> Option<u64> {
+        self.incarnation
+    }
+
+    /// When a valid datagram last came from it.
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    /// Datagrams sent to it.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Valid datagrams received from it.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Heartbeat probes sent to its current incarnation.
+    pub fn probes_sent(&self) -> u32 {
+        self.probes.sent()
+    }
+
+    /// Round-trip figures over the recent window, once a pong has come back.
+    pub fn rtt(&self) -> Option<RttSummary> {
+        self.rtt.summary()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_summary_percentiles_and_jitter() {
+        let mut w = RttWindow::new();
+        assert!(w.summary().is_none());
+        for i in 1..=100u64 {
+            w.record(i * 1000);
+        }
+        let s = w.summary().unwrap();
+        // Window holds the last 64 samples: 37..=100 µs.
+        assert_eq!(s.samples, RTT_WINDOW);
+        assert_eq!(s.min, Duration::from_micros(37));
+        assert_eq!(s.last, Duration::from_micros(100));
+        assert_eq!(s.p50, Duration::from_micros(68));
+        assert_eq!(s.p99, Duration::from_micros(100));
+        assert_eq!(s.mean.as_nanos(), 68_500);
+        // Constant steps of 1 µs: jitter converges to 1 µs.
+        assert!(
+            (s.jitter.as_nanos() as i64 - 1000).abs() < 5,
+            "{:?}",
+            s.jitter
+        );
+    }
+
+    #[test]
+    fn probe_window_matches_pongs_and_counts_loss() {
+        let mut p = ProbeWindow::new();
+        for i in 0..10u64 {
+            let probe = p.send(i * 100);
+            if i % 5 != 0 {
+                assert_eq!(p.answer(probe, i * 100), PongMatch::Fresh);
+            }
+        }
+        // A duplicate, a forged echo and a probe never sent are told apart.
+        assert_eq!(p.answer(9, 900), PongMatch::Duplicate);
+        assert_eq!(p.answer(8, 1), PongMatch::Unknown);
+        assert_eq!(p.answer(500, 0), PongMatch::Unknown);
+        assert_eq!(p.answer(10, 1000), PongMatch::Unknown);
+        // Probes 0 and 5 lost; none in flight => 20%.
+        assert_eq!(p.loss_pct(0), Some(20.0));
+        // The unanswered probe 5 still in flight when the 5 newest are: 1 lost of 9 settled.
+        let pct = p.loss_pct(5).unwrap();
+        assert!((pct - 100.0 / 9.0).abs() < 1e-9, "{pct}");
+    }
+
+    #[test]
+    fn probe_window_slides() {
+        let mut p = ProbeWindow::new();
+        for i in 0..(LOSS_WINDOW as u64 * 3) {
+            let probe = p.send(i);
+            if i >= LOSS_WINDOW as u64 * 2 {
+                p.answer(probe, i);
+            }
+        }
+        // Only the last LOSS_WINDOW probes count, all answered.
+        assert_eq!(p.loss_pct(3), Some(0.0));
+    }
+}

@@ -1,0 +1,590 @@
+//! A deterministic network simulator for meshes of [`Mesh`] cores.
+//!
+//! A virtual clock, a seeded random generator and a queue of datagrams in flight: the
+//! simulator always steps to the earliest pending thing (a delivery or a node's timer), so a
+//! minute of mesh life takes milliseconds and the same seed gives the same run, byte for
+//! byte. Links have one-way latency, jitter and loss per direction; nodes can be crashed,
+//! paused (frozen, as by `SIGSTOP`), resumed, restarted with a new incarnation, or made to
+//! leave; the network can be partitioned and healed. Embedders can test their own code on it.
+//!
+//! ```
+//! use peermesh::sim::{Link, Sim};
+//! use std::time::Duration;
+//!
+//! let mut sim = Sim::with_nodes(3, Duration::from_millis(100), 42);
+//! sim.set_default_link(Link::latency(Duration::from_millis(5)));
+//! sim.run_for(Duration::from_secs(2));
+//! let rtt = sim.rtt_p50(0, 1).unwrap();
+//! assert_eq!(rtt, Duration::from_millis(10));
+//! ```
+
+use crate::config::{Config, NodeEntry};
+use crate::mesh::{Event, Mesh, PeerId};
+use crate::peer::PeerState;
+use crate::rng::Rng;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// The behaviour of one direction of a link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Link {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Extra delay drawn uniformly from `[0, jitter)` per datagram (so datagrams may reorder).
+    pub jitter: Duration,
+    /// Probability in `[0, 1]` that a datagram is lost.
+    pub loss: f64,
+}
+
+impl Link {
+    /// A link with this one-way latency, no jitter, no loss.
+    pub fn latency(latency: Duration) -> Link {
+        Link {
+            latency,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        }
+    }
+
+    /// The same link with uniform jitter in `[0, jitter)`.
+    pub fn with_jitter(self, jitter: Duration) -> Link {
+        Link { jitter, ..self }
+    }
+
+    /// The same link with this loss probability.
+    pub fn with_loss(self, loss: f64) -> Link {
+        Link { loss, ..self }
+    }
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link::latency(Duration::from_micros(100))
+    }
+}
+
+/// Whether a simulated process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Running.
+    Up,
+    /// Frozen: no timers run; datagrams wait in its socket buffer until it resumes.
+    Paused,
+    /// Not running: datagrams to it are lost.
+    Down,
+}
+
+/// One line of the event trace: what happened, where and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// Virtual time since the simulation started.
+    pub at: Duration,
+    /// The node (config index) that reported it.
+    pub node: usize,
+    /// The event.
+    pub event: Event,
+}
+
+impl fmt::Display for TraceRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>12.6}s node{} {:?}",
+            self.at.as_secs_f64(),
+            self.node,
+            self.event
+        )
+    }
+}
+
+struct SimNode {
+    mesh: Option<Mesh>,
+    status: NodeStatus,
+    addr: SocketAddr,
+    /// Datagrams that arrived while paused: (from, bytes).
+    inbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// The deadline last pushed onto the wake-up queue, to recognise stale entries.
+    wake: Option<Instant>,
+    restarts: u64,
+}
+
+/// A datagram in flight. Ordered by arrival time, then by send order (deterministic ties).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Flight {
+    at: Instant,
+    order: u64,
+    to: usize,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Datagrams a paused node's socket buffer holds before it drops more (like a kernel's).
+const PAUSED_INBOX_LIMIT: usize = 1024;
+
+/// A simulated mesh: every node of a config, on a virtual network, under a virtual clock.
+pub struct Sim {
+    config: Config,
+    base: Instant,
+    now: Instant,
+    rng: Rng,
+    seed: u64,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    default_link: Link,
+    links: HashMap<(usize, usize), Link>,
+    group: Option<Vec<u32>>,
+    flights: BinaryHeap<Reverse<Flight>>,
+    wakes: BinaryHeap<Reverse<(Instant, usize)>>,
+    order: u64,
+    trace: Vec<TraceRecord>,
+    buf: Vec<u8>,
+    delivered: u64,
+    lost: u64,
+}
+
+impl fmt::Debug for Sim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sim")
+            .field("nodes", &self.nodes.len())
+            .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The address simulated node `i` gets from [`Sim::with_nodes`] (loopback range, never used
+/// for real traffic: the simulator moves bytes between its own queues).
+pub fn sim_addr(i: usize) -> SocketAddr {
+    let i = i as u32 + 1;
+    let ip = Ipv4Addr::new(127, 100 + (i >> 16) as u8, (i >> 8) as u8, i as u8);
+    SocketAddr::new(IpAddr::V4(ip), 1313)
+}
+
+impl Sim {
+    /// `n` nodes named `node0..` with the default config timings scaled to `interval`
+    /// (suspect after 3 intervals, dead after 5), all links [`Link::default`].
+    pub fn with_nodes(n: usize, interval: Duration, seed: u64) -> Sim {
+        let nodes = (0..n)
+            .map(|i| {
+                let addr = sim_addr(i);
+                NodeEntry {
+                    name: format!("node{i}"),
+                    host: addr.ip().to_string(),
+                    port: addr.port(),
+                }
+            })
+            .collect();
+        let config = Config {
+            port: 1313,
+            heartbeat_interval: interval,
+            suspect_after: interval * 3,
+            dead_after: interval * 5,
+            max_datagram: crate::config::DEFAULT_MAX_DATAGRAM,
+            keyring: None,
+            nodes,
+        };
+        Sim::new(config, seed)
+    }
+
+    /// Every node of `config`, started at virtual time zero. Node hosts must be IP literals
+    /// (a host that is not gets a made-up loopback address).
+    pub fn new(config: Config, seed: u64) -> Sim {
+        let base = Instant::now();
+        let mut by_addr = HashMap::new();
+        let nodes: Vec<SimNode> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let addr = match node.host.parse::<IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, node.port),
+                    Err(_) => sim_addr(i),
+                };
+                by_addr.insert(addr, i);
+                SimNode {
+                    mesh: None,
+                    status: NodeStatus::Down,
+                    addr,
+                    inbox: Vec::new(),
+                    wake: None,
+                    restarts: 0,
+                }
+            })
+            .collect();
+        let mut sim = Sim {
+            buf: vec![0; config.max_datagram.max(crate::wire::HEADER_LEN)],
+            config,
+            base,
+            now: base,
+            rng: Rng::new(seed),
+            seed,
+            nodes,
+            by_addr,
+            default_link: Link::default(),
+            links: HashMap::new(),
+            group: None,
+            flights: BinaryHeap::new(),
+            wakes: BinaryHeap::new(),
+            order: 0,
+            trace: Vec::new(),
+            delivered: 0,
+            lost: 0,
+        };
+        for i in 0..sim.nodes.len() {
+            sim.start(i);
+        }
+        sim
+    }
+
+    // ----- the network ------------------------------------------------------------------
+
+    /// Sets the link used between nodes that have no link of their own.
+    pub fn set_default_link(&mut self, link: Link) {
+        self.default_link = link;
+    }
+
+    /// Sets both directions between `a` and `b`.
+    pub fn set_link(&mut self, a: usize, b: usize, link: Link) {
+        self.links.insert((a, b), link);
+        self.links.insert((b, a), link);
+    }
+
+    /// Sets one direction, `from` → `to`.
+    pub fn set_link_oneway(&mut self, from: usize, to: usize, link: Link) {
+        self.links.insert((from, to), link);
+    }
+
+    /// The link `from` → `to`.
+    pub fn link(&self, from: usize, to: usize) -> Link {
+        self.links
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.default_link)
+    }
+
+    /// Splits the network: datagrams pass only between nodes of the same group. Nodes in
+    /// no group form one more group of their own.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        let mut group = vec![0u32; self.nodes.len()];
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members.iter() {
+                if let Some(slot) = group.get_mut(i) {
+                    *slot = g as u32 + 1;
+                }
+            }
+        }
+        self.group = Some(group);
+    }
+
+    /// Removes any partition.
+    pub fn heal(&mut self) {
+        self.group = None;
+    }
+
+    // ----- the processes ----------------------------------------------------------------
+
+    /// Kills node `i` at once (as `kill -9`): no goodbye, datagrams to it are lost.
+    pub fn crash(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.mesh = None;
+            node.status = NodeStatus::Down;
+            node.inbox.clear();
+            node.wake = None;
+        }
+    }
+
+    /// Starts node `i` again, as a new process with a new incarnation.
+    pub fn restart(&mut self, i: usize) {
+        self.crash(i);
+        self.start(i);
+    }
+
+    /// Freezes node `i` (as `SIGSTOP`).
+    pub fn pause(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            if node.status == NodeStatus::Up {
+                node.status = NodeStatus::Paused;
+            }
+        }
+    }
+
+    /// Thaws node `i` (as `SIGCONT`): it reads what queued up, then runs its overdue timers.
+    pub fn resume(&mut self, i: usize) {
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
+        if node.status != NodeStatus::Paused {
+            return;
+        }
+        node.status = NodeStatus::Up;
+        let inbox = std::mem::take(&mut node.inbox);
+        for (from, bytes) in inbox {
+            self.deliver(i, from, &bytes);
+        }
+        self.wake_node(i);
+    }
+
+    /// Node `i` shuts down cleanly (as on `SIGTERM`): it sends `Leave` to every peer, then stops.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(mesh) = self.mesh_mut(i) {
+            mesh.leave(now);
+        }
+        self.flush(i);
+        self.crash(i);
+    }
+
+    /// Whether node `i` runs, is frozen or is down.
+    pub fn status(&self, i: usize) -> NodeStatus {
+        self.nodes.get(i).map_or(NodeStatus::Down, |n| n.status)
+    }
+
+    // ----- time -------------------------------------------------------------------------
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.base
+    }
+
+    /// The current virtual instant.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Runs until `d` of virtual time has passed.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step_before(until) {}
+        self.now = until;
+    }
+
+    /// Runs until `done(self)` holds, checking after every step, for at most `limit` of
+    /// virtual time. Returns whether it held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let until = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step_before(until) {
+                self.now = until;
+                return done(self);
+            }
+        }
+    }
+
+    /// Handles everything due at the earliest pending instant, if it is before `until`.
+    /// Returns false when nothing is pending before `until`.
+    fn step_before(&mut self, until: Instant) -> bool {
+        let next_flight = self.flights.peek().map(|Reverse(f)| f.at);
+        let next_wake = loop {
+            match self.wakes.peek() {
+                Some(&Reverse((at, i))) if self.nodes[i].wake != Some(at) => {
+                    self.wakes.pop();
+                }
+                Some(&Reverse((at, _))) => break Some(at),
+                None => break None,
+            }
+        };
+        let next = match (next_flight, next_wake) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        if next > until {
+            return false;
+        }
+        self.now = self.now.max(next);
+        if next_flight == Some(next) {
+            if let Some(Reverse(flight)) = self.flights.pop() {
+                self.arrive(flight);
+            }
+        } else if let Some(Reverse((_, i))) = self.wakes.pop() {
+            self.nodes[i].wake = None;
+            self.wake_node(i);
+        }
+        true
+    }
+
+    // ----- observing --------------------------------------------------------------------
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The config every node runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Node `i`'s core, if it runs (or is paused).
+    pub fn mesh(&self, i: usize) -> Option<&Mesh> {
+        self.nodes.get(i)?.mesh.as_ref()
+    }
+
+    /// Node `i`'s core, mutably (to send data, say). Drive it only through the simulator.
+    pub fn mesh_mut(&mut self, i: usize) -> Option<&mut Mesh> {
+        self.nodes.get_mut(i)?.mesh.as_mut()
+    }
+
+    /// The handle node `from` uses for node `to`.
+    pub fn peer_id(&self, from: usize, to: usize) -> Option<PeerId> {
+        let name = &self.config.nodes.get(to)?.name;
+        self.mesh(from)?.peer_by_name(name)
+    }
+
+    /// How node `from` sees node `to` right now.
+    pub fn state(&self, from: usize, to: usize) -> Option<PeerState> {
+        let id = self.peer_id(from, to)?;
+        Some(self.mesh(from)?.peer(id)?.state())
+    }
+
+    /// Node `from`'s median RTT to node `to`.
+    pub fn rtt_p50(&self, from: usize, to: usize) -> Option<Duration> {
+        let id = self.peer_id(from, to)?;
+        Some(self.mesh(from)?.peer(id)?.rtt()?.p50)
+    }
+
+    /// Every event every node reported, in order.
+    pub fn trace(&self) -> &[TraceRecord] {
+        &self.trace
+    }
+
+    /// The trace as text, one record a line (compare two runs byte for byte).
+    pub fn trace_text(&self) -> String {
+        let mut out = String::new();
+        for record in &self.trace {
+            out.push_str(&record.to_string());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Datagrams delivered and lost so far.
+    pub fn datagram_counts(&self) -> (u64, u64) {
+        (self.delivered, self.lost)
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    fn start(&mut self, i: usize) {
+        let addrs: Vec<SocketAddr> = self.nodes.iter().map(|n| n.addr).collect();
+        let node = &mut self.nodes[i];
+        node.restarts += 1;
+        // Incarnations and jitter seeds derive from the run's seed: reproducible.
+        let mut rng = Rng::new(self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9) ^ node.restarts);
+        let incarnation = rng.next_u64();
+        let seed = rng.next_u64();
+        node.mesh = Some(Mesh::from_config(
+            &self.config,
+            i,
+            &addrs,
+            incarnation,
+            seed,
+            self.now,
+        ));
+        node.status = NodeStatus::Up;
+        self.after_input(i);
+    }
+
+    fn arrive(&mut self, flight: Flight) {
+        let to = flight.to;
+        match self.nodes[to].status {
+            NodeStatus::Up => self.deliver(to, flight.from, &flight.bytes),
+            NodeStatus::Paused if self.nodes[to].inbox.len() < PAUSED_INBOX_LIMIT => {
+                self.nodes[to].inbox.push((flight.from, flight.bytes));
+            }
+            _ => self.lost += 1,
+        }
+    }
+
+    fn deliver(&mut self, i: usize, from: SocketAddr, bytes: &[u8]) {
+        let now = self.now;
+        if let Some(mesh) = self.nodes[i].mesh.as_mut() {
+            mesh.handle_datagram(now, from, bytes);
+            self.delivered += 1;
+        }
+        self.after_input(i);
+    }
+
+    fn wake_node(&mut self, i: usize) {
+        let now = self.now;
+        if self.nodes[i].status != NodeStatus::Up {
+            return;
+        }
+        if let Some(mesh) = self.nodes[i].mesh.as_mut() {
+            mesh.handle_timeout(now);
+        }
+        self.after_input(i);
+    }
+
+    /// After any input: send what the node wants to send, record its events, and note when
+    /// it next needs waking.
+    fn after_input(&mut self, i: usize) {
+        if self.nodes[i].status != NodeStatus::Up {
+            return;
+        }
+        self.flush(i);
+        let now = self.now;
+        let Some(mesh) = self.nodes[i].mesh.as_mut() else {
+            return;
+        };
+        while let Some(event) = mesh.poll_event() {
+            self.trace.push(TraceRecord {
+                at: now - self.base,
+                node: i,
+                event,
+            });
+        }
+        let wake = mesh.poll_timeout();
+        if wake != self.nodes[i].wake {
+            self.nodes[i].wake = wake;
+            if let Some(at) = wake {
+                self.wakes.push(Reverse((at, i)));
+            }
+        }
+    }
+
+    fn flush(&mut self, i: usize) {
+        let now = self.now;
+        let from = self.nodes[i].addr;
+        loop {
+            let Some(mesh) = self.nodes[i].mesh.as_mut() else {
+                return;
+            };
+            let Some(transmit) = mesh.poll_transmit(now, &mut self.buf) else {
+                return;
+            };
+            let Some(&to) = self.by_addr.get(&transmit.dst) else {
+                self.lost += 1;
+                continue;
+            };
+            let link = self.link(i, to);
+            let cut = self.group.as_ref().is_some_and(|g| g.get(i) != g.get(to));
+            if cut || self.rng.chance(link.loss) {
+                self.lost += 1;
+                continue;
+            }
+            let jitter_ns = self.rng.below(link.jitter.as_nanos() as u64);
+            let at = now + link.latency + Duration::from_nanos(jitter_ns);
+            self.order += 1;
+            self.flights.push(Reverse(Flight {
+                at,
+                order: self.order,
+                to,
+                from,
+                bytes: self.buf[..transmit.len].to_vec(),
+            }));
+        }
+    }
+}

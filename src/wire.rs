@@ -1,0 +1,465 @@
+//! The wire format: parse and emit peermesh datagrams.
+//!
+//! Parsing happens in two steps, as in smoltcp: every length is checked once up front, then
+//! plain structs are read out of the bytes. Nothing here knows about peers, clocks or sockets.
+//! All integers are big-endian (network byte order). `docs/PROTOCOL.md` is the reference.
+//!
+//! ```text
+//!  0       2       3       4               12              20              28      32
+//!  +-------+-------+-------+---------------+---------------+---------------+-------+----
+//!  | magic |version| kind  |   sender id   |  incarnation  |  receiver id  |  seq  | body
+//!  +-------+-------+-------+---------------+---------------+---------------+-------+----
+//! ```
+
+use crate::identity::NodeId;
+use std::fmt;
+
+/// The first two bytes of every datagram: ASCII "PM".
+pub const MAGIC: u16 = 0x504d;
+/// The protocol version this build speaks. A datagram of any other version is dropped.
+pub const VERSION: u8 = 1;
+/// Length of the common header.
+pub const HEADER_LEN: usize = 32;
+/// Length of a whole `Ping` datagram.
+pub const PING_LEN: usize = HEADER_LEN + 12;
+/// Length of a whole `Pong` datagram.
+pub const PONG_LEN: usize = HEADER_LEN + 16;
+/// Length of a whole `Leave` datagram.
+pub const LEAVE_LEN: usize = HEADER_LEN;
+/// Bytes a `Data` datagram spends before its payload.
+pub const DATA_OVERHEAD: usize = HEADER_LEN + 2;
+
+/// The kind byte at offset 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A heartbeat probe; the receiver answers with a `Pong` at once.
+    Ping = 1,
+    /// The answer to a `Ping`.
+    Pong = 2,
+    /// The sender is shutting down on purpose.
+    Leave = 3,
+    /// Application data for the receiver.
+    Data = 4,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        match byte {
+            1 => Some(Kind::Ping),
+            2 => Some(Kind::Pong),
+            3 => Some(Kind::Leave),
+            4 => Some(Kind::Data),
+            _ => None,
+        }
+    }
+}
+
+/// The fields every datagram starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Who sent it.
+    pub from: NodeId,
+    /// The sender's incarnation: random per process start, so a restarted peer is told apart.
+    pub incarnation: u64,
+    /// Who it is for. A node drops datagrams addressed to another identity.
+    pub to: NodeId,
+    /// The sender's datagram counter towards this receiver (wraps).
+    pub seq: u32,
+}
+
+/// What a datagram says, after the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// A heartbeat probe.
+    Ping {
+        /// The sender's probe number towards this receiver.
+        probe: u32,
+        /// When it was sent, in nanoseconds on the sender's own clock (only the sender reads it).
+        sent_ns: u64,
+    },
+    /// The answer to a ping.
+    Pong {
+        /// The probe number of the ping answered.
+        probe: u32,
+        /// The ping's `sent_ns`, echoed.
+        echo_ns: u64,
+        /// How long the responder held the ping before answering, in microseconds, so the
+        /// round trip excludes the responder's own processing time (as in STAMP and NTP).
+        hold_us: u32,
+    },
+    /// The sender leaves the mesh on purpose.
+    Leave,
+    /// Application data.
+    Data {
+        /// The payload, borrowed from the datagram.
+        payload: &'a [u8],
+    },
+}
+
+/// A whole datagram: header and body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet<'a> {
+    /// The common header.
+    pub header: Header,
+    /// The kind-specific part.
+    pub body: Body<'a>,
+}
+
+/// Why a datagram could not be decoded. It is dropped and counted, never an error to a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the header, or than its kind requires.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// Does not start with the peermesh magic: not ours.
+    BadMagic,
+    /// A peermesh datagram of a version this build does not speak.
+    UnsupportedVersion(u8),
+    /// A kind byte this version does not define.
+    UnknownKind(u8),
+    /// Longer than its kind and declared lengths allow.
+    TrailingBytes {
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes present.
+        got: usize,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated { needed, got } => {
+                write!(f, "truncated: {got} bytes, need {needed}")
+            }
+            DecodeError::BadMagic => write!(f, "not a peermesh datagram (bad magic)"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "protocol version {v}, this node speaks {VERSION}")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown datagram kind {k}"),
+            DecodeError::TrailingBytes { expected, got } => {
+                write!(f, "{got} bytes where {expected} were expected")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Why a datagram could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The output buffer is smaller than the datagram.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        got: usize,
+    },
+    /// A data payload longer than a datagram can carry (65,535 bytes).
+    PayloadTooLarge(usize),
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::BufferTooSmall { needed, got } => {
+                write!(f, "buffer of {got} bytes, datagram needs {needed}")
+            }
+            EncodeError::PayloadTooLarge(n) => write!(f, "payload of {n} bytes is too large"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+fn be_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(raw)
+}
+
+fn exact(bytes: &[u8], expected: usize) -> Result<(), DecodeError> {
+    match bytes.len() {
+        got if got < expected => Err(DecodeError::Truncated {
+            needed: expected,
+            got,
+        }),
+        got if got > expected => Err(DecodeError::TrailingBytes { expected, got }),
+        _ => Ok(()),
+    }
+}
+
+impl<'a> Packet<'a> {
+    /// Decodes a datagram. Checks every length before reading; never panics, never allocates.
+    pub fn parse(bytes: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
+        if bytes.len() < 4 {
+            // Too short even to say whose it is.
+            return Err(DecodeError::Truncated {
+                needed: HEADER_LEN,
+                got: bytes.len(),
+            });
+        }
+        if be_u16(bytes, 0) != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if bytes[2] != VERSION {
+            return Err(DecodeError::UnsupportedVersion(bytes[2]));
+        }
+        let kind = Kind::from_byte(bytes[3]).ok_or(DecodeError::UnknownKind(bytes[3]))?;
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated {
+                needed: HEADER_LEN,
+                got: bytes.len(),
+            });
+        }
+        let header = Header {
+            from: NodeId(be_u64(bytes, 4)),
+            incarnation: be_u64(bytes, 12),
+            to: NodeId(be_u64(bytes, 20)),
+            seq: be_u32(bytes, 28),
+        };
+        let body = match kind {
+            Kind::Ping => {
+                exact(bytes, PING_LEN)?;
+                Body::Ping {
+                    probe: be_u32(bytes, 32),
+                    sent_ns: be_u64(bytes, 36),
+                }
+            }
+            Kind::Pong => {
+                exact(bytes, PONG_LEN)?;
+                Body::Pong {
+                    probe: be_u32(bytes, 32),
+                    echo_ns: be_u64(bytes, 36),
+                    hold_us: be_u32(bytes, 44),
+                }
+            }
+            Kind::Leave => {
+                exact(bytes, LEAVE_LEN)?;
+                Body::Leave
+            }
+            Kind::Data => {
+                if bytes.len() < DATA_OVERHEAD {
+                    return Err(DecodeError::Truncated {
+                        needed: DATA_OVERHEAD,
+                        got: bytes.len(),
+                    });
+                }
+                let len = usize::from(be_u16(bytes, HEADER_LEN));
+                exact(bytes, DATA_OVERHEAD + len)?;
+                Body::Data {
+                    payload: &bytes[DATA_OVERHEAD..],
+                }
+            }
+        };
+        Ok(Packet { header, body })
+    }
+
+    /// The kind of this datagram.
+    pub fn kind(&self) -> Kind {
+        match self.body {
+            Body::Ping { .. } => Kind::Ping,
+            Body::Pong { .. } => Kind::Pong,
+            Body::Leave => Kind::Leave,
+            Body::Data { .. } => Kind::Data,
+        }
+    }
+
+    /// The encoded length of this datagram.
+    pub fn len(&self) -> usize {
+        match self.body {
+            Body::Ping { .. } => PING_LEN,
+            Body::Pong { .. } => PONG_LEN,
+            Body::Leave => LEAVE_LEN,
+            Body::Data { payload } => DATA_OVERHEAD + payload.len(),
+        }
+    }
+
+    /// Always false: a datagram has at least a header. (Pairs with [`Packet::len`].)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Encodes into the front of `buf` and returns the length written.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        if let Body::Data { payload } = self.body {
+            if payload.len() > usize::from(u16::MAX) {
+                return Err(EncodeError::PayloadTooLarge(payload.len()));
+            }
+        }
+        let len = self.len();
+        if buf.len() < len {
+            return Err(EncodeError::BufferTooSmall {
+                needed: len,
+                got: buf.len(),
+            });
+        }
+        let out = &mut buf[..len];
+        out[0..2].copy_from_slice(&MAGIC.to_be_bytes());
+        out[2] = VERSION;
+        out[3] = self.kind() as u8;
+        out[4..12].copy_from_slice(&self.header.from.0.to_be_bytes());
+        out[12..20].copy_from_slice(&self.header.incarnation.to_be_bytes());
+        out[20..28].copy_from_slice(&self.header.to.0.to_be_bytes());
+        out[28..32].copy_from_slice(&self.header.seq.to_be_bytes());
+        match self.body {
+            Body::Ping { probe, sent_ns } => {
+                out[32..36].copy_from_slice(&probe.to_be_bytes());
+                out[36..44].copy_from_slice(&sent_ns.to_be_bytes());
+            }
+            Body::Pong {
+                probe,
+                echo_ns,
+                hold_us,
+            } => {
+                out[32..36].copy_from_slice(&probe.to_be_bytes());
+                out[36..44].copy_from_slice(&echo_ns.to_be_bytes());
+                out[44..48].copy_from_slice(&hold_us.to_be_bytes());
+            }
+            Body::Leave => {}
+            Body::Data { payload } => {
+                // Checked above: fits in u16.
+                let n = payload.len() as u16;
+                out[32..34].copy_from_slice(&n.to_be_bytes());
+                out[DATA_OVERHEAD..].copy_from_slice(payload);
+            }
+        }
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            from: NodeId(0x0102_0304_0506_0708),
+            incarnation: 0x1112_1314_1516_1718,
+            to: NodeId(0x2122_2324_2526_2728),
+            seq: 0x3132_3334,
+        }
+    }
+
+    fn round_trip(body: Body<'_>) {
+        let packet = Packet {
+            header: header(),
+            body,
+        };
+        let mut buf = [0u8; 128];
+        let n = packet.emit(&mut buf).unwrap();
+        assert_eq!(n, packet.len());
+        assert_eq!(Packet::parse(&buf[..n]).unwrap(), packet);
+        // Every strict prefix is rejected as truncated, never misread.
+        for cut in 0..n {
+            assert!(
+                Packet::parse(&buf[..cut]).is_err(),
+                "prefix of {cut} accepted"
+            );
+        }
+        // A longer buffer is rejected too: lengths are exact.
+        assert!(matches!(
+            Packet::parse(&buf[..n + 1]),
+            Err(DecodeError::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        round_trip(Body::Ping {
+            probe: 7,
+            sent_ns: 123_456_789,
+        });
+        round_trip(Body::Pong {
+            probe: 7,
+            echo_ns: 123_456_789,
+            hold_us: 42,
+        });
+        round_trip(Body::Leave);
+        round_trip(Body::Data {
+            payload: b"hello mesh",
+        });
+        round_trip(Body::Data { payload: b"" });
+    }
+
+    #[test]
+    fn header_layout_is_big_endian_as_documented() {
+        let packet = Packet {
+            header: header(),
+            body: Body::Ping {
+                probe: 0x4142_4344,
+                sent_ns: 0x5152_5354_5556_5758,
+            },
+        };
+        let mut buf = [0u8; PING_LEN];
+        packet.emit(&mut buf).unwrap();
+        assert_eq!(&buf[0..4], &[b'P', b'M', 1, 1]);
+        assert_eq!(&buf[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&buf[28..32], &[0x31, 0x32, 0x33, 0x34]);
+        assert_eq!(&buf[32..36], &[0x41, 0x42, 0x43, 0x44]);
+        assert_eq!(buf[43], 0x58);
+    }
+
+    #[test]
+    fn foreign_and_future_datagrams_are_told_apart() {
+        let mut buf = [0u8; PING_LEN];
+        Packet {
+            header: header(),
+            body: Body::Leave,
+        }
+        .emit(&mut buf)
+        .unwrap();
+        let mut other = buf;
+        other[0] = b'X';
+        assert_eq!(
+            Packet::parse(&other[..LEAVE_LEN]),
+            Err(DecodeError::BadMagic)
+        );
+        let mut future = buf;
+        future[2] = 2;
+        assert_eq!(
+            Packet::parse(&future[..LEAVE_LEN]),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        let mut odd = buf;
+        odd[3] = 99;
+        assert_eq!(
+            Packet::parse(&odd[..LEAVE_LEN]),
+            Err(DecodeError::UnknownKind(99))
+        );
+    }
+
+    #[test]
+    fn emit_checks_the_buffer() {
+        let packet = Packet {
+            header: header(),
+            body: Body::Pong {
+                probe: 1,
+                echo_ns: 2,
+                hold_us: 3,
+            },
+        };
+        let mut small = [0u8; PONG_LEN - 1];
+        assert_eq!(
+            packet.emit(&mut small),
+            Err(EncodeError::BufferTooSmall {
+                needed: PONG_LEN,
+                got: PONG_LEN - 1
+            })
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The core's contract, driven by hand: two nodes, a virtual clock, bytes passed between them.
+
+use peermesh::wire::{Body, Header, Packet, PING_LEN};
+use peermesh::{DropReason, Event, Mesh, NodeId, PeerState, SendError, Settings};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const INTERVAL: Duration = Duration::from_millis(100);
+
+fn settings(incarnation: u64) -> Settings {
+    Settings {
+        heartbeat_interval: INTERVAL,
+        suspect_after: INTERVAL * 3,
+        dead_after: INTERVAL * 5,
+        max_datagram: 1232,
+        incarnation,
+        seed: incarnation,
+    }
+}
+
+fn addr(last: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, last], 1313))
+}
+
+struct Pair {
+    a: Mesh,
+    b: Mesh,
+    now: Instant,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let now = Instant::now();
+        let mut a = Mesh::new("a", settings(1), now);
+        let mut b = Mesh::new("b", settings(2), now);
+        a.add_peer("b", addr(2));
+        b.add_peer("a", addr(1));
+        Pair {
+            a,
+            b,
+            now,
+            buf: vec![0; 1232],
+        }
+    }
+
+    /// Runs both timers up to `now`, returning what each wants to send (unsent).
+    fn collect(&mut self, which: char) -> Vec<(SocketAddr, Vec<u8>)> {
+        let now = self.now;
+        let mesh = if which == 'a' {
+            &mut self.a
+        } else {
+            &mut self.b
+        };
+        mesh.handle_timeout(now);
+        let mut out = Vec::new();
+        while let Some(t) = mesh.poll_transmit(now, &mut self.buf) {
+            out.push((t.dst, self.buf[..t.len].to_vec()));
+        }
+        out
+    }
+
+    fn advance_to_next_ping_of_a(&mut self) -> Vec<u8> {
+        for _ in 0..1000 {
+            self.now = self.a.poll_timeout().unwrap().max(self.now);
+            let out = self.collect('a');
+            if let Some((dst, bytes)) = out.into_iter().next() {
+                assert_eq!(dst, addr(2));
+                return bytes;
+            }
+        }
+        panic!("a never pinged");
+    }
+}
+
+#[test]
+fn a_pong_measures_the_round_trip_without_the_responders_hold_time() {
+    let mut p = Pair::new();
+    let ping = p.advance_to_next_ping_of_a();
+    assert_eq!(ping.len(), PING_LEN);
+    p.now += Duration::from_millis(1);
+    p.b.handle_datagram(p.now, addr(1), &ping);
+    assert_eq!(
+        p.b.poll_event(),
+        Some(Event::Up(p.b.peer_by_name("a").unwrap()))
+    );
+    // b sits on the ping for 5 ms before its driver sends the pong.
+    p.now += Duration::from_millis(5);
+    let t = p.b.poll_transmit(p.now, &mut p.buf).expect("pong");
+    assert_eq!(t.dst, addr(1), "replies go to the datagram's source");
+    let pong = p.buf[..t.len].to_vec();
+    let Body::Pong { hold_us, .. } = Packet::parse(&pong).unwrap().body else {
+        panic!("not a pong")
+    };
+    assert_eq!(hold_us, 5000);
+    p.now += Duration::from_millis(1);
+    p.a.handle_datagram(p.now, addr(2), &pong);
+    let b = p.a.peer_by_name("b").unwrap();
+    let rtt = p.a.peer(b).unwrap().rtt().unwrap();
+    assert_eq!(rtt.last, Duration::from_millis(2));
+    assert_eq!(p.a.peer(b).unwrap().state(), PeerState::Alive);
+    // The same pong again is a duplicate: dropped and counted, no second sample.
+    p.a.handle_datagram(p.now, addr(2), &pong);
+    assert_eq!(p.a.dropped().get(DropReason::StalePong), 1);
+    assert_eq!(p.a.peer(b).unwrap().rtt().unwrap().samples, 1);
+}
+
+#[test]
+fn a_peer_is_recognised_by_identity_not_by_source_address() {
+    let mut p = Pair::new();
+    let ping = p.advance_to_next_ping_of_a();
+    // Through a NAT: a different source address and port.
+    let nat: SocketAddr = "127.0.0.200:40000".parse().unwrap();
+    p.b.handle_datagram(p.now, nat, &ping);
+    let a = p.b.peer_by_name("a").unwrap();
+    assert_eq!(p.b.peer(a).unwrap().state(), PeerState::Alive);
+    assert_eq!(p.b.peer(a).unwrap().seen_addr(), Some(nat));
+    assert_eq!(p.b.poll_transmit(p.now, &mut p.buf).unwrap().dst, nat);
+}
+
+fn datagram(from: &str, to: &str, incarnation: u64, body: Body<'_>) -> Vec<u8> {
+    let header = Header {
+        from: NodeId::from_name(from),
+        incarnation,
+        to: NodeId::from_name(to),
+        seq: 0,
+    };
+    let mut buf = vec![0; 1232];
+    let n = Packet { header, body }.emit(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+const PING: Body<'static> = Body::Ping {
+    probe: 0,
+    sent_ns: 0,
+};
+
+#[test]
+fn unwelcome_datagrams_are_dropped_and_counted_by_reason() {
+    let mut p = Pair::new();
+    let now = p.now;
+    p.b.handle_datagram(now, addr(9), &datagram("stranger", "b", 1, PING));
+    p.b.handle_datagram(now, addr(1), &datagram("a", "c", 1, PING));
+    p.b.handle_datagram(now, addr(1), &datagram("b", "b", 1, PING));
+    let mut future = datagram("a", "b", 1, PING);
+    future[2] = 9;
+    p.b.handle_datagram(now, addr(1), &future);
+    p.b.handle_datagram(now, addr(1), b"GET / HTTP/1.1\r\n");
+    p.b.handle_datagram(now, addr(1), &[]);
+    let d = p.b.dropped();
+    assert_eq!(d.get(DropReason::UnknownSender), 1);
+    assert_eq!(d.get(DropReason::Misdirected), 1);
+    assert_eq!(d.get(DropReason::FromSelf), 1);
+    assert_eq!(d.get(DropReason::WrongVersion), 1);
+    assert_eq!(d.get(DropReason::Malformed), 2);
+    assert_eq!(d.total(), 6);
+    // None of it changed what b knows, nor made it answer.
+    let a = p.b.peer_by_name("a").unwrap();
+    assert_eq!(p.b.peer(a).unwrap().state(), PeerState::Unknown);
+    assert_eq!(p.b.poll_transmit(now, &mut p.buf), None);
+    assert_eq!(p.b.poll_event(), None);
+}
+
+#[test]
+fn a_new_incarnation_is_a_restart_and_the_old_one_is_then_stale() {
+    let mut p = Pair::new();
+    let now = p.now;
+    let a = p.b.peer_by_name("a").unwrap();
+    p.b.handle_datagram(now, addr(1), &datagram("a", "b", 10, PING));
+    assert_eq!(p.b.poll_event(), Some(Event::Up(a)));
+    p.b.handle_datagram(now, addr(1), &datagram("a", "b", 11, PING));
+    assert_eq!(
+        p.b.poll_event(),
+        Some(Event::Restarted {
+            peer: a,
+            incarnation: 11
+        })
+    );
+    assert_eq!(p.b.poll_event(), None, "still alive: no second Up");
+    p.b.handle_datagram(now, addr(1), &datagram("a", "b", 10, PING));
+    assert_eq!(p.b.dropped().get(DropReason::StaleIncarnation), 1);
+    assert_eq!(p.b.peer(a).unwrap().incarnation(), Some(11));
+}
+
+#[test]
+fn leave_marks_left_and_that_incarnation_stays_gone() {
+    let mut p = Pair::new();
+    let ping = p.advance_to_next_ping_of_a();
+    p.b.handle_datagram(p.now, addr(1), &ping);
+    p.a.leave(p.now);
+    let out = p.collect('a');
+    assert_eq!(out.len(), 1);
+    p.b.handle_datagram(p.now, addr(1), &out[0].1);
+    let a = p.b.peer_by_name("a").unwrap();
+    assert_eq!(p.b.peer(a).unwrap().state(), PeerState::Left);
+    // A late datagram of the same process does not revive it.
+    p.b.handle_datagram(p.now, addr(1), &ping);
+    assert_eq!(p.b.peer(a).unwrap().state(), PeerState::Left);
+    assert_eq!(p.b.dropped().get(DropReason::AfterLeave), 1);
+    // Silence after leaving is never judged.
+    p.now += INTERVAL * 20;
+    p.collect('b');
+    assert_eq!(p.b.peer(a).unwrap().state(), PeerState::Left);
+    // And a node that left sends no more heartbeats.
+    assert!(p.collect('a').is_empty());
+}
+
+#[test]
+fn application_data_passes_and_oversize_is_refused() {
+    let mut p = Pair::new();
+    let b = p.a.peer_by_name("b").unwrap();
+    p.a.send_data(b, b"hello").unwrap();
+    let max = p.a.max_payload();
+    assert_eq!(
+        p.a.send_data(b, &vec![0; max + 1]),
+        Err(SendError::TooLarge { len: max + 1, max })
+    );
+    p.a.send_data(b, &vec![7; max]).unwrap();
+    let out = p.collect('a');
+    assert!(out.iter().all(|(_, bytes)| bytes.len() <= 1232));
+    for (_, bytes) in &out {
+        p.b.handle_datagram(p.now, addr(1), bytes);
+    }
+    let a = p.b.peer_by_name("a").unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert!(events.contains(&Event::Data {
+        from: a,
+        payload: b"hello".to_vec()
+    }));
+    assert!(events.contains(&Event::Data {
+        from: a,
+        payload: vec![7; max]
+    }));
+}
+
+#[test]
+fn heartbeats_are_spread_over_the_interval_and_keep_their_rate() {
+    let start = Instant::now();
+    let mut mesh = Mesh::new("hub", settings(3), start);
+    for i in 0..1000u32 {
+        let ip = [127, 1, (i >> 8) as u8, i as u8];
+        mesh.add_peer(&format!("p{i}"), SocketAddr::from((ip, 1313)));
+    }
+    let mut buf = vec![0; 1232];
+    let mut per_ms = vec![0u32; 10 * 100];
+    for _ in 0..100_000 {
+        let Some(next) = mesh.poll_timeout() else {
+            break;
+        };
+        if next >= start + INTERVAL * 10 {
+            break;
+        }
+        let now = next;
+        mesh.handle_timeout(now);
+        while mesh.poll_transmit(now, &mut buf).is_some() {
+            per_ms[(now - start).as_millis() as usize] += 1;
+        }
+    }
+    let total: u32 = per_ms.iter().sum();
+    // 1,000 peers for 10 intervals, one ping each per interval (±1 at the edges).
+    assert!((9_900..=10_100).contains(&total), "{total} pings");
+    // Spread out: no millisecond carries more than a few percent of one interval's pings.
+    let worst = per_ms.iter().max().unwrap();
+    assert!(*worst <= 40, "{worst} pings in one millisecond");
+}
+
+#[test]
+fn time_going_backwards_or_early_calls_are_harmless() {
+    let mut p = Pair::new();
+    let ping = p.advance_to_next_ping_of_a();
+    let earlier = p.now - Duration::from_millis(50);
+    p.a.handle_timeout(earlier);
+    p.a.handle_timeout(p.now);
+    assert_eq!(p.a.poll_transmit(p.now, &mut p.buf), None);
+    p.b.handle_datagram(earlier, addr(1), &ping);
+    assert!(p.b.poll_transmit(earlier, &mut p.buf).is_some());
+}
