@@ -1,0 +1,1109 @@
+//! The configuration file: what is accepted, what each mistake is called and where it points.
+//!
+//! Error positions are asserted exactly. In the texts below, top-level fields are indented by
+//! four spaces (so a field's name is at column 5) and nodes by eight (a node's `(` at
+//! column 9, its `name` value at column 16).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peermesh::config::{
+    Config, ConfigError, ConfigErrorKind, NodeEntry, DEFAULT_MAX_DATAGRAM, DEFAULT_PORT,
+};
+use peermesh::identity::NodeId;
+use proptest::prelude::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "peers.ron")
+}
+
+/// The error for `text`, which must be rejected.
+fn rejected(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(config) => panic!("accepted: {config:?}"),
+        Err(error) => error,
+    }
+}
+
+/// The error points at `line:col` and its message, `peers.ron:LINE:COL: ...`, says `words`.
+fn assert_points(error: &ConfigError, line: usize, col: usize, words: &[&str]) {
+    let message = error.to_string();
+    assert_eq!(error.position(), Some((line, col)), "{message}");
+    let prefix = format!("peers.ron:{line}:{col}: ");
+    assert!(message.starts_with(&prefix), "{message}");
+    for word in words {
+        assert!(message.contains(word), "{message:?} does not say {word:?}");
+    }
+}
+
+fn node(name: &str, host: &str, port: u16) -> NodeEntry {
+    NodeEntry {
+        name: name.to_string(),
+        host: host.to_string(),
+        port,
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/configs")
+        .join(name)
+}
+
+/// A configuration built in code, bypassing the file.
+fn mesh(nodes: &[(&str, &str)]) -> Config {
+    Config {
+        port: DEFAULT_PORT,
+        heartbeat_interval: Duration::from_millis(1000),
+        suspect_after: Duration::from_millis(3000),
+        dead_after: Duration::from_millis(5000),
+        max_datagram: DEFAULT_MAX_DATAGRAM,
+        keyring: None,
+        nodes: nodes
+            .iter()
+            .map(|(name, host)| node(name, host, DEFAULT_PORT))
+            .collect(),
+    }
+}
+
+// ---- What is accepted --------------------------------------------------------------------
+
+#[test]
+fn the_full_example_loads_with_every_field() {
+    let path = fixture("peers.ron");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config,
+        Config {
+            port: 1400,
+            heartbeat_interval: Duration::from_millis(500),
+            suspect_after: Duration::from_millis(2000),
+            dead_after: Duration::from_millis(4000),
+            max_datagram: 1400,
+            keyring: Some(fixture("keyring")),
+            nodes: vec![
+                node("alpha", "10.0.0.1", 1400),
+                node("beta", "10.0.0.2", 1314),
+                node("gamma", "::1", 1315),
+                node("delta", "vm-delta.internal", 1400),
+            ],
+        }
+    );
+}
+
+#[test]
+fn missing_optional_fields_take_their_defaults() {
+    let config = Config::load(&fixture("minimal.ron")).unwrap();
+    assert_eq!(
+        config,
+        Config {
+            port: 1313,
+            heartbeat_interval: Duration::from_millis(1000),
+            suspect_after: Duration::from_millis(3000),
+            dead_after: Duration::from_millis(5000),
+            max_datagram: 1232,
+            keyring: None,
+            nodes: vec![
+                node("alpha", "10.0.0.1", 1313),
+                node("beta", "10.0.0.2", 1313),
+            ],
+        }
+    );
+}
+
+#[test]
+fn suspect_and_dead_default_to_three_and_five_intervals() {
+    let config = parse(
+        r#"(
+    heartbeat_interval_ms: 200,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    )
+    .unwrap();
+    assert_eq!(config.heartbeat_interval, Duration::from_millis(200));
+    assert_eq!(config.suspect_after, Duration::from_millis(600));
+    assert_eq!(config.dead_after, Duration::from_millis(1000));
+}
+
+#[test]
+fn struct_names_some_and_attributes_are_accepted() {
+    let config = parse(
+        r#"#![enable(implicit_some)]
+Config(
+    port: Some(1400),
+    nodes: [Node(name: "alpha", host: "10.0.0.1"), (name: "beta", host: "10.0.0.1", port: 1401)],
+)"#,
+    )
+    .unwrap();
+    assert_eq!(config.nodes[0], node("alpha", "10.0.0.1", 1400));
+    assert_eq!(config.nodes[1], node("beta", "10.0.0.1", 1401));
+}
+
+#[test]
+fn a_relative_keyring_is_resolved_against_the_files_directory() {
+    let text = r#"(
+    keyring: "keys/ring",
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#;
+    let config = Config::parse(text, "/etc/peermesh/peers.ron").unwrap();
+    assert_eq!(
+        config.keyring,
+        Some(PathBuf::from("/etc/peermesh/keys/ring"))
+    );
+    // A file in the current directory: the keyring is too.
+    let config = Config::parse(text, "peers.ron").unwrap();
+    assert_eq!(config.keyring, Some(PathBuf::from("keys/ring")));
+    // An absolute keyring is kept as it is.
+    let text = text.replace("keys/ring", "/var/lib/ring");
+    let config = Config::parse(&text, "/etc/peermesh/peers.ron").unwrap();
+    assert_eq!(config.keyring, Some(PathBuf::from("/var/lib/ring")));
+}
+
+#[test]
+fn several_nodes_may_share_a_host_on_different_ports() {
+    let config = parse(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "127.0.0.1", port: 1400),
+        (name: "beta", host: "127.0.0.1", port: 1401),
+    ],
+)"#,
+    )
+    .unwrap();
+    assert_eq!(config.nodes.len(), 2);
+}
+
+// ---- 1. Syntax ----------------------------------------------------------------------------
+
+#[test]
+fn a_syntax_error_points_where_the_parser_stopped() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha" host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::Syntax { .. }));
+    assert_points(&error, 3, 24, &["syntax error", "expected comma"]);
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "αβγ" host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::Syntax { .. }));
+    assert_points(&error, 3, 22, &["expected comma"]);
+}
+
+#[test]
+fn text_that_is_not_utf8_is_a_syntax_error_at_the_bad_byte() {
+    let dir = std::env::temp_dir().join(format!("peermesh-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("latin1.ron");
+    std::fs::write(
+        &path,
+        b"(\n    nodes: [\n        (name: \"caf\xe9\", host: \"h\"),\n    ],\n)",
+    )
+    .unwrap();
+    let error = Config::load(&path).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(matches!(error.kind(), ConfigErrorKind::Syntax { .. }));
+    assert_eq!(error.position(), Some((3, 20)));
+    assert!(error.to_string().contains("not valid UTF-8"), "{error}");
+}
+
+// ---- 2. Unknown fields --------------------------------------------------------------------
+
+#[test]
+fn an_unknown_top_level_field_is_named_with_the_allowed_ones() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval: 1000,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    match error.kind() {
+        ConfigErrorKind::UnknownField {
+            field,
+            in_node: false,
+            ..
+        } => assert_eq!(field, "heartbeat_interval"),
+        other => panic!("{other:?}"),
+    }
+    assert_points(
+        &error,
+        2,
+        5,
+        &[
+            "unknown field `heartbeat_interval`",
+            "did you mean `heartbeat_interval_ms`?",
+            "`port`, `heartbeat_interval_ms`, `suspect_after_ms`, `dead_after_ms`, \
+             `max_datagram_bytes`, `keyring`, `nodes`",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_field_in_a_node_is_named_with_the_allowed_ones() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", hots: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::UnknownField { in_node: true, .. }
+    ));
+    assert_points(
+        &error,
+        3,
+        25,
+        &[
+            "unknown field `hots` in a node",
+            "did you mean `host`?",
+            "`name`, `host`, `port`",
+        ],
+    );
+}
+
+#[test]
+fn a_field_given_twice_points_at_the_second() {
+    let error = rejected(
+        r#"(
+    port: 1400,
+    port: 1401,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateField { field, first_line: Some(2) } if field == "port"
+    ));
+    assert_points(&error, 3, 5, &["`port` is given twice", "first at line 2"]);
+}
+
+// ---- 3. Types and required fields ---------------------------------------------------------
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_with_what_was_expected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", port: "1314"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::WrongType { field, node: Some(0), .. } if field == "port"
+    ));
+    assert_points(
+        &error,
+        3,
+        49,
+        &[
+            "wrong type for `port` of node #1",
+            "expected a port number from 1 to 65535",
+            "found `\"1314\"`",
+        ],
+    );
+}
+
+#[test]
+fn a_fraction_or_a_negative_number_is_the_wrong_type() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval_ms: 1.5,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::WrongType { node: None, .. }
+    ));
+    assert_points(
+        &error,
+        2,
+        28,
+        &[
+            "`heartbeat_interval_ms`",
+            "whole number of milliseconds",
+            "found `1.5`",
+        ],
+    );
+
+    let error = rejected(
+        r#"(
+    port: -1,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::WrongType { .. }));
+    assert_points(&error, 2, 11, &["`port`", "found `-1`"]);
+}
+
+#[test]
+fn a_number_too_big_to_read_is_the_wrong_type() {
+    let error = rejected(
+        r#"(
+    port: 99999999999999999999999,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::WrongType { .. }));
+    assert_points(&error, 2, 11, &["`port`", "1 to 65535"]);
+}
+
+#[test]
+fn a_node_that_is_not_a_node_is_the_wrong_type() {
+    let error = rejected(
+        r#"(
+    nodes: ["alpha"],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::WrongType { field, node: None, .. } if field == "nodes"
+    ));
+    assert_points(
+        &error,
+        2,
+        13,
+        &[
+            "`nodes`",
+            "(name: \"alpha\", host: \"10.0.0.1\")",
+            "found `\"alpha\"`",
+        ],
+    );
+}
+
+#[test]
+fn a_node_without_a_host_points_at_the_node() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1"),
+        (name: "beta"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::MissingField { field, node: Some(1) } if field == "host"
+    ));
+    assert_points(&error, 4, 9, &["node #2 has no `host`"]);
+}
+
+#[test]
+fn a_node_without_a_name_points_at_the_node() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        Node(host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::MissingField { field, node: Some(0) } if field == "name"
+    ));
+    assert_points(&error, 3, 9, &["node #1 has no `name`"]);
+}
+
+#[test]
+fn a_file_without_nodes_points_at_its_start() {
+    let error = rejected(
+        r#"// no nodes yet
+(
+    port: 1313,
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::MissingField { field, node: None } if field == "nodes"
+    ));
+    assert_points(&error, 2, 1, &["missing field `nodes`"]);
+}
+
+// ---- 4. Duplicate names -------------------------------------------------------------------
+
+#[test]
+fn a_duplicate_name_points_at_the_second_and_says_where_the_first_is() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1"),
+        (name: "beta", host: "10.0.0.2"),
+        (name: "Alpha", host: "10.0.0.3"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateName {
+            first_line: Some(3),
+            ..
+        }
+    ));
+    assert_points(
+        &error,
+        5,
+        16,
+        &[
+            "duplicate node name \"Alpha\"",
+            "\"alpha\" is already listed at line 3",
+        ],
+    );
+}
+
+#[test]
+fn two_names_with_the_same_identity_are_rejected() {
+    // Found by a cycle search: different names, equal 64-bit FNV-1a.
+    let (a, b) = ("n5ab3954cc1f68a9a", "n533fd214620895a2");
+    assert_eq!(NodeId::from_name(a), NodeId::from_name(b));
+    let error = rejected(&format!(
+        r#"(
+    nodes: [
+        (name: "{a}", host: "10.0.0.1"),
+        (name: "{b}", host: "10.0.0.2"),
+    ],
+)"#
+    ));
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateNodeId {
+            first_line: Some(3),
+            ..
+        }
+    ));
+    assert_points(
+        &error,
+        4,
+        16,
+        &[
+            "same identity (7accd63b1fc636f2)",
+            "at line 3",
+            "rename one",
+        ],
+    );
+}
+
+// ---- 5. Duplicate addresses ---------------------------------------------------------------
+
+#[test]
+fn a_duplicate_address_counts_the_default_port() {
+    let error = rejected(
+        r#"(
+    port: 1400,
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", port: 1400),
+        (name: "beta", host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateAddress {
+            port: 1400,
+            port_default: true,
+            ..
+        }
+    ));
+    assert_points(
+        &error,
+        5,
+        30,
+        &[
+            "node \"beta\" has the same address as node \"alpha\" at line 4",
+            "port 1400 (the default port)",
+        ],
+    );
+}
+
+#[test]
+fn ip_literals_are_compared_by_value() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "::1", port: 1315),
+        (name: "beta", host: "0:0:0:0:0:0:0:1", port: 1315),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateAddress {
+            port_default: false,
+            ..
+        }
+    ));
+    assert_points(
+        &error,
+        4,
+        30,
+        &["same address", "\"0:0:0:0:0:0:0:1\", port 1315"],
+    );
+}
+
+#[test]
+fn host_names_are_compared_case_insensitively() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "vm.internal"),
+        (name: "beta", host: "VM.Internal"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateAddress { .. }
+    ));
+    assert_points(&error, 4, 30, &["same address as node \"alpha\""]);
+}
+
+// ---- 6. Empty node list -------------------------------------------------------------------
+
+#[test]
+fn an_empty_node_list_points_at_nodes() {
+    let error = rejected(
+        r#"(
+    port: 1313,
+    nodes: [],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::NoNodes));
+    assert_points(&error, 3, 5, &["node list is empty"]);
+}
+
+// ---- 7. Heartbeat interval ----------------------------------------------------------------
+
+#[test]
+fn a_zero_heartbeat_interval_is_rejected() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval_ms: 0,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::ZeroHeartbeatInterval
+    ));
+    assert_points(
+        &error,
+        2,
+        28,
+        &["heartbeat_interval_ms is 0", "at least 10 ms"],
+    );
+}
+
+#[test]
+fn a_heartbeat_interval_below_10_ms_is_too_short() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval_ms: 9,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::HeartbeatTooShort { ms: 9 }
+    ));
+    assert_points(&error, 2, 28, &["too short: at least 10 ms"]);
+}
+
+#[test]
+fn a_duration_over_a_day_is_too_long() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval_ms: 1000,
+    dead_after_ms: 86400001,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DurationTooLong {
+            field: "dead_after_ms",
+            ms: 86_400_001
+        }
+    ));
+    assert_points(&error, 3, 20, &["dead_after_ms 86400001 is too long"]);
+}
+
+// ---- 8. Suspect and dead times ------------------------------------------------------------
+
+#[test]
+fn suspect_not_before_dead_points_at_suspect() {
+    let error = rejected(
+        r#"(
+    suspect_after_ms: 4000,
+    dead_after_ms: 4000,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::SuspectNotBeforeDead {
+            suspect_ms: 4000,
+            dead_ms: 4000,
+            ..
+        }
+    ));
+    assert_points(
+        &error,
+        2,
+        23,
+        &["suspect_after_ms (4000) must be less than dead_after_ms (4000)"],
+    );
+}
+
+#[test]
+fn dead_before_the_default_suspect_points_at_dead_and_gives_the_default() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval_ms: 1000,
+    dead_after_ms: 2000,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::SuspectNotBeforeDead {
+            suspect_ms: 3000,
+            suspect_default: true,
+            dead_ms: 2000,
+            dead_default: false,
+        }
+    ));
+    assert_points(
+        &error,
+        3,
+        20,
+        &["suspect_after_ms (3000, the default) must be less than dead_after_ms (2000)"],
+    );
+}
+
+#[test]
+fn suspect_within_one_heartbeat_is_rejected() {
+    let error = rejected(
+        r#"(
+    heartbeat_interval_ms: 2000,
+    suspect_after_ms: 2000,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::SuspectWithinHeartbeat {
+            suspect_ms: 2000,
+            interval_ms: 2000
+        }
+    ));
+    assert_points(
+        &error,
+        3,
+        23,
+        &["suspect_after_ms (2000) must be greater than heartbeat_interval_ms (2000)"],
+    );
+}
+
+// ---- 9. Names, hosts, ports, sizes --------------------------------------------------------
+
+#[test]
+fn an_empty_name_is_rejected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "", host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::EmptyName { node: 0 }
+    ));
+    assert_points(&error, 3, 16, &["node #1 has an empty name"]);
+}
+
+#[test]
+fn a_name_with_whitespace_is_rejected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "al pha", host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidName { bad: ' ', .. }
+    ));
+    assert_points(&error, 3, 16, &["\"al pha\" contains a space"]);
+}
+
+#[test]
+fn a_name_with_a_control_character_is_rejected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "al\u{7}pha", host: "10.0.0.1"),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidName { bad: '\u{7}', .. }
+    ));
+    assert_points(&error, 3, 16, &["contains a control character (\\u{7})"]);
+}
+
+#[test]
+fn a_name_over_64_bytes_is_too_long() {
+    let long = "a".repeat(65);
+    let error = rejected(&format!(
+        r#"(
+    nodes: [
+        (name: "{long}", host: "10.0.0.1"),
+    ],
+)"#
+    ));
+    assert!(matches!(error.kind(), ConfigErrorKind::NameTooLong { .. }));
+    assert_points(&error, 3, 16, &["is 65 bytes long: at most 64"]);
+    // 64 bytes is fine.
+    let fits = "a".repeat(64);
+    assert!(parse(&format!(r#"(nodes: [(name: "{fits}", host: "h")])"#)).is_ok());
+}
+
+#[test]
+fn an_empty_host_is_rejected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: ""),
+    ],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::EmptyHost { .. }));
+    assert_points(&error, 3, 31, &["node \"alpha\" has an empty host"]);
+}
+
+#[test]
+fn a_host_with_whitespace_is_rejected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1 "),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidHost { bad: ' ', .. }
+    ));
+    assert_points(
+        &error,
+        3,
+        31,
+        &["host \"10.0.0.1 \" of node \"alpha\" contains a space"],
+    );
+}
+
+#[test]
+fn a_node_port_of_zero_is_rejected() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", port: 0),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidPort {
+            port: 0,
+            node: Some(0)
+        }
+    ));
+    assert_points(
+        &error,
+        3,
+        49,
+        &["port 0 of node #1 is not allowed", "1 to 65535"],
+    );
+}
+
+#[test]
+fn a_default_port_of_zero_or_above_65535_is_rejected() {
+    let error = rejected(
+        r#"(
+    port: 0,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidPort {
+            port: 0,
+            node: None
+        }
+    ));
+    assert_points(&error, 2, 11, &["default port 0 is not allowed"]);
+
+    let error = rejected(
+        r#"(
+    port: 65536,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidPort {
+            port: 65536,
+            node: None
+        }
+    ));
+    assert_points(&error, 2, 11, &["default port 65536 is too large"]);
+}
+
+#[test]
+fn max_datagram_bytes_out_of_range_is_rejected() {
+    for (bytes, ok) in [(511, false), (512, true), (65507, true), (65508, false)] {
+        let text = format!(
+            r#"(
+    max_datagram_bytes: {bytes},
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#
+        );
+        match parse(&text) {
+            Ok(config) => {
+                assert!(ok, "{bytes} accepted");
+                assert_eq!(config.max_datagram, bytes);
+            }
+            Err(error) => {
+                assert!(!ok, "{bytes} rejected: {error}");
+                assert!(matches!(
+                    error.kind(),
+                    ConfigErrorKind::DatagramSizeOutOfRange { .. }
+                ));
+                assert_points(
+                    &error,
+                    2,
+                    25,
+                    &[&format!("{bytes} is out of range: use 512 to 65507")],
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_empty_keyring_is_rejected() {
+    let error = rejected(
+        r#"(
+    keyring: "",
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(error.kind(), ConfigErrorKind::EmptyKeyring));
+    assert_points(&error, 2, 14, &["keyring is empty"]);
+}
+
+// ---- Loading ------------------------------------------------------------------------------
+
+#[test]
+fn loading_a_missing_file_names_the_path() {
+    let path = std::env::temp_dir().join("peermesh-no-such-dir/peers.ron");
+    let error = Config::load(&path).unwrap_err();
+    assert!(matches!(error.kind(), ConfigErrorKind::Io(_)));
+    assert_eq!(error.position(), None);
+    let message = error.to_string();
+    let prefix = format!("{}: cannot read the configuration file: ", path.display());
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(std::error::Error::source(&error).is_some());
+}
+
+// ---- 10. Which node am I ------------------------------------------------------------------
+
+#[test]
+fn find_self_by_explicit_name_ignores_case_and_hostname() {
+    let config = mesh(&[("alpha", "10.0.0.1"), ("Beta", "10.0.0.2")]);
+    assert_eq!(config.find_self(Some("beta"), "alpha").unwrap(), 1);
+    assert_eq!(config.find_self(Some("ALPHA"), "whatever").unwrap(), 0);
+}
+
+#[test]
+fn find_self_by_full_hostname() {
+    let config = mesh(&[("alpha", "10.0.0.1"), ("beta.example.com", "10.0.0.2")]);
+    assert_eq!(config.find_self(None, "beta.example.com").unwrap(), 1);
+    assert_eq!(config.find_self(None, "Beta.Example.COM").unwrap(), 1);
+}
+
+#[test]
+fn find_self_by_first_label_of_the_hostname() {
+    let config = mesh(&[("alpha", "10.0.0.1"), ("beta", "10.0.0.2")]);
+    assert_eq!(config.find_self(None, "beta.example.com").unwrap(), 1);
+    assert_eq!(config.find_self(None, "ALPHA.example.com.").unwrap(), 0);
+    assert_eq!(config.find_self(None, "Alpha").unwrap(), 0);
+}
+
+#[test]
+fn find_self_without_a_match_lists_the_names_and_suggests_name() {
+    let names: Vec<String> = (1..=12).map(|i| format!("n{i:02}")).collect();
+    let nodes: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "10.0.0.1")).collect();
+    let config = mesh(&nodes);
+
+    let error = config.find_self(None, "gamma.example.com").unwrap_err();
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::SelfNotFound { name: None, .. }
+    ));
+    assert_eq!(error.position(), None);
+    let message = error.to_string();
+    for words in [
+        "hostname \"gamma.example.com\"",
+        "\"gamma\"",
+        "n01, n02, n03, n04, n05, n06, n07, n08, n09, n10 and 2 more",
+        "pass --name NAME",
+    ] {
+        assert!(
+            message.contains(words),
+            "{message:?} does not say {words:?}"
+        );
+    }
+    assert!(!message.contains("n11"), "{message}");
+    // The CLI can name the file.
+    let message = error.with_file("peers.ron").to_string();
+    assert!(
+        message.starts_with("peers.ron: no node matches"),
+        "{message}"
+    );
+
+    let error = config.find_self(Some("zeta"), "n01").unwrap_err();
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::SelfNotFound { name: Some(_), .. }
+    ));
+    let message = error.to_string();
+    assert!(message.contains("no node is named \"zeta\""), "{message}");
+    assert!(message.contains("--name NAME"), "{message}");
+}
+
+#[test]
+fn a_hostname_matching_two_nodes_is_ambiguous() {
+    let config = mesh(&[("alpha.example.com", "10.0.0.1"), ("alpha", "10.0.0.2")]);
+    let error = config.find_self(None, "alpha.example.com").unwrap_err();
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::AmbiguousHostname { nodes, .. } if nodes.len() == 2
+    ));
+    let message = error.to_string();
+    assert!(
+        message.contains("matches several nodes: alpha.example.com, alpha"),
+        "{message}"
+    );
+    assert!(message.contains("--name NAME"), "{message}");
+    // An explicit name settles it.
+    assert_eq!(
+        config
+            .find_self(Some("alpha"), "alpha.example.com")
+            .unwrap(),
+        1
+    );
+}
+
+// ---- 11. Resolving ------------------------------------------------------------------------
+
+#[test]
+fn resolve_ip_literals_directly() {
+    let config = parse(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1"),
+        (name: "gamma", host: "::1", port: 1315),
+        (name: "delta", host: "[fe80::1]", port: 1316),
+    ],
+)"#,
+    )
+    .unwrap();
+    let expected: [SocketAddr; 3] = [
+        "10.0.0.1:1313".parse().unwrap(),
+        "[::1]:1315".parse().unwrap(),
+        "[fe80::1]:1316".parse().unwrap(),
+    ];
+    for (i, addr) in expected.iter().enumerate() {
+        assert_eq!(config.resolve(i).unwrap(), *addr);
+    }
+}
+
+#[test]
+fn resolve_localhost_prefers_ipv4() {
+    let config = mesh(&[("alpha", "localhost")]);
+    let addr = config.resolve(0).unwrap();
+    assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
+}
+
+#[test]
+fn a_resolve_failure_names_the_node_and_host() {
+    // A NUL byte fails before any lookup is made.
+    let config = mesh(&[("alpha", "bad\0host")]);
+    let error = config.resolve(0).unwrap_err();
+    assert!(matches!(error.kind(), ConfigErrorKind::Resolve { .. }));
+    assert_eq!(error.position(), None);
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot resolve host \"bad\\0host\" (port 1313) of node \"alpha\""),
+        "{message}"
+    );
+
+    let error = config.resolve(5).unwrap_err();
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::NoSuchIndex { index: 5, len: 1 }
+    ));
+}
+
+// ---- Robustness ---------------------------------------------------------------------------
+
+proptest! {
+    /// Whatever the text, parsing returns (never panics), and a position stays in the text.
+    #[test]
+    fn parse_never_panics_on_edited_files(
+        edits in proptest::collection::vec(
+            (any::<prop::sample::Index>(), 0usize..4, "[()\\[\\]{},:\"'/*#r a-z0-9\\n.-]{0,3}"),
+            1..6,
+        )
+    ) {
+        let mut text: Vec<char> =
+            std::fs::read_to_string(fixture("peers.ron")).unwrap().chars().collect();
+        for (at, remove, insert) in edits {
+            let at = at.index(text.len() + 1);
+            let end = (at + remove).min(text.len());
+            text.splice(at..end, insert.chars());
+        }
+        let text: String = text.into_iter().collect();
+        if let Err(error) = parse(&text) {
+            let lines = text.split('\n').count();
+            if let Some((line, col)) = error.position() {
+                prop_assert!(line >= 1 && line <= lines, "{error}");
+                prop_assert!(col >= 1, "{error}");
+            }
+            prop_assert!(!error.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn parse_never_panics_on_any_text(text in "\\PC{0,200}") {
+        let _ = parse(&text);
+    }
+}
