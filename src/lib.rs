@@ -73,11 +73,15 @@
 #![warn(unreachable_pub)]
 
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod driver;
 pub mod identity;
 pub mod mesh;
 pub mod peer;
 pub mod rng;
 pub mod sim;
+pub mod status;
 pub mod wheel;
 pub mod wire;
 

@@ -1,0 +1,345 @@
+//! The `peermesh` command line: argument parsing and the subcommands.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
+
+use peermesh::config::{default_hostname, Config};
+use peermesh::control;
+use peermesh::daemon::{self, RunOptions};
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const USAGE: &str = "\
+peermesh: heartbeats, liveness and round-trip latencies across a mesh of nodes
+
+usage: peermesh <command> [options]
+
+commands:
+  run      run this node (listens, heartbeats, answers)
+  status   print the peer table of a running node
+  top      live view of the peer table, refreshed every second
+  check    validate the config and say what this node would do
+  help     this text (also: peermesh <command> --help)
+
+options common to all: --config PATH (default ./peers.ron), --name NAME,
+--control PATH (default $XDG_RUNTIME_DIR or /tmp /peermesh-NAME.sock)
+";
+
+const RUN_USAGE: &str = "\
+usage: peermesh run [--config PATH] [--name NAME] [--bind ADDR:PORT] [--control PATH]
+
+Runs this node until SIGINT/SIGTERM, then tells every peer it leaves.
+  --config PATH    the mesh config (default ./peers.ron)
+  --name NAME      which node of the config this is (default: by hostname)
+  --bind ADDR:PORT bind this address instead of the node's own entry
+  --control PATH   control socket (default $XDG_RUNTIME_DIR or /tmp, peermesh-NAME.sock)
+Logs go to stderr; set RUST_LOG (default info; trace shows every datagram).
+";
+
+const STATUS_USAGE: &str = "\
+usage: peermesh status [--control PATH | --name NAME [--config PATH]] [--json]
+
+Prints the peer table of a running node: state, RTT last/avg/p99, jitter, loss, last heard.
+  --json           one JSON object (the contract is in the README)
+";
+
+const TOP_USAGE: &str = "\
+usage: peermesh top [--control PATH | --name NAME [--config PATH]] [--count N]
+
+Shows the peer table of a running node, refreshed every second, until Ctrl-C.
+  --count N        stop after N refreshes
+";
+
+const CHECK_USAGE: &str = "\
+usage: peermesh check [--config PATH] [--name NAME]
+
+Validates the config; says who this node is, what it binds and which peers it heartbeats.
+";
+
+/// A failure with its exit code.
+#[derive(Debug)]
+enum Failure {
+    /// Bad usage: print the message and the usage, exit 2.
+    Usage(String, &'static str),
+    /// Bad config: exit 2.
+    Config(String),
+    /// Anything at run time: exit 1.
+    Runtime(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(msg, usage) => write!(f, "error: {msg}\n\n{usage}"),
+            Failure::Config(msg) | Failure::Runtime(msg) => write!(f, "error: {msg}"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Options {
+    config: Option<PathBuf>,
+    name: Option<String>,
+    bind: Option<SocketAddr>,
+    control: Option<PathBuf>,
+    json: bool,
+    count: Option<u64>,
+    help: bool,
+}
+
+/// Runs the command line; returns the exit code.
+pub fn main(args: Vec<OsString>) -> i32 {
+    match dispatch(args) {
+        Ok(()) => 0,
+        Err(failure) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("{failure}");
+            match failure {
+                Failure::Usage(..) | Failure::Config(_) => 2,
+                Failure::Runtime(_) => 1,
+            }
+        }
+    }
+}
+
+fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
+    let mut args = args.into_iter().skip(1);
+    let Some(command) = args.next() else {
+        return Err(Failure::Usage("no command given".into(), USAGE));
+    };
+    let command = command.to_string_lossy().into_owned();
+    let usage = match command.as_str() {
+        "run" => RUN_USAGE,
+        "status" => STATUS_USAGE,
+        "top" => TOP_USAGE,
+        "check" => CHECK_USAGE,
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        "--version" | "-V" => {
+            println!("peermesh {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        other => return Err(Failure::Usage(format!("unknown command {other:?}"), USAGE)),
+    };
+    let opts = parse_options(&command, args.collect(), usage)?;
+    if opts.help {
+        print!("{usage}");
+        return Ok(());
+    }
+    match command.as_str() {
+        "run" => run(opts),
+        "status" => status(opts),
+        "top" => top(opts),
+        _ => check(opts),
+    }
+}
+
+fn parse_options(
+    command: &str,
+    args: Vec<OsString>,
+    usage: &'static str,
+) -> Result<Options, Failure> {
+    let mut opts = Options::default();
+    let mut args = args.into_iter();
+    let usage_err = |msg: String| Failure::Usage(msg, usage);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let allowed = match command {
+            "run" => &["--config", "--name", "--bind", "--control"][..],
+            "status" => &["--config", "--name", "--control", "--json"][..],
+            "top" => &["--config", "--name", "--control", "--count"][..],
+            _ => &["--config", "--name"][..],
+        };
+        if flag == "--help" || flag == "-h" {
+            opts.help = true;
+            continue;
+        }
+        if !allowed.contains(&flag.as_str()) {
+            return Err(usage_err(format!("{command} does not take {arg:?}")));
+        }
+        if flag == "--json" {
+            opts.json = true;
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args
+                .next()
+                .map(|v| v.to_string_lossy().into_owned())
+                .ok_or_else(|| usage_err(format!("{flag} needs a value")))?,
+        };
+        match flag.as_str() {
+            "--config" => opts.config = Some(PathBuf::from(value)),
+            "--name" => opts.name = Some(value),
+            "--control" => opts.control = Some(PathBuf::from(value)),
+            "--bind" => {
+                let addr = value.parse().map_err(|_| {
+                    usage_err(format!(
+                        "--bind wants ADDR:PORT (e.g. 0.0.0.0:1313), not {value:?}"
+                    ))
+                })?;
+                opts.bind = Some(addr);
+            }
+            _ => {
+                let n = value
+                    .parse()
+                    .map_err(|_| usage_err(format!("--count wants a number, not {value:?}")))?;
+                opts.count = Some(n);
+            }
+        }
+    }
+    Ok(opts)
+}
+
+fn load_config(opts: &Options) -> Result<Config, Failure> {
+    let path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("peers.ron"));
+    Config::load(&path).map_err(|e| Failure::Config(e.to_string()))
+}
+
+fn find_self(config: &Config, opts: &Options) -> Result<usize, Failure> {
+    config
+        .find_self(opts.name.as_deref(), &default_hostname())
+        .map_err(|e| Failure::Config(e.to_string()))
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+}
+
+fn run(opts: Options) -> Result<(), Failure> {
+    let config = load_config(&opts)?;
+    let me = find_self(&config, &opts)?;
+    init_logging();
+    let control = opts
+        .control
+        .clone()
+        .unwrap_or_else(|| control::default_path(&config.nodes[me].name));
+    daemon::run(RunOptions {
+        config,
+        me,
+        bind: opts.bind,
+        control,
+    })
+    .map_err(|e| match e {
+        daemon::RunError::Start(peermesh::driver::StartError::Config(c)) => {
+            Failure::Config(c.to_string())
+        }
+        other => Failure::Runtime(other.to_string()),
+    })
+}
+
+/// The control socket to talk to: `--control`, else the default path of `--name` or of the
+/// node this machine's hostname names in the config.
+fn control_path(opts: &Options) -> Result<PathBuf, Failure> {
+    if let Some(path) = &opts.control {
+        return Ok(path.clone());
+    }
+    if let Some(name) = &opts.name {
+        return Ok(control::default_path(name));
+    }
+    let config = load_config(opts)?;
+    let me = find_self(&config, opts)?;
+    Ok(control::default_path(&config.nodes[me].name))
+}
+
+fn ask(path: &std::path::Path, line: &str) -> Result<String, Failure> {
+    let reply = control::request(path, line).map_err(|e| Failure::Runtime(e.to_string()))?;
+    if let Some(err) = reply.strip_prefix("error: ") {
+        return Err(Failure::Runtime(format!(
+            "node refused the request: {}",
+            err.trim()
+        )));
+    }
+    Ok(reply)
+}
+
+fn status(opts: Options) -> Result<(), Failure> {
+    let path = control_path(&opts)?;
+    let color = !opts.json && std::io::stdout().is_terminal();
+    let line = match (opts.json, color) {
+        (true, _) => "status --json",
+        (false, true) => "status --color",
+        (false, false) => "status",
+    };
+    print!("{}", ask(&path, line)?);
+    Ok(())
+}
+
+fn top(opts: Options) -> Result<(), Failure> {
+    let path = control_path(&opts)?;
+    let tty = std::io::stdout().is_terminal();
+    let mut shown = 0u64;
+    loop {
+        let table = ask(&path, if tty { "status --color" } else { "status" })?;
+        let mut out = std::io::stdout().lock();
+        let written = if tty {
+            // Home the cursor and clear, like top and mtr.
+            writeln!(out, "\x1b[H\x1b[2J{table}(Ctrl-C to quit)")
+        } else {
+            writeln!(out, "{table}")
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            return Ok(()); // the reader went away (a closed pipe)
+        }
+        drop(out);
+        shown += 1;
+        if opts.count.is_some_and(|n| shown >= n) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn check(opts: Options) -> Result<(), Failure> {
+    let path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("peers.ron"));
+    let config = load_config(&opts)?;
+    let hostname = default_hostname();
+    let me = find_self(&config, &opts)?;
+    let node = &config.nodes[me];
+    let own = config
+        .resolve(me)
+        .map_err(|e| Failure::Config(e.to_string()))?;
+    let how = match &opts.name {
+        Some(_) => "from --name".to_owned(),
+        None => format!("from hostname {hostname:?}"),
+    };
+    println!("config {} is valid", path.display());
+    println!("this node: {} ({how})", node.name);
+    println!(
+        "binds: udp {own} (the wildcard address with that port if {} is not local)",
+        own.ip()
+    );
+    println!(
+        "heartbeat every {} ms; suspect after {} ms, dead after {} ms; datagrams up to {} bytes",
+        config.heartbeat_interval.as_millis(),
+        config.suspect_after.as_millis(),
+        config.dead_after.as_millis(),
+        config.max_datagram
+    );
+    println!("peers ({}):", config.nodes.len() - 1);
+    for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
+        let addr = config
+            .resolve(i)
+            .map(|a| a.to_string())
+            .map_err(|e| Failure::Config(e.to_string()))?;
+        println!("  {:<20} {addr}", peer.name);
+    }
+    Ok(())
+}

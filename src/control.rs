@@ -1,0 +1,440 @@
+//! The control socket: a Unix stream socket in the node's own event loop, through which
+//! `peermesh status`, `top` and `matrix` ask a running node for its tables.
+//!
+//! One request per connection: a single line of at most [`MAX_REQUEST`] bytes, e.g.
+//! `status --json\n`. The node answers with the text and closes. Requests are parsed by the
+//! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash. The
+//! socket file is created with mode 0600; connections are limited in number and in time.
+
+use log::{debug, warn};
+use mio::net::{UnixListener, UnixStream};
+use mio::{event::Event, Interest, Registry, Token};
+use slab::Slab;
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The longest request line accepted, newline included.
+pub const MAX_REQUEST: usize = 1024;
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client that has not sent its request, or not read the answer, by then is dropped.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// The peer table.
+    Status {
+        /// As JSON (the `status --json` contract) rather than a table.
+        json: bool,
+        /// With ANSI colours (for a terminal).
+        color: bool,
+    },
+    /// A liveness check of the node itself: answered `pong`.
+    Ping,
+}
+
+/// Why a request line was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// Longer than [`MAX_REQUEST`].
+    TooLong,
+    /// Not UTF-8.
+    NotText,
+    /// Nothing but white space.
+    Empty,
+    /// A command this node does not know.
+    UnknownCommand(String),
+    /// An option the command does not take.
+    UnknownOption(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
+            RequestError::NotText => write!(f, "request is not UTF-8 text"),
+            RequestError::Empty => write!(f, "empty request"),
+            RequestError::UnknownCommand(c) => {
+                write!(f, "unknown request {c:?} (known: status, ping)")
+            }
+            RequestError::UnknownOption(o) => write!(f, "unknown option {o:?}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Parses one request line (without or with its trailing newline). Pure; never panics.
+pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
+    if line.len() > MAX_REQUEST {
+        return Err(RequestError::TooLong);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| RequestError::NotText)?;
+    let mut words = text.split_whitespace();
+    let command = words.next().ok_or(RequestError::Empty)?;
+    match command {
+        "status" => {
+            let (mut json, mut color) = (false, false);
+            for word in words {
+                match word {
+                    "--json" => json = true,
+                    "--color" => color = true,
+                    other => return Err(RequestError::UnknownOption(clip(other))),
+                }
+            }
+            Ok(Request::Status { json, color })
+        }
+        "ping" => match words.next() {
+            None => Ok(Request::Ping),
+            Some(other) => Err(RequestError::UnknownOption(clip(other))),
+        },
+        other => Err(RequestError::UnknownCommand(clip(other))),
+    }
+}
+
+/// Echoes at most 64 characters of what a client sent.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// The default control socket path for node `name`: `$XDG_RUNTIME_DIR/peermesh-NAME.sock`
+/// when that is set, else `/tmp/peermesh-NAME.sock`.
+pub fn default_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("peermesh-{safe}.sock"))
+}
+
+struct Conn {
+    stream: UnixStream,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    written: usize,
+    since: Instant,
+}
+
+/// The listening control socket and its connections.
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    listener_token: Token,
+    first_conn_token: usize,
+    conns: Slab<Conn>,
+}
+
+impl fmt::Debug for ControlServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlServer")
+            .field("path", &self.path)
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the control socket could not be opened.
+#[derive(Debug)]
+pub enum ControlError {
+    /// Another node answers on this path.
+    InUse(PathBuf),
+    /// The OS refused.
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::InUse(p) => write!(
+                f,
+                "control socket {} is in use by a running node (pass --control PATH)",
+                p.display()
+            ),
+            ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+impl ControlServer {
+    /// Listens on `path` (mode 0600). A stale socket file nobody answers on is replaced.
+    pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
+        let io_err = |e| ControlError::Io(path.to_owned(), e);
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ControlError::InUse(path.to_owned()));
+            }
+            std::fs::remove_file(path).map_err(io_err)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_owned(),
+            listener_token: Token(usize::MAX),
+            first_conn_token: usize::MAX,
+            conns: Slab::with_capacity(MAX_CONNECTIONS),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers the listener under `listener`; connections get tokens
+    /// `first_conn..first_conn + MAX_CONNECTIONS`.
+    pub fn register(
+        &mut self,
+        registry: &Registry,
+        listener: Token,
+        first_conn: usize,
+    ) -> io::Result<()> {
+        self.listener_token = listener;
+        self.first_conn_token = first_conn;
+        registry.register(&mut self.listener, listener, Interest::READABLE)
+    }
+
+    /// Whether `token` is this server's.
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.listener_token
+            || (self.first_conn_token..self.first_conn_token + MAX_CONNECTIONS).contains(&token.0)
+    }
+
+    /// Handles readiness for one of this server's tokens; `answer` renders a reply to a
+    /// parsed request.
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        event: &Event,
+        now: Instant,
+        answer: &mut dyn FnMut(Request) -> String,
+    ) {
+        if event.token() == self.listener_token {
+            self.accept(registry, now);
+            return;
+        }
+        let key = event.token().0.wrapping_sub(self.first_conn_token);
+        if self.conns.contains(key) {
+            self.serve(registry, key, answer);
+        }
+    }
+
+    /// Drops connections older than [`CLIENT_TIMEOUT`] (slow or stuck clients).
+    pub fn sweep(&mut self, registry: &Registry, now: Instant) {
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.since) > CLIENT_TIMEOUT)
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            debug!("control: dropping a client that took longer than {CLIENT_TIMEOUT:?}");
+            self.close(registry, key);
+        }
+    }
+
+    /// When [`ControlServer::sweep`] next has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .iter()
+            .map(|(_, c)| c.since + CLIENT_TIMEOUT)
+            .min()
+    }
+
+    fn accept(&mut self, registry: &Registry, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.conns.len() >= MAX_CONNECTIONS {
+                        warn!("control: {MAX_CONNECTIONS} clients already; refusing one");
+                        continue;
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(self.first_conn_token + entry.key());
+                    if let Err(e) = registry.register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        warn!("control: cannot register a client: {e}");
+                        continue;
+                    }
+                    entry.insert(Conn {
+                        stream,
+                        request: Vec::new(),
+                        reply: Vec::new(),
+                        written: 0,
+                        since: now,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("control: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn serve(
+        &mut self,
+        registry: &Registry,
+        key: usize,
+        answer: &mut dyn FnMut(Request) -> String,
+    ) {
+        let conn = &mut self.conns[key];
+        if conn.reply.is_empty() {
+            let mut chunk = [0u8; 256];
+            loop {
+                match conn.stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        conn.request.extend_from_slice(&chunk[..n]);
+                        if conn.request.contains(&b'\n') || conn.request.len() > MAX_REQUEST {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if !conn.request.contains(&b'\n') {
+                            return; // wait for the rest of the line
+                        }
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return self.close(registry, key),
+                }
+            }
+            let line = match conn.request.iter().position(|&b| b == b'\n') {
+                Some(end) => &conn.request[..end],
+                None => &conn.request[..],
+            };
+            let mut reply = match parse_request(line) {
+                Ok(request) => answer(request),
+                Err(err) => format!("error: {err}\n"),
+            };
+            if !reply.ends_with('\n') {
+                reply.push('\n');
+            }
+            conn.reply = reply.into_bytes();
+        }
+        while conn.written < conn.reply.len() {
+            match conn.stream.write(&conn.reply[conn.written..]) {
+                Ok(0) => break,
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.close(registry, key);
+    }
+
+    fn close(&mut self, registry: &Registry, key: usize) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Why a client request failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Nothing listens at the path.
+    NoNode(PathBuf),
+    /// Connected, but the exchange failed.
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NoNode(p) => {
+                write!(f, "no peermesh node at {} (is it running?)", p.display())
+            }
+            ClientError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Sends one request line to the node at `path` and returns its whole answer.
+pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
+        _ => ClientError::Io(path.to_owned(), e),
+    })?;
+    let io_err = |e| ClientError::Io(path.to_owned(), e);
+    stream
+        .set_read_timeout(Some(CLIENT_TIMEOUT))
+        .map_err(io_err)?;
+    stream
+        .set_write_timeout(Some(CLIENT_TIMEOUT))
+        .map_err(io_err)?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(io_err)?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).map_err(io_err)?;
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_request(b"status --json\n"),
+            Ok(Request::Status {
+                json: true,
+                color: false
+            })
+        );
+        assert_eq!(parse_request(b"  ping  "), Ok(Request::Ping));
+        assert_eq!(parse_request(b""), Err(RequestError::Empty));
+        assert_eq!(parse_request(&[0xff, 0xfe]), Err(RequestError::NotText));
+        assert_eq!(
+            parse_request(b"status --yaml"),
+            Err(RequestError::UnknownOption("--yaml".into()))
+        );
+        assert!(matches!(
+            parse_request(b"reboot"),
+            Err(RequestError::UnknownCommand(_))
+        ));
+        assert_eq!(
+            parse_request(&[b'a'; MAX_REQUEST + 1]),
+            Err(RequestError::TooLong)
+        );
+    }
+
+    #[test]
+    fn default_path_is_per_node_and_safe() {
+        let p = default_path("a/b c");
+        assert!(p.to_string_lossy().ends_with("peermesh-a_b_c.sock"));
+    }
+}

@@ -1,0 +1,162 @@
+//! `peermesh run`: one node in its own mio loop, with its control socket and signals.
+//!
+//! One thread, one `mio::Poll`: the UDP socket, the control socket and its clients, and
+//! SIGINT/SIGTERM are all event sources; the core's next deadline is the poll timeout. An
+//! idle node sleeps in `epoll_wait` until its next heartbeat is due.
+
+use crate::config::Config;
+use crate::control::{ControlError, ControlServer, Request};
+use crate::driver::{Node, StartError};
+use crate::mesh::Event as MeshEvent;
+use crate::status::StatusReport;
+use log::{debug, info, warn};
+use mio::{Events, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::fmt;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const UDP: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const CONTROL: Token = Token(2);
+const FIRST_CLIENT: usize = 16;
+
+/// What `peermesh run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The config, already loaded.
+    pub config: Config,
+    /// Which node of it this is.
+    pub me: usize,
+    /// Bind this address instead of the node's own entry.
+    pub bind: Option<SocketAddr>,
+    /// The control socket path.
+    pub control: PathBuf,
+}
+
+/// Why the node stopped with an error.
+#[derive(Debug)]
+pub enum RunError {
+    /// It could not start (config, UDP bind).
+    Start(StartError),
+    /// The control socket could not be opened.
+    Control(ControlError),
+    /// The event loop failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Start(e) => write!(f, "{e}"),
+            RunError::Control(e) => write!(f, "{e}"),
+            RunError::Io(e) => write!(f, "event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<io::Error> for RunError {
+    fn from(e: io::Error) -> RunError {
+        RunError::Io(e)
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM, then says `Leave` to every peer and returns.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(RunError::Start)?;
+    let mut control = ControlServer::bind(&opts.control).map_err(RunError::Control)?;
+    let mut poll = Poll::new()?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    node.register(poll.registry(), UDP)?;
+    control.register(poll.registry(), CONTROL, FIRST_CLIENT)?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
+    info!(
+        "node {} (incarnation {:016x}) on udp {}, {} peers, heartbeat every {:?}, control socket {}",
+        node.mesh().name(),
+        node.mesh().incarnation(),
+        node.local_addr()?,
+        node.mesh().peer_count(),
+        node.settings().heartbeat_interval,
+        control.path().display()
+    );
+    node.handle_timeout(poll.registry(), Instant::now())?;
+    let mut events = Events::with_capacity(256);
+    loop {
+        let deadline = [node.poll_timeout(), control.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        // Round the sleep up to a whole millisecond, as epoll does: waking early would spin.
+        let timeout = deadline.map(|at| {
+            let d = at.saturating_duration_since(Instant::now());
+            Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+        });
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        let mut stop = false;
+        for event in events.iter() {
+            match event.token() {
+                UDP => node.handle_event(poll.registry(), event)?,
+                SIGNALS => {
+                    for signal in signals.pending() {
+                        info!("signal {signal} received: leaving the mesh");
+                        stop = true;
+                    }
+                }
+                token if control.owns(token) => {
+                    let now = Instant::now();
+                    control.handle_event(poll.registry(), event, now, &mut |request| {
+                        answer(&node, request)
+                    });
+                }
+                token => debug!("event for unknown token {token:?} ignored"),
+            }
+        }
+        let now = Instant::now();
+        node.handle_timeout(poll.registry(), now)?;
+        control.sweep(poll.registry(), now);
+        while let Some(event) = node.poll_event() {
+            log_event(&node, &event);
+        }
+        if stop {
+            node.leave(poll.registry())?;
+            if node.queued() > 0 {
+                warn!("{} goodbye datagrams could not be sent", node.queued());
+            }
+            info!("node {} stopped", node.mesh().name());
+            return Ok(());
+        }
+    }
+}
+
+fn answer(node: &Node, request: Request) -> String {
+    match request {
+        Request::Ping => "pong".to_owned(),
+        Request::Status { json, color } => {
+            let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
+            if json {
+                report.to_json()
+            } else {
+                report.to_table(color)
+            }
+        }
+    }
+}
+
+fn log_event(node: &Node, event: &MeshEvent) {
+    // State changes are logged by the core itself; data events are logged here.
+    if let MeshEvent::Data { from, payload } = event {
+        let name = node.mesh().peer(*from).map_or("?", |p| p.name());
+        info!("{} bytes of data from {name}", payload.len());
+    }
+}

@@ -1,0 +1,406 @@
+//! The mio driver: one UDP socket and one [`Mesh`] core, for any mio event loop.
+//!
+//! [`Node`] holds no protocol logic: it moves datagrams between the socket and the core,
+//! reads the monotonic clock, and keeps what the kernel would not take (`WouldBlock`) in a
+//! small bounded queue until the socket is writable again. Embed it in an existing loop:
+//!
+//! ```no_run
+//! use mio::{Events, Interest, Poll, Token};
+//! use peermesh::driver::Node;
+//! use std::time::Instant;
+//! # fn main() -> std::io::Result<()> {
+//! # let config = peermesh::config::Config::parse("(nodes: [(name: \"a\", host: \"127.0.0.1\")])", "x").unwrap();
+//! const MESH: Token = Token(7);
+//! let mut poll = Poll::new()?;
+//! let mut node = Node::from_config(&config, 0, None)?;
+//! node.register(poll.registry(), MESH)?;
+//! let mut events = Events::with_capacity(64);
+//! loop {
+//!     let timeout = node.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
+//!     poll.poll(&mut events, timeout)?;
+//!     for event in events.iter() {
+//!         if event.token() == MESH {
+//!             node.handle_event(poll.registry(), event)?;
+//!         }
+//!         // ... the host program's own tokens ...
+//!     }
+//!     node.handle_timeout(poll.registry(), Instant::now())?;
+//!     while let Some(e) = node.poll_event() {
+//!         println!("{e:?}");
+//!     }
+//! }
+//! # }
+//! ```
+
+use crate::config::{Config, ConfigError};
+use crate::mesh::{Event as MeshEvent, Mesh, Settings};
+use log::{debug, info, trace, warn};
+use mio::net::UdpSocket;
+use mio::{event::Event, Interest, Registry, Token};
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+/// Datagrams held while the socket says `WouldBlock`; more are dropped and counted.
+pub const SEND_QUEUE_LIMIT: usize = 1024;
+/// Datagrams read per readiness event before timers get their turn (a flood must not
+/// starve heartbeats); the rest are read on the next loop turn.
+pub const RECV_BATCH: usize = 256;
+/// The receive buffer: larger than any datagram, so an oversize one is seen whole and dropped.
+const RECV_BUFFER: usize = 65_536;
+
+/// Counters of the driver's own I/O (the core counts protocol drops).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Datagrams read from the socket.
+    pub received: u64,
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+    /// Datagrams dropped because the send queue was full.
+    pub send_queue_full: u64,
+    /// Sends that failed with an error other than `WouldBlock` (unreachable host, ...).
+    pub send_errors: u64,
+    /// Receive errors other than `WouldBlock` (e.g. ICMP port unreachable reported late).
+    pub recv_errors: u64,
+}
+
+/// Why a node could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The config has a problem (a host that does not resolve, ...).
+    Config(ConfigError),
+    /// The UDP socket could not be bound.
+    Bind {
+        /// The address tried.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(err) => write!(f, "{err}"),
+            StartError::Bind { addr, source } => {
+                write!(f, "cannot bind UDP {addr}: {source}")?;
+                if source.kind() == ErrorKind::AddrInUse {
+                    write!(f, " (is another peermesh node running on this port?)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Config(err) => Some(err),
+            StartError::Bind { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(err: ConfigError) -> StartError {
+        StartError::Config(err)
+    }
+}
+
+impl From<StartError> for io::Error {
+    fn from(err: StartError) -> io::Error {
+        match err {
+            StartError::Bind { source, .. } => source,
+            other => io::Error::new(ErrorKind::InvalidInput, other.to_string()),
+        }
+    }
+}
+
+/// A random 64-bit number from the standard library's per-process hash keys (no extra
+/// crate): incarnations must differ between process starts, nothing more.
+pub fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// Binds `addr`; where that IP is not on this machine (a public address behind NAT), binds
+/// the wildcard address of the same family with the same port instead.
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
+    match UdpSocket::bind(addr) {
+        Ok(socket) => Ok(socket),
+        Err(err) if err.kind() == ErrorKind::AddrNotAvailable => {
+            let any = match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let wildcard = SocketAddr::new(any, addr.port());
+            info!("{addr} is not an address of this machine; binding {wildcard}");
+            UdpSocket::bind(wildcard).map_err(|source| StartError::Bind {
+                addr: wildcard,
+                source,
+            })
+        }
+        Err(source) => Err(StartError::Bind { addr, source }),
+    }
+}
+
+/// A mesh node on a UDP socket, driven by a mio loop (its own or the embedder's).
+pub struct Node {
+    mesh: Mesh,
+    socket: UdpSocket,
+    token: Option<Token>,
+    want_writable: bool,
+    send_queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+    io: IoCounters,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("mesh", &self.mesh)
+            .field("local_addr", &self.socket.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Node `config.nodes[me]`: resolves every node's address, binds its own (or `bind`),
+    /// and starts its core with a fresh random incarnation.
+    pub fn from_config(
+        config: &Config,
+        me: usize,
+        bind: Option<SocketAddr>,
+    ) -> Result<Node, StartError> {
+        let addrs = (0..config.nodes.len())
+            .map(|i| config.resolve(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let own = bind.unwrap_or(addrs[me.min(addrs.len().saturating_sub(1))]);
+        let socket = bind_udp(own)?;
+        let incarnation = random_u64();
+        let mesh = Mesh::from_config(
+            config,
+            me,
+            &addrs,
+            incarnation,
+            random_u64(),
+            Instant::now(),
+        );
+        Ok(Node::new(mesh, socket))
+    }
+
+    /// A node over an existing core and a bound socket.
+    pub fn new(mesh: Mesh, socket: UdpSocket) -> Node {
+        let max = mesh.settings().max_datagram.max(crate::wire::HEADER_LEN);
+        Node {
+            mesh,
+            socket,
+            token: None,
+            want_writable: false,
+            send_queue: VecDeque::with_capacity(64),
+            tx: vec![0; max],
+            rx: vec![0; RECV_BUFFER],
+            io: IoCounters::default(),
+        }
+    }
+
+    /// Registers the socket with `registry` under `token` (readable; writable only while
+    /// datagrams wait in the send queue).
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.socket, token, Interest::READABLE)?;
+        self.token = Some(token);
+        self.want_writable = false;
+        Ok(())
+    }
+
+    /// Removes the socket from `registry`.
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.token = None;
+        registry.deregister(&mut self.socket)
+    }
+
+    /// The token given to [`Node::register`].
+    pub fn token(&self) -> Option<Token> {
+        self.token
+    }
+
+    /// Handles a readiness event for this node's token: reads up to [`RECV_BATCH`]
+    /// datagrams, sends what the core then wants to send. Events for other tokens are ignored.
+    pub fn handle_event(&mut self, registry: &Registry, event: &Event) -> io::Result<()> {
+        if Some(event.token()) != self.token {
+            return Ok(());
+        }
+        if event.is_writable() {
+            self.flush_queue();
+        }
+        if event.is_readable() {
+            self.receive();
+        }
+        self.send(registry)
+    }
+
+    /// Runs the core's due timers and sends what they produced. Call when
+    /// [`Node::poll_timeout`] has passed (early or extra calls are harmless). Also reads
+    /// datagrams a previous event left unread (the batch limit), so call it every loop turn.
+    pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) -> io::Result<()> {
+        self.mesh.handle_timeout(now);
+        // Readiness is edge-triggered: what the batch limit left in the socket is read here.
+        self.receive();
+        self.send(registry)
+    }
+
+    /// When the core next needs [`Node::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.mesh.poll_timeout()
+    }
+
+    /// The next thing that happened.
+    pub fn poll_event(&mut self) -> Option<MeshEvent> {
+        self.mesh.poll_event()
+    }
+
+    /// Sends `Leave` to every peer, now. Call before exiting.
+    pub fn leave(&mut self, registry: &Registry) -> io::Result<()> {
+        self.mesh.leave(Instant::now());
+        self.send(registry)
+    }
+
+    /// The core, to read the peer table.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The core, to send application data ([`Mesh::send_data`]); call
+    /// [`Node::handle_timeout`] after, which sends it.
+    pub fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The driver's I/O counters.
+    pub fn io_counters(&self) -> &IoCounters {
+        &self.io
+    }
+
+    /// The settings the core runs with.
+    pub fn settings(&self) -> &Settings {
+        self.mesh.settings()
+    }
+
+    /// Datagrams waiting for the socket to become writable.
+    pub fn queued(&self) -> usize {
+        self.send_queue.len()
+    }
+
+    fn receive(&mut self) {
+        for _ in 0..RECV_BATCH {
+            match self.socket.recv_from(&mut self.rx) {
+                Ok((n, from)) => {
+                    self.io.received += 1;
+                    self.mesh
+                        .handle_datagram(Instant::now(), from, &self.rx[..n]);
+                    // Answer at once: the pong's hold time stays small and exact.
+                    self.transmit_from_core();
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    // E.g. ECONNREFUSED from an earlier send to a closed port: not fatal.
+                    self.io.recv_errors += 1;
+                    debug!("udp receive error: {err}");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, registry: &Registry) -> io::Result<()> {
+        self.transmit_from_core();
+        let want = !self.send_queue.is_empty();
+        if want != self.want_writable {
+            if let Some(token) = self.token {
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                registry.reregister(&mut self.socket, token, interest)?;
+            }
+            self.want_writable = want;
+        }
+        Ok(())
+    }
+
+    /// Sends everything the core has queued; what the kernel refuses waits in the queue.
+    fn transmit_from_core(&mut self) {
+        loop {
+            let Some(t) = self.mesh.poll_transmit(Instant::now(), &mut self.tx) else {
+                return;
+            };
+            if !self.send_queue.is_empty() {
+                // Keep order: behind what already waits.
+                self.enqueue(t.dst, t.len);
+                continue;
+            }
+            match send_to(&self.socket, &self.tx[..t.len], t.dst) {
+                Sent::Done => self.io.sent += 1,
+                Sent::WouldBlock => self.enqueue(t.dst, t.len),
+                Sent::Failed(err) => {
+                    self.io.send_errors += 1;
+                    trace!("udp send to {} failed: {err}", t.dst);
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, dst: SocketAddr, len: usize) {
+        if self.send_queue.len() >= SEND_QUEUE_LIMIT {
+            self.io.send_queue_full += 1;
+            warn!("send queue full: dropped a datagram to {dst}");
+            return;
+        }
+        self.send_queue.push_back((dst, self.tx[..len].to_vec()));
+    }
+
+    fn flush_queue(&mut self) {
+        while let Some((dst, bytes)) = self.send_queue.front() {
+            match send_to(&self.socket, bytes, *dst) {
+                Sent::Done => self.io.sent += 1,
+                Sent::WouldBlock => return,
+                Sent::Failed(err) => {
+                    self.io.send_errors += 1;
+                    trace!("udp send to {dst} failed: {err}");
+                }
+            }
+            self.send_queue.pop_front();
+        }
+    }
+}
+
+enum Sent {
+    Done,
+    WouldBlock,
+    Failed(io::Error),
+}
+
+fn send_to(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) -> Sent {
+    loop {
+        return match socket.send_to(bytes, dst) {
+            Ok(_) => Sent::Done,
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == ErrorKind::WouldBlock => Sent::WouldBlock,
+            Err(err) => Sent::Failed(err),
+        };
+    }
+}

@@ -1,0 +1,153 @@
+//! Real `peermesh run` processes on loopback (each test in its own network namespace when
+//! run as root): start-up, kill -9, SIGSTOP/SIGCONT, SIGTERM, restart.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{loopback_config, wait_until, Lab};
+
+const NAMES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "epsilon"];
+const INTERVAL: Duration = Duration::from_millis(100);
+const SUSPECT_MS: u64 = 300;
+const DEAD_MS: u64 = 800;
+
+fn start_five(test: &str) -> Lab {
+    let mut lab = Lab::new(test);
+    let config = lab.write_config(&loopback_config(&NAMES, SUSPECT_MS, DEAD_MS));
+    for name in NAMES {
+        lab.start(&config, name);
+    }
+    lab
+}
+
+fn others(name: &str) -> impl Iterator<Item = &'static str> + '_ {
+    NAMES.into_iter().filter(move |n| *n != name)
+}
+
+/// Every node reports every other `alive` with an RTT.
+fn all_alive_with_rtts(lab: &Lab) -> bool {
+    NAMES.iter().all(|name| {
+        lab.status(name).is_some_and(|s| {
+            let peers = s["peers"].as_array().cloned().unwrap_or_default();
+            peers.len() == 4
+                && peers
+                    .iter()
+                    .all(|p| p["state"] == "alive" && p["rtt_us"]["p50"].as_f64().is_some())
+        })
+    })
+}
+
+#[test]
+fn five_nodes_on_one_port_find_each_other_and_detect_kill_and_restart() {
+    let mut lab = start_five("five");
+    let started = Instant::now();
+    assert!(
+        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
+        "not all alive within 10 intervals\n{}",
+        lab.logs()
+    );
+    eprintln!("all alive after {:?}", started.elapsed());
+    // The RTTs are real loopback figures: positive and well under a millisecond or so.
+    let status = lab.status("alpha").unwrap();
+    for peer in status["peers"].as_array().unwrap() {
+        let p50 = peer["rtt_us"]["p50"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 < 20_000.0, "{peer}");
+        assert!(peer["addr"].as_str().unwrap().ends_with(":1313"));
+    }
+
+    // kill -9: dead everywhere within dead_after + 2 intervals.
+    lab.signal("gamma", "KILL");
+    let killed = Instant::now();
+    let limit = Duration::from_millis(DEAD_MS) + INTERVAL * 2;
+    let dead = wait_until(limit, || {
+        others("gamma").all(|n| lab.state(n, "gamma").as_deref() == Some("dead"))
+    });
+    assert!(dead, "not dead everywhere within {limit:?}\n{}", lab.logs());
+    let took = killed.elapsed();
+    eprintln!("dead everywhere {took:?} after kill -9");
+    assert!(
+        took >= Duration::from_millis(DEAD_MS) - INTERVAL,
+        "too early: {took:?}"
+    );
+
+    // Restart: alive again within 3 intervals.
+    let config = lab.dir.join("peers.ron");
+    lab.start(&config, "gamma");
+    let restarted = Instant::now();
+    let alive = wait_until(INTERVAL * 3, || {
+        others("gamma").all(|n| lab.state(n, "gamma").as_deref() == Some("alive"))
+    });
+    assert!(
+        alive,
+        "restarted node not alive within 3 intervals\n{}",
+        lab.logs()
+    );
+    eprintln!("alive again {:?} after restart", restarted.elapsed());
+}
+
+#[test]
+fn a_stopped_process_is_suspect_then_alive_never_dead() {
+    let lab = start_five("stop");
+    assert!(
+        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
+        "{}",
+        lab.logs()
+    );
+    lab.signal("delta", "STOP");
+    let stopped = Instant::now();
+    let mut seen_suspect = false;
+    let mut seen_dead = false;
+    // Stay stopped for a bit more than suspect_after, well under dead_after.
+    while stopped.elapsed() < Duration::from_millis(SUSPECT_MS + 250) {
+        for n in others("delta") {
+            match lab.state(n, "delta").as_deref() {
+                Some("suspect") => seen_suspect = true,
+                Some("dead") => seen_dead = true,
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lab.signal("delta", "CONT");
+    let alive = wait_until(INTERVAL * 3, || {
+        others("delta").all(|n| lab.state(n, "delta").as_deref() == Some("alive"))
+    });
+    assert!(seen_suspect, "never suspected\n{}", lab.logs());
+    assert!(
+        !seen_dead,
+        "declared dead after a short stop\n{}",
+        lab.logs()
+    );
+    assert!(alive, "not alive after SIGCONT\n{}", lab.logs());
+    // And the stopped node did not declare anyone dead either.
+    let status = lab.status("delta").unwrap();
+    assert!(status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["state"] == "alive"));
+}
+
+#[test]
+fn sigterm_says_goodbye_and_exits_zero_within_a_second() {
+    let mut lab = start_five("term");
+    assert!(
+        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
+        "{}",
+        lab.logs()
+    );
+    lab.signal("epsilon", "TERM");
+    let code = lab.wait_exit("epsilon", Duration::from_secs(1));
+    assert_eq!(code, Some(0), "exit code within a second\n{}", lab.logs());
+    let left = wait_until(INTERVAL * 2, || {
+        others("epsilon").all(|n| lab.state(n, "epsilon").as_deref() == Some("left"))
+    });
+    assert!(left, "not reported left\n{}", lab.logs());
+    // Still `left`, never `dead`, well past dead_after.
+    std::thread::sleep(Duration::from_millis(DEAD_MS + 200));
+    for n in others("epsilon") {
+        assert_eq!(lab.state(n, "epsilon").as_deref(), Some("left"), "{n}");
+    }
+    // The socket file is gone with the process.
+    assert!(!lab.control("epsilon").exists());
+}

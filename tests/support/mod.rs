@@ -1,0 +1,231 @@
+//! Real-process test support: a private network namespace per test ("lab"), nodes started
+//! as `peermesh run` processes in it, and their status read over the control socket.
+//!
+//! Every wait is bounded in time and polls at a fixed short period; all traffic stays on
+//! the lab's own loopback (or veths of namespaces the lab made), and everything the lab
+//! started is killed and removed when it is dropped.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_peermesh");
+
+static LABS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs a command, returning whether it succeeded (output discarded).
+pub fn sh(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace with loopback up, a scratch directory, and the nodes started in it.
+pub struct Lab {
+    pub netns: Option<String>,
+    pub dir: PathBuf,
+    pub extra_netns: Vec<String>,
+    nodes: Vec<(String, Child)>,
+}
+
+impl Lab {
+    /// A fresh lab. Uses a private network namespace when it can create one (root), so
+    /// tests can all use 127.0.0.x:1313 at once; else the host's loopback.
+    pub fn new(test: &str) -> Lab {
+        let n = LABS.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("pm{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("peermesh-test-{test}-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let netns = (sh("ip", &["netns", "add", &tag])
+            && sh(
+                "ip",
+                &["netns", "exec", &tag, "ip", "link", "set", "lo", "up"],
+            ))
+        .then_some(tag);
+        Lab {
+            netns,
+            dir,
+            extra_netns: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Writes a config file into the lab and returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.dir.join("peers.ron");
+        fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn control(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// Starts `peermesh run --name NAME` in the lab's namespace.
+    pub fn start(&mut self, config: &Path, name: &str) {
+        let control = self.control(name);
+        let args = [
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            name,
+            "--control",
+            control.to_str().unwrap(),
+        ];
+        let child = self.spawn(self.netns.clone().as_deref(), BIN, &args, name);
+        self.nodes.retain(|(n, _)| n != name);
+        self.nodes.push((name.to_owned(), child));
+        self.wait_for_socket(name);
+    }
+
+    /// Spawns a program in a namespace (or here), stderr to the node's log.
+    pub fn spawn(&self, netns: Option<&str>, program: &str, args: &[&str], name: &str) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .expect("log file");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]);
+                c
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn")
+    }
+
+    pub fn adopt(&mut self, name: &str, child: Child) {
+        self.nodes.push((name.to_owned(), child));
+    }
+
+    pub fn wait_for_socket(&self, name: &str) {
+        let path = self.control(name);
+        let ok = wait_until(Duration::from_secs(10), || path.exists());
+        assert!(
+            ok,
+            "{name} never opened {}\n{}",
+            path.display(),
+            self.logs()
+        );
+    }
+
+    pub fn pid(&self, name: &str) -> u32 {
+        self.nodes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .expect("node started")
+    }
+
+    pub fn signal(&self, name: &str, signal: &str) {
+        assert!(sh(
+            "kill",
+            &[&format!("-{signal}"), &self.pid(name).to_string()]
+        ));
+    }
+
+    /// Waits (bounded) for the node's process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, name: &str, limit: Duration) -> Option<i32> {
+        let child = &mut self.nodes.iter_mut().find(|(n, _)| n == name)?.1;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// `status --json` of a node, or None when it does not answer.
+    pub fn status(&self, name: &str) -> Option<Value> {
+        let reply = peermesh::control::request(&self.control(name), "status --json").ok()?;
+        serde_json::from_str(&reply).ok()
+    }
+
+    /// The state `observer` reports for `peer` right now.
+    pub fn state(&self, observer: &str, peer: &str) -> Option<String> {
+        let status = self.status(observer)?;
+        status["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == peer)
+            .and_then(|p| p["state"].as_str().map(str::to_owned))
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.nodes {
+            let text = fs::read_to_string(self.log(name)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- {name} (last lines) ---\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.extra_netns.iter().chain(self.netns.iter()) {
+            sh("ip", &["netns", "del", ns]);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passes. Returns whether it held.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A config for `names` on `127.0.0.2..` all at port 1313, with 100 ms heartbeats.
+pub fn loopback_config(names: &[&str], suspect_ms: u64, dead_ms: u64) -> String {
+    let nodes: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("        (name: \"{n}\", host: \"127.0.0.{}\"),", i + 2))
+        .collect();
+    format!(
+        "(\n    port: 1313,\n    heartbeat_interval_ms: 100,\n    suspect_after_ms: {suspect_ms},\n    dead_after_ms: {dead_ms},\n    nodes: [\n{}\n    ],\n)\n",
+        nodes.join("\n")
+    )
+}
