@@ -77,6 +77,7 @@ pub mod control;
 pub mod daemon;
 pub mod driver;
 pub mod identity;
+pub mod matrix;
 pub mod mesh;
 pub mod peer;
 pub mod rng;

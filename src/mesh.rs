@@ -6,10 +6,14 @@
 
 use crate::config::Config;
 use crate::identity::NodeId;
+use crate::matrix::{Cell, Matrix, MatrixView};
 use crate::peer::{Peer, PeerState, PongMatch};
 use crate::rng::Rng;
 use crate::wheel::TimerWheel;
-use crate::wire::{self, Body, Header, Packet};
+use crate::wire::{
+    self, Body, Header, Packet, RowChunk, RowEntry, StateCode, PING_LEN, ROW_ENTRY_MAX_LEN,
+    ROW_HEADER_LEN,
+};
 use log::{debug, info, trace, warn};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
@@ -71,6 +75,17 @@ pub enum Event {
     },
     /// The peer said it was leaving.
     Left(PeerId),
+    /// The peer has been silent here for `dead_after`, but other nodes still hear it: the
+    /// path from this node to it is broken.
+    Unreachable(PeerId),
+    /// The peer's own row started (`true`) or stopped (`false`) saying it does not hear
+    /// this node, while this node hears it.
+    Asymmetric {
+        /// Which peer.
+        peer: PeerId,
+        /// Whether the path is now one-way.
+        asymmetric: bool,
+    },
     /// Application data from a peer.
     Data {
         /// Who sent it.
@@ -78,6 +93,21 @@ pub enum Event {
         /// What it sent.
         payload: Vec<u8>,
     },
+}
+
+impl Event {
+    /// The peer the event is about.
+    pub fn peer(&self) -> PeerId {
+        match self {
+            Event::Up(p)
+            | Event::Suspect(p)
+            | Event::Down(p)
+            | Event::Left(p)
+            | Event::Unreachable(p) => *p,
+            Event::Restarted { peer, .. } | Event::Asymmetric { peer, .. } => *peer,
+            Event::Data { from, .. } => *from,
+        }
+    }
 }
 
 /// Why a received datagram was dropped. Each has a counter ([`Mesh::dropped`]).
@@ -156,6 +186,40 @@ impl DropCounters {
     }
 }
 
+/// What this node concludes about a peer, using the other nodes' rows as witnesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Diagnosis {
+    /// Alive, and it hears this node too.
+    Ok,
+    /// Alive here, but its row says it does not hear this node (one-way path).
+    Asymmetric,
+    /// Never heard, and no other node hears it either.
+    Unknown,
+    /// Silent past `suspect_after`; not judged yet.
+    Suspect,
+    /// Silent here, and no other node hears it: it is down.
+    Dead,
+    /// Silent here, but other nodes hear it: the path from here is broken.
+    Unreachable,
+    /// It left on purpose.
+    Left,
+}
+
+impl Diagnosis {
+    /// The snake_case name used in the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Diagnosis::Ok => "ok",
+            Diagnosis::Asymmetric => "asymmetric",
+            Diagnosis::Unknown => "unknown",
+            Diagnosis::Suspect => "suspect",
+            Diagnosis::Dead => "dead",
+            Diagnosis::Unreachable => "unreachable",
+            Diagnosis::Left => "left",
+        }
+    }
+}
+
 /// Why [`Mesh::send_data`] refused a payload. The mesh is unchanged when it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
@@ -223,6 +287,8 @@ enum Outgoing {
 enum Timer {
     Heartbeat(usize),
     Liveness(usize),
+    /// Rebuild this node's row and re-judge peers against the others' rows.
+    RowRefresh,
 }
 
 /// Node identities are already well-mixed hashes: hashing them again is wasted work.
@@ -261,6 +327,16 @@ pub struct Mesh {
     rng: Rng,
     dropped: DropCounters,
     leaving: bool,
+    /// This node's position in the config, so the matrix lists nodes in config order.
+    self_index: usize,
+    /// The rows other nodes shared.
+    matrix: Matrix,
+    /// This node's own row, encoded in chunks that fit a ping: `(entries, bytes)`; the
+    /// buffers are reused from one refresh to the next.
+    row_chunks: Vec<(u16, Vec<u8>)>,
+    /// How many of `row_chunks` the current row uses.
+    row_len: usize,
+    row_version: u32,
 }
 
 impl fmt::Debug for Mesh {
@@ -276,6 +352,8 @@ impl fmt::Debug for Mesh {
 impl Mesh {
     /// A node called `name` with no peers yet; `now` is its start time.
     pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
+        let mut timers = TimerWheel::new(now);
+        timers.insert(now, Timer::RowRefresh);
         Mesh {
             name: name.to_owned(),
             id: NodeId::from_name(name),
@@ -286,11 +364,16 @@ impl Mesh {
             peers: Slab::new(),
             by_id: IdMap::default(),
             by_addr: HashMap::new(),
-            timers: TimerWheel::new(now),
+            timers,
             outgoing: VecDeque::new(),
             events: VecDeque::new(),
             dropped: DropCounters::default(),
             leaving: false,
+            self_index: 0,
+            matrix: Matrix::default(),
+            row_chunks: Vec::new(),
+            row_len: 0,
+            row_version: 0,
         }
     }
 
@@ -306,6 +389,7 @@ impl Mesh {
     ) -> Mesh {
         let name = config.nodes.get(me).map_or("", |n| n.name.as_str());
         let mut mesh = Mesh::new(name, Settings::from_config(config, incarnation, seed), now);
+        mesh.self_index = me;
         for (i, (node, addr)) in config.nodes.iter().zip(addrs).enumerate() {
             if i != me {
                 mesh.add_peer(&node.name, *addr);
@@ -366,7 +450,11 @@ impl Mesh {
         }
         self.heard(key, from);
         match packet.body {
-            Body::Ping { probe, sent_ns } => {
+            Body::Ping {
+                probe,
+                sent_ns,
+                row,
+            } => {
                 trace!("{} ping #{probe} from {from}", self.name);
                 self.outgoing.push_back(Outgoing::Pong {
                     peer: key,
@@ -375,6 +463,9 @@ impl Mesh {
                     echo_ns: sent_ns,
                     received: now,
                 });
+                if let Some(row) = row {
+                    self.ingest_row(key, header.incarnation, row);
+                }
             }
             Body::Pong {
                 probe,
@@ -397,6 +488,12 @@ impl Mesh {
             match timer {
                 Timer::Heartbeat(key) => self.heartbeat(key, due),
                 Timer::Liveness(key) => self.judge_silence(key),
+                Timer::RowRefresh => {
+                    self.refresh_row();
+                    self.judge_by_witnesses();
+                    let next = due + self.settings.heartbeat_interval;
+                    self.timers.insert(next.max(self.now), Timer::RowRefresh);
+                }
             }
         }
     }
@@ -532,6 +629,105 @@ impl Mesh {
         peer.probes.loss_pct(self.probes_in_flight())
     }
 
+    /// What this node concludes about a peer, with the other nodes' rows as witnesses.
+    pub fn diagnosis(&self, id: PeerId) -> Option<Diagnosis> {
+        let peer = self.peers.get(id.0)?;
+        Some(match peer.state {
+            PeerState::Alive if peer.asymmetric => Diagnosis::Asymmetric,
+            PeerState::Alive => Diagnosis::Ok,
+            PeerState::Suspect => Diagnosis::Suspect,
+            PeerState::Dead => Diagnosis::Dead,
+            PeerState::Unreachable => Diagnosis::Unreachable,
+            PeerState::Left => Diagnosis::Left,
+            PeerState::Unknown if self.heard_by_others(id.0) => Diagnosis::Unreachable,
+            PeerState::Unknown => Diagnosis::Unknown,
+        })
+    }
+
+    /// The whole latency matrix as this node knows it: its own row, live, and the rows the
+    /// other nodes shared (aged out once older than `dead_after`).
+    pub fn matrix(&self) -> MatrixView {
+        // Internal columns: 0 is this node, key + 1 is peer `key`; shown in config order.
+        let mut order: Vec<usize> = self.peers.iter().map(|(k, _)| k + 1).collect();
+        order.insert(self.self_index.min(order.len()), 0);
+        let n = order.len();
+        let name_of = |col: usize| match col {
+            0 => self.name.clone(),
+            c => self.peers[c - 1].name.clone(),
+        };
+        let nodes: Vec<String> = order.iter().map(|&c| name_of(c)).collect();
+        let own = order.iter().position(|&c| c == 0).unwrap_or(0);
+        let mut rtt_us = vec![vec![None; n]; n];
+        let mut loss_pct = vec![vec![None; n]; n];
+        let mut state = vec![vec![None; n]; n];
+        let mut age_ms = vec![None; n];
+        let mut fresh = vec![false; n];
+        let in_flight = self.probes_in_flight();
+        for (i, &from) in order.iter().enumerate() {
+            if from == 0 {
+                age_ms[i] = Some(0);
+                fresh[i] = true;
+                for (j, &to) in order.iter().enumerate() {
+                    if to == 0 {
+                        continue;
+                    }
+                    let peer = &self.peers[to - 1];
+                    rtt_us[i][j] = peer.rtt().map(|r| r.p50.as_nanos() as f64 / 1000.0);
+                    loss_pct[i][j] = peer.probes.loss_pct(in_flight);
+                    state[i][j] = Some(peer.state);
+                }
+                continue;
+            }
+            let Some(row) = self.matrix.row(from - 1) else {
+                continue;
+            };
+            let age = self.now.saturating_duration_since(row.updated);
+            age_ms[i] = Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+            fresh[i] = self.row_is_fresh(from - 1);
+            if !fresh[i] {
+                continue;
+            }
+            for (j, &to) in order.iter().enumerate() {
+                let cell = row.cells.get(to).copied().unwrap_or_default();
+                if to == from || !cell.is_present() {
+                    continue;
+                }
+                rtt_us[i][j] = cell.rtt_us().map(f64::from);
+                loss_pct[i][j] = cell.loss_pct();
+                state[i][j] = Some(cell.state());
+            }
+        }
+        let not_hearing = |s: Option<PeerState>| {
+            matches!(
+                s,
+                Some(
+                    PeerState::Unknown
+                        | PeerState::Suspect
+                        | PeerState::Dead
+                        | PeerState::Unreachable
+                )
+            )
+        };
+        let mut asymmetric = Vec::new();
+        for (i, row) in state.iter().enumerate() {
+            for (j, &cell) in row.iter().enumerate() {
+                if cell == Some(PeerState::Alive) && not_hearing(state[j][i]) {
+                    asymmetric.push((i, j));
+                }
+            }
+        }
+        MatrixView {
+            nodes,
+            own,
+            rtt_us,
+            loss_pct,
+            state,
+            age_ms,
+            fresh,
+            asymmetric,
+        }
+    }
+
     /// Datagrams dropped, by reason.
     pub fn dropped(&self) -> &DropCounters {
         &self.dropped
@@ -646,16 +842,21 @@ impl Mesh {
             return;
         }
         peer.state = state;
+        peer.alive_since = (state == PeerState::Alive).then_some(self.now);
+        if state != PeerState::Alive && peer.asymmetric {
+            peer.asymmetric = false;
+        }
         let id = PeerId(key);
         let event = match state {
             PeerState::Alive => Event::Up(id),
             PeerState::Suspect => Event::Suspect(id),
             PeerState::Dead => Event::Down(id),
             PeerState::Left => Event::Left(id),
+            PeerState::Unreachable => Event::Unreachable(id),
             PeerState::Unknown => return,
         };
         match state {
-            PeerState::Suspect | PeerState::Dead => {
+            PeerState::Suspect | PeerState::Dead | PeerState::Unreachable => {
                 warn!("{}: peer {} {old} -> {state}", self.name, peer.name)
             }
             _ => info!("{}: peer {} {old} -> {state}", self.name, peer.name),
@@ -735,11 +936,18 @@ impl Mesh {
             }
             PeerState::Alive => Some(last + settings.suspect_after),
             PeerState::Suspect if silent >= settings.dead_after => {
-                self.set_state(key, PeerState::Dead);
+                // Dead only if nobody else hears it either; else the path from here is
+                // broken. Re-judged every interval as the other rows come in.
+                let verdict = if self.heard_by_others(key) {
+                    PeerState::Unreachable
+                } else {
+                    PeerState::Dead
+                };
+                self.set_state(key, verdict);
                 None
             }
             PeerState::Suspect => Some(last + settings.dead_after),
-            PeerState::Unknown | PeerState::Dead | PeerState::Left => None,
+            PeerState::Unknown | PeerState::Dead | PeerState::Left | PeerState::Unreachable => None,
         };
         if let Some(at) = next {
             self.peers[key].liveness_timer = true;
@@ -768,9 +976,30 @@ impl Mesh {
         let (key, dst, body) = match out {
             Outgoing::Ping(key) => {
                 let sent_ns = self.nanos_since_epoch(self.now);
-                let peer = self.peers.get_mut(key)?;
+                if !self.peers.contains(key) {
+                    return None;
+                }
+                let header = self.header(key);
+                let peer = &mut self.peers[key];
                 let probe = peer.probes.send(sent_ns);
-                (key, peer.addr, Body::Ping { probe, sent_ns })
+                let row = (self.row_len > 0).then(|| {
+                    let index = usize::from(peer.row_cursor) % self.row_len;
+                    peer.row_cursor = peer.row_cursor.wrapping_add(1);
+                    let (count, bytes) = &self.row_chunks[index];
+                    RowChunk::new(
+                        self.row_version,
+                        index as u16,
+                        self.row_len as u16,
+                        *count,
+                        bytes,
+                    )
+                });
+                let body = Body::Ping {
+                    probe,
+                    sent_ns,
+                    row,
+                };
+                return emit(&self.name, Packet { header, body }, peer.addr, buf);
             }
             Outgoing::Pong {
                 peer,
@@ -796,27 +1025,203 @@ impl Mesh {
                     header,
                     body: Body::Data { payload },
                 };
-                return self.finish(packet, dst, buf);
+                return emit(&self.name, packet, dst, buf);
             }
         };
         if !self.peers.contains(key) {
             return None;
         }
         let header = self.header(key);
-        self.finish(Packet { header, body }, dst, buf)
+        emit(&self.name, Packet { header, body }, dst, buf)
     }
 
-    fn finish(&mut self, packet: Packet<'_>, dst: SocketAddr, buf: &mut [u8]) -> Option<Transmit> {
-        match packet.emit(buf) {
-            Ok(len) => Some(Transmit { dst, len }),
-            Err(err) => {
-                warn!(
-                    "{}: cannot encode {:?} for {dst}: {err}",
-                    self.name,
-                    packet.kind()
-                );
-                None
+    fn centis(&self, t: Instant) -> u64 {
+        self.nanos_since_epoch(t) / 10_000_000
+    }
+
+    /// Stores a chunk of `origin`'s row, unless an equal or newer one is already stored.
+    fn ingest_row(&mut self, origin: usize, incarnation: u64, row: RowChunk<'_>) {
+        let now = self.now;
+        let now_cs = self.centis(now);
+        // The origin heard its peers a one-way trip before this node read the chunk.
+        let transit_cs = self.peers[origin]
+            .rtt_p50_us
+            .map_or(0, |rtt| u64::from(rtt) / 20_000);
+        let width = self.peers.len() + 1;
+        let Some(cells) = self
+            .matrix
+            .accept_chunk(origin, incarnation, &row, width, now)
+        else {
+            trace!("{}: stale row chunk from peer {origin}", self.name);
+            return;
+        };
+        for entry in row.entries() {
+            let column = if entry.target == self.id {
+                0
+            } else {
+                match self.by_id.get(&entry.target) {
+                    Some(&key) => key + 1,
+                    None => continue,
+                }
+            };
+            let heard_cs = entry
+                .heard_ago_ms
+                .map(|ago| now_cs.saturating_sub(u64::from(ago) / 10 + transit_cs));
+            if let Some(cell) = cells.get_mut(column) {
+                *cell = Cell::new(entry.rtt_us, entry.loss_half_pct, entry.state, heard_cs);
             }
+        }
+    }
+
+    /// Whether `origin`'s row is recent enough to testify: refreshed within `dead_after`,
+    /// from a node this one still hears.
+    fn row_is_fresh(&self, origin: usize) -> bool {
+        let alive = self
+            .peers
+            .get(origin)
+            .is_some_and(|p| p.state == PeerState::Alive);
+        self.matrix.row(origin).is_some_and(|row| {
+            alive && self.now.saturating_duration_since(row.updated) <= self.settings.dead_after
+        })
+    }
+
+    /// Whether another node heard `key` recently, and clearly later than this node did:
+    /// the witness of a broken path rather than of a dead peer.
+    fn heard_by_others(&self, key: usize) -> bool {
+        let now_cs = self.centis(self.now);
+        let window_cs = (self.settings.dead_after.as_millis() / 10) as u64;
+        // A witness must have heard it at least two intervals after this node last did:
+        // a crash is seen by everyone at about the same time, and is no such witness.
+        let margin_cs = (self.settings.heartbeat_interval.as_millis() / 5) as u64;
+        let mine = self.peers[key].last_heard.map(|t| self.centis(t));
+        let column = key + 1;
+        self.peers.iter().any(|(origin, _)| {
+            if origin == key || !self.row_is_fresh(origin) {
+                return false;
+            }
+            let Some(row) = self.matrix.row(origin) else {
+                return false;
+            };
+            let Some(age) = row.cells.get(column).and_then(|c| c.heard_age_cs(now_cs)) else {
+                return false;
+            };
+            let heard = now_cs.saturating_sub(age);
+            age < window_cs && mine.is_none_or(|mine| heard > mine + margin_cs)
+        })
+    }
+
+    /// Every interval: dead and unreachable peers are re-judged as the other rows change,
+    /// and alive peers checked for one-way paths.
+    fn judge_by_witnesses(&mut self) {
+        let settle = self.settings.suspect_after * 2;
+        for key in 0..self.peers.len() {
+            if !self.peers.contains(key) {
+                continue;
+            }
+            match self.peers[key].state {
+                PeerState::Dead if self.heard_by_others(key) => {
+                    self.set_state(key, PeerState::Unreachable)
+                }
+                PeerState::Unreachable if !self.heard_by_others(key) => {
+                    self.set_state(key, PeerState::Dead)
+                }
+                PeerState::Alive => {
+                    let settled = self.peers[key]
+                        .alive_since
+                        .is_some_and(|t| self.now.saturating_duration_since(t) >= settle);
+                    let deaf = settled
+                        && self.row_is_fresh(key)
+                        && self
+                            .matrix
+                            .row(key)
+                            .and_then(|row| row.cells.first())
+                            .is_some_and(|c| c.is_present() && c.state() != PeerState::Alive);
+                    if deaf != self.peers[key].asymmetric {
+                        self.peers[key].asymmetric = deaf;
+                        let name = &self.peers[key].name;
+                        if deaf {
+                            warn!("{}: peer {name} does not hear this node", self.name);
+                        } else {
+                            info!("{}: peer {name} hears this node again", self.name);
+                        }
+                        self.events.push_back(Event::Asymmetric {
+                            peer: PeerId(key),
+                            asymmetric: deaf,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Rebuilds this node's row (one entry per peer) into chunks that fit a ping.
+    fn refresh_row(&mut self) {
+        let budget = self
+            .settings
+            .max_datagram
+            .saturating_sub(PING_LEN + ROW_HEADER_LEN);
+        if budget < ROW_ENTRY_MAX_LEN || self.peers.is_empty() {
+            self.row_len = 0;
+            return;
+        }
+        self.row_version = self.row_version.wrapping_add(1);
+        let in_flight = self.probes_in_flight();
+        let now = self.now;
+        for (_, bytes) in self.row_chunks.iter_mut() {
+            bytes.clear();
+        }
+        let mut used = 0usize;
+        for (_, peer) in self.peers.iter_mut() {
+            if used == 0 || self.row_chunks[used - 1].1.len() + ROW_ENTRY_MAX_LEN > budget {
+                if self.row_chunks.len() == used {
+                    self.row_chunks.push((0, Vec::with_capacity(budget)));
+                }
+                self.row_chunks[used].0 = 0;
+                used += 1;
+            }
+            let p50 = peer
+                .rtt
+                .summary()
+                .map(|r| u32::try_from(r.p50.as_micros()).unwrap_or(u32::MAX));
+            peer.rtt_p50_us = p50;
+            let entry = RowEntry {
+                target: peer.id,
+                state: state_code(peer.state),
+                loss_half_pct: peer
+                    .probes
+                    .loss_pct(in_flight)
+                    .map(|pct| (pct * 2.0).round() as u8),
+                rtt_us: p50,
+                heard_ago_ms: peer.last_heard.map(|t| {
+                    u32::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u32::MAX)
+                }),
+            };
+            let chunk = &mut self.row_chunks[used - 1];
+            entry.emit(&mut chunk.1);
+            chunk.0 += 1;
+        }
+        self.row_len = used.min(usize::from(u16::MAX));
+    }
+}
+
+fn state_code(state: PeerState) -> StateCode {
+    match state {
+        PeerState::Unknown => StateCode::Unknown,
+        PeerState::Alive => StateCode::Alive,
+        PeerState::Suspect => StateCode::Suspect,
+        PeerState::Dead => StateCode::Dead,
+        PeerState::Left => StateCode::Left,
+        PeerState::Unreachable => StateCode::Unreachable,
+    }
+}
+
+fn emit(name: &str, packet: Packet<'_>, dst: SocketAddr, buf: &mut [u8]) -> Option<Transmit> {
+    match packet.emit(buf) {
+        Ok(len) => Some(Transmit { dst, len }),
+        Err(err) => {
+            warn!("{name}: cannot encode {:?} for {dst}: {err}", packet.kind());
+            None
         }
     }
 }

@@ -22,10 +22,13 @@ pub enum PeerState {
     Alive,
     /// Silent for longer than `suspect_after`.
     Suspect,
-    /// Silent for longer than `dead_after`.
+    /// Silent for longer than `dead_after`, and no other node hears it either.
     Dead,
     /// Said it was leaving (a clean shutdown).
     Left,
+    /// Silent here for longer than `dead_after`, but other nodes still hear it: the path
+    /// from this node is broken, the peer is not dead.
+    Unreachable,
 }
 
 impl PeerState {
@@ -37,6 +40,7 @@ impl PeerState {
             PeerState::Suspect => "suspect",
             PeerState::Dead => "dead",
             PeerState::Left => "left",
+            PeerState::Unreachable => "unreachable",
         }
     }
 }
@@ -229,6 +233,14 @@ pub struct Peer {
     pub(crate) probes: ProbeWindow,
     pub(crate) liveness_timer: bool,
     pub(crate) next_heartbeat: Option<Instant>,
+    /// Since when it has been alive without a break.
+    pub(crate) alive_since: Option<Instant>,
+    /// Which chunk of this node's row the next ping to it carries.
+    pub(crate) row_cursor: u16,
+    /// Its RTT p50 in µs, refreshed with this node's row (cheap to read per datagram).
+    pub(crate) rtt_p50_us: Option<u32>,
+    /// It hears this node while its row says it does not hear this one.
+    pub(crate) asymmetric: bool,
 }
 
 impl Peer {
@@ -249,6 +261,10 @@ impl Peer {
             probes: ProbeWindow::new(),
             liveness_timer: false,
             next_heartbeat: None,
+            alive_since: None,
+            row_cursor: 0,
+            rtt_p50_us: None,
+            asymmetric: false,
         }
     }
 
@@ -311,6 +327,12 @@ impl Peer {
     /// Round-trip figures over the recent window, once a pong has come back.
     pub fn rtt(&self) -> Option<RttSummary> {
         self.rtt.summary()
+    }
+
+    /// Whether it hears this node badly: it is alive here, but its own row says it does not
+    /// hear this node (a one-way path problem).
+    pub fn is_asymmetric(&self) -> bool {
+        self.asymmetric
     }
 }
 

@@ -77,6 +77,8 @@ pub enum Body<'a> {
         probe: u32,
         /// When it was sent, in nanoseconds on the sender's own clock (only the sender reads it).
         sent_ns: u64,
+        /// A piece of the sender's latency row, piggy-backed (see [`RowChunk`]).
+        row: Option<RowChunk<'a>>,
     },
     /// The answer to a ping.
     Pong {
@@ -122,6 +124,8 @@ pub enum DecodeError {
     UnsupportedVersion(u8),
     /// A kind byte this version does not define.
     UnknownKind(u8),
+    /// A field holds a value the format does not allow.
+    BadField(&'static str),
     /// Longer than its kind and declared lengths allow.
     TrailingBytes {
         /// Bytes expected.
@@ -142,6 +146,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "protocol version {v}, this node speaks {VERSION}")
             }
             DecodeError::UnknownKind(k) => write!(f, "unknown datagram kind {k}"),
+            DecodeError::BadField(what) => write!(f, "bad {what}"),
             DecodeError::TrailingBytes { expected, got } => {
                 write!(f, "{got} bytes where {expected} were expected")
             }
@@ -177,6 +182,243 @@ impl fmt::Display for EncodeError {
 }
 
 impl std::error::Error for EncodeError {}
+
+/// Length of a row chunk's own header (after the ping's fields).
+pub const ROW_HEADER_LEN: usize = 10;
+/// The most bytes one row entry can take (identity, state, loss, two 5-byte varints).
+pub const ROW_ENTRY_MAX_LEN: usize = 8 + 1 + 1 + 5 + 5;
+
+/// One cell of a sender's latency row: what the sender knows of one of its peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowEntry {
+    /// The peer this entry is about.
+    pub target: NodeId,
+    /// The sender's view of the peer's liveness, as a [`StateCode`].
+    pub state: StateCode,
+    /// Round-trip loss in half-percent steps (0..=200), `None` before any probe settled.
+    pub loss_half_pct: Option<u8>,
+    /// Median RTT in microseconds, `None` before any sample.
+    pub rtt_us: Option<u32>,
+    /// Milliseconds between the sender last hearing the peer and building this entry;
+    /// `None` if it never heard it.
+    pub heard_ago_ms: Option<u32>,
+}
+
+/// A peer state on the wire (one byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StateCode {
+    /// Never heard.
+    Unknown = 0,
+    /// Heard within `suspect_after`.
+    Alive = 1,
+    /// Silent past `suspect_after`.
+    Suspect = 2,
+    /// Silent past `dead_after`, and nobody else hears it.
+    Dead = 3,
+    /// Said goodbye.
+    Left = 4,
+    /// Silent past `dead_after` here, but other nodes still hear it.
+    Unreachable = 5,
+}
+
+impl StateCode {
+    fn from_byte(byte: u8) -> Option<StateCode> {
+        Some(match byte {
+            0 => StateCode::Unknown,
+            1 => StateCode::Alive,
+            2 => StateCode::Suspect,
+            3 => StateCode::Dead,
+            4 => StateCode::Left,
+            5 => StateCode::Unreachable,
+            _ => return None,
+        })
+    }
+}
+
+/// A piece of the sender's latency row: some of its entries, with the row version they
+/// come from so a receiver never lets an older piece overwrite a newer one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowChunk<'a> {
+    /// The sender's row version (rebuilt every heartbeat interval; only grows).
+    pub version: u32,
+    /// Which piece of the row this is, `0..chunks`.
+    pub index: u16,
+    /// How many pieces the row has.
+    pub chunks: u16,
+    /// How many entries this piece holds.
+    pub count: u16,
+    /// The encoded entries; already checked when parsed.
+    entries: &'a [u8],
+}
+
+impl<'a> RowChunk<'a> {
+    /// A chunk over entries already encoded with [`RowEntry::emit`] (`count` of them).
+    pub fn new(version: u32, index: u16, chunks: u16, count: u16, entries: &'a [u8]) -> Self {
+        RowChunk {
+            version,
+            index,
+            chunks,
+            count,
+            entries,
+        }
+    }
+
+    /// Encoded length, header included.
+    pub fn len(&self) -> usize {
+        ROW_HEADER_LEN + self.entries.len()
+    }
+
+    /// Whether it holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The entries, decoded one by one.
+    pub fn entries(&self) -> RowEntries<'a> {
+        RowEntries {
+            bytes: self.entries,
+            left: self.count,
+        }
+    }
+
+    fn parse(bytes: &'a [u8]) -> Result<RowChunk<'a>, DecodeError> {
+        if bytes.len() < ROW_HEADER_LEN {
+            return Err(DecodeError::Truncated {
+                needed: PING_LEN + ROW_HEADER_LEN,
+                got: PING_LEN + bytes.len(),
+            });
+        }
+        let chunk = RowChunk {
+            version: be_u32(bytes, 0),
+            index: be_u16(bytes, 4),
+            chunks: be_u16(bytes, 6),
+            count: be_u16(bytes, 8),
+            entries: &bytes[ROW_HEADER_LEN..],
+        };
+        if chunk.chunks == 0 || chunk.index >= chunk.chunks {
+            return Err(DecodeError::BadField("row chunk index"));
+        }
+        // Walk every entry once now, so iterating later cannot fail.
+        let mut at = 0;
+        for _ in 0..chunk.count {
+            RowEntry::parse(chunk.entries, &mut at)?;
+        }
+        if at != chunk.entries.len() {
+            return Err(DecodeError::TrailingBytes {
+                expected: PING_LEN + ROW_HEADER_LEN + at,
+                got: PING_LEN + bytes.len(),
+            });
+        }
+        Ok(chunk)
+    }
+
+    fn emit(&self, out: &mut [u8]) {
+        out[0..4].copy_from_slice(&self.version.to_be_bytes());
+        out[4..6].copy_from_slice(&self.index.to_be_bytes());
+        out[6..8].copy_from_slice(&self.chunks.to_be_bytes());
+        out[8..10].copy_from_slice(&self.count.to_be_bytes());
+        out[ROW_HEADER_LEN..self.len()].copy_from_slice(self.entries);
+    }
+}
+
+/// Iterator over the entries of a [`RowChunk`].
+#[derive(Clone, Debug)]
+pub struct RowEntries<'a> {
+    bytes: &'a [u8],
+    left: u16,
+}
+
+impl Iterator for RowEntries<'_> {
+    type Item = RowEntry;
+
+    fn next(&mut self) -> Option<RowEntry> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut at = 0;
+        let entry = RowEntry::parse(self.bytes, &mut at).ok()?;
+        self.bytes = &self.bytes[at..];
+        Some(entry)
+    }
+}
+
+/// Appends an unsigned LEB128 varint (at most 5 bytes for a u32).
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint of at most 5 bytes that fits a u32.
+fn get_varint(bytes: &[u8], at: &mut usize) -> Result<u32, DecodeError> {
+    let mut value: u64 = 0;
+    for i in 0..5 {
+        let Some(&byte) = bytes.get(*at) else {
+            return Err(DecodeError::Truncated {
+                needed: *at + 1,
+                got: bytes.len(),
+            });
+        };
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return u32::try_from(value).map_err(|_| DecodeError::BadField("varint"));
+        }
+    }
+    Err(DecodeError::BadField("varint"))
+}
+
+/// `None` is 0 on the wire, `Some(v)` is `v + 1` (saturating).
+fn put_optional(out: &mut Vec<u8>, v: Option<u32>) {
+    put_varint(out, v.map_or(0, |v| v.saturating_add(1)));
+}
+
+fn get_optional(bytes: &[u8], at: &mut usize) -> Result<Option<u32>, DecodeError> {
+    Ok(get_varint(bytes, at)?.checked_sub(1))
+}
+
+impl RowEntry {
+    /// Appends the encoding of this entry to `out` (at most [`ROW_ENTRY_MAX_LEN`] bytes).
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.target.0.to_be_bytes());
+        out.push(self.state as u8);
+        out.push(self.loss_half_pct.map_or(255, |l| l.min(200)));
+        put_optional(out, self.rtt_us);
+        put_optional(out, self.heard_ago_ms);
+    }
+
+    fn parse(bytes: &[u8], at: &mut usize) -> Result<RowEntry, DecodeError> {
+        let fixed = *at + 10;
+        if bytes.len() < fixed {
+            return Err(DecodeError::Truncated {
+                needed: fixed,
+                got: bytes.len(),
+            });
+        }
+        let target = NodeId(be_u64(bytes, *at));
+        let state =
+            StateCode::from_byte(bytes[*at + 8]).ok_or(DecodeError::BadField("row state"))?;
+        let loss_half_pct = match bytes[*at + 9] {
+            255 => None,
+            l @ 0..=200 => Some(l),
+            _ => return Err(DecodeError::BadField("row loss")),
+        };
+        *at = fixed;
+        let rtt_us = get_optional(bytes, at)?;
+        let heard_ago_ms = get_optional(bytes, at)?;
+        Ok(RowEntry {
+            target,
+            state,
+            loss_half_pct,
+            rtt_us,
+            heard_ago_ms,
+        })
+    }
+}
 
 fn be_u16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
@@ -234,10 +476,20 @@ impl<'a> Packet<'a> {
         };
         let body = match kind {
             Kind::Ping => {
-                exact(bytes, PING_LEN)?;
+                if bytes.len() < PING_LEN {
+                    return Err(DecodeError::Truncated {
+                        needed: PING_LEN,
+                        got: bytes.len(),
+                    });
+                }
+                let row = match bytes.len() {
+                    PING_LEN => None,
+                    _ => Some(RowChunk::parse(&bytes[PING_LEN..])?),
+                };
                 Body::Ping {
                     probe: be_u32(bytes, 32),
                     sent_ns: be_u64(bytes, 36),
+                    row,
                 }
             }
             Kind::Pong => {
@@ -282,7 +534,7 @@ impl<'a> Packet<'a> {
     /// The encoded length of this datagram.
     pub fn len(&self) -> usize {
         match self.body {
-            Body::Ping { .. } => PING_LEN,
+            Body::Ping { row, .. } => PING_LEN + row.map_or(0, |r| r.len()),
             Body::Pong { .. } => PONG_LEN,
             Body::Leave => LEAVE_LEN,
             Body::Data { payload } => DATA_OVERHEAD + payload.len(),
@@ -296,10 +548,14 @@ impl<'a> Packet<'a> {
 
     /// Encodes into the front of `buf` and returns the length written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
-        if let Body::Data { payload } = self.body {
-            if payload.len() > usize::from(u16::MAX) {
+        match self.body {
+            Body::Data { payload } if payload.len() > usize::from(u16::MAX) => {
                 return Err(EncodeError::PayloadTooLarge(payload.len()));
             }
+            Body::Ping { row: Some(row), .. } if row.entries.len() > usize::from(u16::MAX) => {
+                return Err(EncodeError::PayloadTooLarge(row.entries.len()));
+            }
+            _ => {}
         }
         let len = self.len();
         if buf.len() < len {
@@ -317,9 +573,16 @@ impl<'a> Packet<'a> {
         out[20..28].copy_from_slice(&self.header.to.0.to_be_bytes());
         out[28..32].copy_from_slice(&self.header.seq.to_be_bytes());
         match self.body {
-            Body::Ping { probe, sent_ns } => {
+            Body::Ping {
+                probe,
+                sent_ns,
+                row,
+            } => {
                 out[32..36].copy_from_slice(&probe.to_be_bytes());
                 out[36..44].copy_from_slice(&sent_ns.to_be_bytes());
+                if let Some(row) = row {
+                    row.emit(&mut out[PING_LEN..]);
+                }
             }
             Body::Pong {
                 probe,
@@ -364,18 +627,18 @@ mod tests {
         let n = packet.emit(&mut buf).unwrap();
         assert_eq!(n, packet.len());
         assert_eq!(Packet::parse(&buf[..n]).unwrap(), packet);
-        // Every strict prefix is rejected as truncated, never misread.
+        // Every strict prefix is rejected, never misread; the one exception is a ping cut
+        // right before its row chunk, which is a whole row-less ping.
         for cut in 0..n {
-            assert!(
-                Packet::parse(&buf[..cut]).is_err(),
-                "prefix of {cut} accepted"
-            );
+            if let Ok(p) = Packet::parse(&buf[..cut]) {
+                assert!(
+                    cut == PING_LEN && matches!(p.body, Body::Ping { row: None, .. }),
+                    "prefix of {cut} accepted"
+                );
+            }
         }
         // A longer buffer is rejected too: lengths are exact.
-        assert!(matches!(
-            Packet::parse(&buf[..n + 1]),
-            Err(DecodeError::TrailingBytes { .. })
-        ));
+        assert!(Packet::parse(&buf[..n + 1]).is_err());
     }
 
     #[test]
@@ -383,6 +646,7 @@ mod tests {
         round_trip(Body::Ping {
             probe: 7,
             sent_ns: 123_456_789,
+            row: None,
         });
         round_trip(Body::Pong {
             probe: 7,
@@ -403,6 +667,7 @@ mod tests {
             body: Body::Ping {
                 probe: 0x4142_4344,
                 sent_ns: 0x5152_5354_5556_5758,
+                row: None,
             },
         };
         let mut buf = [0u8; PING_LEN];
@@ -440,6 +705,61 @@ mod tests {
         assert_eq!(
             Packet::parse(&odd[..LEAVE_LEN]),
             Err(DecodeError::UnknownKind(99))
+        );
+    }
+
+    #[test]
+    fn a_ping_carries_a_row_chunk() {
+        let entries = [
+            RowEntry {
+                target: NodeId(9),
+                state: StateCode::Alive,
+                loss_half_pct: Some(40),
+                rtt_us: Some(1234),
+                heard_ago_ms: Some(0),
+            },
+            RowEntry {
+                target: NodeId(u64::MAX),
+                state: StateCode::Unknown,
+                loss_half_pct: None,
+                rtt_us: None,
+                heard_ago_ms: None,
+            },
+            RowEntry {
+                target: NodeId(3),
+                state: StateCode::Unreachable,
+                loss_half_pct: Some(200),
+                rtt_us: Some(u32::MAX - 1),
+                heard_ago_ms: Some(70_000),
+            },
+        ];
+        let mut encoded = Vec::new();
+        for e in &entries {
+            e.emit(&mut encoded);
+        }
+        let row = RowChunk::new(17, 1, 3, 3, &encoded);
+        round_trip(Body::Ping {
+            probe: 1,
+            sent_ns: 2,
+            row: Some(row),
+        });
+        let parsed: Vec<RowEntry> = row.entries().collect();
+        assert_eq!(parsed, entries);
+        // A chunk whose index is not below its count is refused.
+        let mut buf = [0u8; 256];
+        let bad = RowChunk::new(1, 3, 3, 3, &encoded);
+        let packet = Packet {
+            header: header(),
+            body: Body::Ping {
+                probe: 0,
+                sent_ns: 0,
+                row: Some(bad),
+            },
+        };
+        let n = packet.emit(&mut buf).unwrap();
+        assert_eq!(
+            Packet::parse(&buf[..n]),
+            Err(DecodeError::BadField("row chunk index"))
         );
     }
 

@@ -24,16 +24,8 @@ fn first_event(
     sim.trace()
         .iter()
         .filter(|r: &&TraceRecord| r.node == node && r.at >= since && want(&r.event))
-        .find(|r| event_peer(&r.event) == Some(peer))
+        .find(|r| r.event.peer() == peer)
         .map(|r| r.at)
-}
-
-fn event_peer(event: &Event) -> Option<peermesh::PeerId> {
-    match event {
-        Event::Up(p) | Event::Suspect(p) | Event::Down(p) | Event::Left(p) => Some(*p),
-        Event::Restarted { peer, .. } => Some(*peer),
-        Event::Data { from, .. } => Some(*from),
-    }
 }
 
 fn all_alive(sim: &Sim) -> bool {

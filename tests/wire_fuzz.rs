@@ -31,6 +31,7 @@ fn seeds(from: &str, to: &str) -> Vec<Vec<u8>> {
         Body::Ping {
             probe: 0,
             sent_ns: 1_000,
+            row: None,
         },
         Body::Pong {
             probe: 0,
@@ -159,7 +160,7 @@ proptest! {
         let body = if pong {
             Body::Pong { probe, echo_ns: ns, hold_us: hold }
         } else {
-            Body::Ping { probe, sent_ns: ns }
+            Body::Ping { probe, sent_ns: ns, row: None }
         };
         let packet = Packet { header, body };
         let mut buf = [0u8; 64];

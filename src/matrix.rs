@@ -1,0 +1,216 @@
+//! The latency matrix: the rows other nodes shared with this one, and the view of the whole
+//! N×N matrix (`from` × `to`) built from them and from this node's own peer table.
+//!
+//! Storage is a dense row per origin with one 8-byte [`Cell`] per column, so a thousand
+//! nodes cost 8 MB per node. Rows arrive in chunks piggy-backed on pings (see
+//! `docs/PROTOCOL.md`); each chunk index keeps the version it was last written with, so a
+//! late or reordered chunk never overwrites newer data.
+
+use crate::peer::PeerState;
+use crate::wire::{RowChunk, StateCode};
+use std::time::Instant;
+
+/// One cell of a shared row, packed into 64 bits:
+///
+/// | bits   | field                                                          |
+/// |--------|----------------------------------------------------------------|
+/// | 0–23   | RTT p50 in µs + 1 (0: none; saturates at about 16.8 s)         |
+/// | 24–31  | loss in half-percent steps (255: none)                         |
+/// | 32–34  | state code                                                     |
+/// | 35     | the origin has heard the target                                |
+/// | 36–62  | when (on this node's clock): centiseconds since start, mod 2^27 |
+/// | 63     | the cell holds data                                            |
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cell(u64);
+
+const RTT_MAX: u32 = (1 << 24) - 2;
+const HEARD_BITS: u32 = 27;
+const HEARD_MASK: u64 = (1 << HEARD_BITS) - 1;
+
+impl Cell {
+    pub(crate) fn new(
+        rtt_us: Option<u32>,
+        loss_half_pct: Option<u8>,
+        state: StateCode,
+        heard_cs: Option<u64>,
+    ) -> Cell {
+        let rtt = u64::from(rtt_us.map_or(0, |r| r.min(RTT_MAX) + 1));
+        let loss = u64::from(loss_half_pct.map_or(255, |l| l.min(200)));
+        let heard = heard_cs.map_or(0, |cs| (1 << 35) | ((cs & HEARD_MASK) << 36));
+        Cell(rtt | (loss << 24) | ((state as u64) << 32) | heard | (1 << 63))
+    }
+
+    /// Whether the cell was ever written.
+    pub(crate) fn is_present(self) -> bool {
+        self.0 >> 63 == 1
+    }
+
+    pub(crate) fn rtt_us(self) -> Option<u32> {
+        ((self.0 & 0xff_ffff) as u32).checked_sub(1)
+    }
+
+    pub(crate) fn loss_pct(self) -> Option<f64> {
+        match (self.0 >> 24) as u8 {
+            255 => None,
+            l => Some(f64::from(l) / 2.0),
+        }
+    }
+
+    pub(crate) fn state(self) -> PeerState {
+        match (self.0 >> 32) & 0b111 {
+            1 => PeerState::Alive,
+            2 => PeerState::Suspect,
+            3 => PeerState::Dead,
+            4 => PeerState::Left,
+            5 => PeerState::Unreachable,
+            _ => PeerState::Unknown,
+        }
+    }
+
+    /// How long before `now_cs` the origin last heard the target, in centiseconds.
+    /// Ages up to 2^26 cs (7.7 days) are exact; the stored time wraps beyond.
+    pub(crate) fn heard_age_cs(self, now_cs: u64) -> Option<u64> {
+        if self.0 & (1 << 35) == 0 {
+            return None;
+        }
+        let stored = (self.0 >> 36) & HEARD_MASK;
+        Some((now_cs & HEARD_MASK).wrapping_sub(stored) & HEARD_MASK)
+    }
+}
+
+/// The row one origin shared.
+#[derive(Debug)]
+pub(crate) struct Row {
+    incarnation: u64,
+    pub(crate) updated: Instant,
+    chunk_versions: Vec<u32>,
+    pub(crate) cells: Vec<Cell>,
+}
+
+/// Every row received from other nodes, by origin (the peer's slab key).
+#[derive(Debug, Default)]
+pub(crate) struct Matrix {
+    rows: Vec<Option<Row>>,
+}
+
+impl Matrix {
+    /// Accepts a chunk's header: returns the origin's cells to write into, or `None` when
+    /// the chunk is older than what this index already holds. A new incarnation of the
+    /// origin starts a fresh row.
+    pub(crate) fn accept_chunk(
+        &mut self,
+        origin: usize,
+        incarnation: u64,
+        chunk: &RowChunk<'_>,
+        width: usize,
+        now: Instant,
+    ) -> Option<&mut [Cell]> {
+        let (version, index, chunks) = (chunk.version, chunk.index, chunk.chunks);
+        if self.rows.len() <= origin {
+            self.rows.resize_with(origin + 1, || None);
+        }
+        let slot = &mut self.rows[origin];
+        if slot
+            .as_ref()
+            .is_none_or(|row| row.incarnation != incarnation)
+        {
+            *slot = Some(Row {
+                incarnation,
+                updated: now,
+                chunk_versions: Vec::new(),
+                cells: vec![Cell::default(); width],
+            });
+        }
+        let row = slot.as_mut()?;
+        let index = usize::from(index);
+        if row.chunk_versions.len() != usize::from(chunks) {
+            row.chunk_versions.resize(usize::from(chunks), 0);
+        }
+        let seen = row.chunk_versions.get_mut(index)?;
+        if version < *seen {
+            return None;
+        }
+        *seen = version;
+        row.updated = now;
+        if row.cells.len() < width {
+            row.cells.resize(width, Cell::default());
+        }
+        Some(&mut row.cells)
+    }
+
+    /// The row `origin` shared, if any.
+    pub(crate) fn row(&self, origin: usize) -> Option<&Row> {
+        self.rows.get(origin)?.as_ref()
+    }
+}
+
+/// The whole matrix as this node knows it: rows are "from", columns are "to".
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatrixView {
+    /// Node names, in config order; row and column `i` are `nodes[i]`.
+    pub nodes: Vec<String>,
+    /// Which row is this node's own.
+    pub own: usize,
+    /// `rtt_us[i][j]`: node i's RTT p50 to node j in µs; `None` on the diagonal, when
+    /// unknown, or when row i has aged out.
+    pub rtt_us: Vec<Vec<Option<f64>>>,
+    /// `loss_pct[i][j]`: node i's loss to node j in percent, likewise.
+    pub loss_pct: Vec<Vec<Option<f64>>>,
+    /// `state[i][j]`: node i's view of node j's liveness, likewise.
+    pub state: Vec<Vec<Option<PeerState>>>,
+    /// Milliseconds since row i was last refreshed (0 for the own row; `None`: never
+    /// received).
+    pub age_ms: Vec<Option<u64>>,
+    /// Whether row i is fresh (received within `dead_after` from a node not dead or left).
+    pub fresh: Vec<bool>,
+    /// Pairs `(i, j)` where i hears j but j reports not hearing i.
+    pub asymmetric: Vec<(usize, usize)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_pack_and_unpack() {
+        let c = Cell::new(Some(1234), Some(41), StateCode::Suspect, Some(500));
+        assert!(c.is_present());
+        assert_eq!(c.rtt_us(), Some(1234));
+        assert_eq!(c.loss_pct(), Some(20.5));
+        assert_eq!(c.state(), PeerState::Suspect);
+        assert_eq!(c.heard_age_cs(530), Some(30));
+        let none = Cell::new(None, None, StateCode::Unknown, None);
+        assert!(none.is_present());
+        assert_eq!(
+            (none.rtt_us(), none.loss_pct(), none.heard_age_cs(9)),
+            (None, None, None)
+        );
+        assert!(!Cell::default().is_present());
+        // Huge RTTs saturate, heard times wrap but ages stay right.
+        assert_eq!(
+            Cell::new(Some(u32::MAX), None, StateCode::Alive, None).rtt_us(),
+            Some(RTT_MAX)
+        );
+        let wrap = Cell::new(None, None, StateCode::Alive, Some(HEARD_MASK));
+        assert_eq!(wrap.heard_age_cs(HEARD_MASK + 10), Some(10));
+    }
+
+    #[test]
+    fn older_chunks_never_overwrite_newer_ones() {
+        let mut m = Matrix::default();
+        let now = Instant::now();
+        let chunk = |version, index| RowChunk::new(version, index, 2, 0, &[]);
+        m.accept_chunk(0, 7, &chunk(5, 0), 4, now).unwrap()[1] =
+            Cell::new(Some(10), None, StateCode::Alive, None);
+        let stale = m.accept_chunk(0, 7, &chunk(4, 0), 4, now);
+        assert!(stale.is_none(), "stale chunk refused");
+        let other = m.accept_chunk(0, 7, &chunk(4, 1), 4, now);
+        assert!(other.is_some(), "other index is separate");
+        assert!(m.accept_chunk(0, 7, &chunk(6, 0), 4, now).is_some());
+        // A restarted origin starts over, even with a lower version.
+        let cells = m.accept_chunk(0, 8, &chunk(1, 0), 4, now).unwrap();
+        assert!(!cells[1].is_present());
+        let out_of_range = m.accept_chunk(0, 8, &chunk(0, 5), 4, now);
+        assert!(out_of_range.is_none(), "index out of range");
+    }
+}
