@@ -21,6 +21,7 @@ commands:
   run      run this node (listens, heartbeats, answers)
   status   print the peer table of a running node
   top      live view of the peer table, refreshed every second
+  matrix   the latency matrix between every pair of nodes (table, --json, --svg FILE)
   check    validate the config and say what this node would do
   help     this text (also: peermesh <command> --help)
 
@@ -51,6 +52,14 @@ usage: peermesh top [--control PATH | --name NAME [--config PATH]] [--count N]
 
 Shows the peer table of a running node, refreshed every second, until Ctrl-C.
   --count N        stop after N refreshes
+";
+
+const MATRIX_USAGE: &str = "\
+usage: peermesh matrix [--control PATH | --name NAME [--config PATH]] [--json | --svg FILE]
+
+Prints the N x N latency matrix a running node has assembled (rows: from, columns: to).
+  --json           one JSON object (the contract is in the README)
+  --svg FILE       write a heatmap picture to FILE (open it in a browser)
 ";
 
 const CHECK_USAGE: &str = "\
@@ -87,6 +96,7 @@ struct Options {
     control: Option<PathBuf>,
     json: bool,
     count: Option<u64>,
+    svg: Option<PathBuf>,
     help: bool,
 }
 
@@ -116,6 +126,7 @@ fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
         "status" => STATUS_USAGE,
         "top" => TOP_USAGE,
         "check" => CHECK_USAGE,
+        "matrix" => MATRIX_USAGE,
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return Ok(());
@@ -135,6 +146,7 @@ fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
         "run" => run(opts),
         "status" => status(opts),
         "top" => top(opts),
+        "matrix" => matrix(opts),
         _ => check(opts),
     }
 }
@@ -157,6 +169,7 @@ fn parse_options(
             "run" => &["--config", "--name", "--bind", "--control"][..],
             "status" => &["--config", "--name", "--control", "--json"][..],
             "top" => &["--config", "--name", "--control", "--count"][..],
+            "matrix" => &["--config", "--name", "--control", "--json", "--svg"][..],
             _ => &["--config", "--name"][..],
         };
         if flag == "--help" || flag == "-h" {
@@ -181,6 +194,7 @@ fn parse_options(
             "--config" => opts.config = Some(PathBuf::from(value)),
             "--name" => opts.name = Some(value),
             "--control" => opts.control = Some(PathBuf::from(value)),
+            "--svg" => opts.svg = Some(PathBuf::from(value)),
             "--bind" => {
                 let addr = value.parse().map_err(|_| {
                     usage_err(format!(
@@ -302,6 +316,29 @@ fn top(opts: Options) -> Result<(), Failure> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+fn matrix(opts: Options) -> Result<(), Failure> {
+    if opts.json && opts.svg.is_some() {
+        return Err(Failure::Usage(
+            "give --json or --svg, not both".into(),
+            MATRIX_USAGE,
+        ));
+    }
+    let path = control_path(&opts)?;
+    match &opts.svg {
+        Some(file) => {
+            let svg = ask(&path, "matrix --svg")?;
+            std::fs::write(file, svg)
+                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
+            println!("wrote {}", file.display());
+        }
+        None => print!(
+            "{}",
+            ask(&path, if opts.json { "matrix --json" } else { "matrix" })?
+        ),
+    }
+    Ok(())
 }
 
 fn check(opts: Options) -> Result<(), Failure> {

@@ -33,8 +33,21 @@ pub enum Request {
         /// With ANSI colours (for a terminal).
         color: bool,
     },
+    /// The latency matrix.
+    Matrix(MatrixFormat),
     /// A liveness check of the node itself: answered `pong`.
     Ping,
+}
+
+/// How the matrix is rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixFormat {
+    /// An aligned table.
+    Table,
+    /// The `matrix --json` contract.
+    Json,
+    /// An SVG heatmap.
+    Svg,
 }
 
 /// Why a request line was refused.
@@ -59,7 +72,7 @@ impl fmt::Display for RequestError {
             RequestError::NotText => write!(f, "request is not UTF-8 text"),
             RequestError::Empty => write!(f, "empty request"),
             RequestError::UnknownCommand(c) => {
-                write!(f, "unknown request {c:?} (known: status, ping)")
+                write!(f, "unknown request {c:?} (known: status, matrix, ping)")
             }
             RequestError::UnknownOption(o) => write!(f, "unknown option {o:?}"),
         }
@@ -87,6 +100,17 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
                 }
             }
             Ok(Request::Status { json, color })
+        }
+        "matrix" => {
+            let mut format = MatrixFormat::Table;
+            for word in words {
+                format = match word {
+                    "--json" => MatrixFormat::Json,
+                    "--svg" => MatrixFormat::Svg,
+                    other => return Err(RequestError::UnknownOption(clip(other))),
+                };
+            }
+            Ok(Request::Matrix(format))
         }
         "ping" => match words.next() {
             None => Ok(Request::Ping),
@@ -416,6 +440,10 @@ mod tests {
             })
         );
         assert_eq!(parse_request(b"  ping  "), Ok(Request::Ping));
+        assert_eq!(
+            parse_request(b"matrix --svg\n"),
+            Ok(Request::Matrix(MatrixFormat::Svg))
+        );
         assert_eq!(parse_request(b""), Err(RequestError::Empty));
         assert_eq!(parse_request(&[0xff, 0xfe]), Err(RequestError::NotText));
         assert_eq!(

@@ -5,8 +5,9 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
-use crate::control::{ControlError, ControlServer, Request};
+use crate::control::{ControlError, ControlServer, MatrixFormat, Request};
 use crate::driver::{Node, StartError};
+use crate::matrix_report::MatrixReport;
 use crate::mesh::Event as MeshEvent;
 use crate::status::StatusReport;
 use log::{debug, info, warn};
@@ -142,6 +143,14 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
 fn answer(node: &Node, request: Request) -> String {
     match request {
         Request::Ping => "pong".to_owned(),
+        Request::Matrix(format) => {
+            let report = MatrixReport::new(node.mesh().name(), &node.mesh().matrix());
+            match format {
+                MatrixFormat::Table => report.to_table(),
+                MatrixFormat::Json => report.to_json(),
+                MatrixFormat::Svg => report.to_svg(),
+            }
+        }
         Request::Status { json, color } => {
             let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
             if json {

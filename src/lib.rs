@@ -78,6 +78,7 @@ pub mod daemon;
 pub mod driver;
 pub mod identity;
 pub mod matrix;
+pub mod matrix_report;
 pub mod mesh;
 pub mod peer;
 pub mod rng;
@@ -87,5 +88,6 @@ pub mod wheel;
 pub mod wire;
 
 pub use identity::NodeId;
-pub use mesh::{DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit};
+pub use matrix::MatrixView;
+pub use mesh::{Diagnosis, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit};
 pub use peer::{Peer, PeerState, RttSummary};

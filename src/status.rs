@@ -33,8 +33,11 @@ pub struct PeerReport {
     pub name: String,
     /// Its configured address, `ip:port`.
     pub addr: String,
-    /// `unknown|alive|suspect|dead|left`.
+    /// `unknown|alive|suspect|dead|left|unreachable`.
     pub state: String,
+    /// What this node concludes with the other nodes' rows as witnesses:
+    /// `ok|asymmetric|unknown|suspect|dead|unreachable|left`.
+    pub diagnosis: String,
     /// Round-trip figures, once measured.
     pub rtt_us: Option<RttReport>,
     /// RFC 3550 jitter, once measured.
@@ -93,6 +96,10 @@ impl StatusReport {
                     name: peer.name().to_owned(),
                     addr: peer.addr().to_string(),
                     state: peer.state().as_str().to_owned(),
+                    diagnosis: mesh
+                        .diagnosis(id)
+                        .map_or("unknown", |d| d.as_str())
+                        .to_owned(),
                     rtt_us: rtt.map(|r| RttReport {
                         last: micros(r.last),
                         min: micros(r.min),
@@ -173,7 +180,11 @@ impl StatusReport {
                 [
                     p.name.clone(),
                     p.seen_addr.clone().unwrap_or_else(|| p.addr.clone()),
-                    p.state.clone(),
+                    if p.diagnosis == "ok" || p.diagnosis == p.state {
+                        p.state.clone()
+                    } else {
+                        format!("{} ({})", p.state, p.diagnosis)
+                    },
                     rtt(|r| r.last),
                     rtt(|r| r.avg),
                     rtt(|r| r.p99),
@@ -213,8 +224,8 @@ impl StatusReport {
             s
         };
         let _ = writeln!(out, "{}", line(&headers.map(str::to_owned), None));
-        for row in &rows {
-            let _ = writeln!(out, "{}", line(row, Some(&row[2])));
+        for (row, peer) in rows.iter().zip(&self.peers) {
+            let _ = writeln!(out, "{}", line(row, Some(&peer.state)));
         }
         let dropped: u64 = self.dropped.values().sum();
         if dropped > 0 {
@@ -236,6 +247,7 @@ fn state_colour(state: &str) -> &'static str {
         s if s == PeerState::Suspect.as_str() => "\x1b[33m",
         s if s == PeerState::Dead.as_str() => "\x1b[31m",
         s if s == PeerState::Left.as_str() => "\x1b[2m",
+        s if s == PeerState::Unreachable.as_str() => "\x1b[35m",
         _ => "\x1b[36m",
     }
 }
