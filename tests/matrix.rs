@@ -48,7 +48,9 @@ fn matrix_matches(sim: &Sim, o: usize) -> Result<(), String> {
             let want = (one_way(i, j) * 2).as_secs_f64() * 1e6;
             let got = got.ok_or(format!("node{o}: cell {i}->{j} unknown"))?;
             if (got - want).abs() > want * 0.02 {
-                return Err(format!("node{o}: cell {i}->{j} is {got} µs, true {want} µs"));
+                return Err(format!(
+                    "node{o}: cell {i}->{j} is {got} µs, true {want} µs"
+                ));
             }
         }
     }
@@ -79,7 +81,11 @@ fn every_node_assembles_the_true_matrix_within_two_percent() {
     for o in 0..NODES {
         matrix_matches(&sim, o).unwrap();
         let view = sim.mesh(o).unwrap().matrix();
-        assert!(view.age_ms.iter().all(|a| a.is_some_and(|ms| ms <= 1100)), "{:?}", view.age_ms);
+        assert!(
+            view.age_ms.iter().all(|a| a.is_some_and(|ms| ms <= 1100)),
+            "{:?}",
+            view.age_ms
+        );
         assert!(view.asymmetric.is_empty());
     }
 }
@@ -113,8 +119,10 @@ fn a_broken_link_is_unreachable_not_dead_and_everyone_else_keeps_both() {
         .any(|r| r.node == a && r.at >= broken_at && r.event == Event::Down(peer_b)));
     // Healing brings them back.
     sim.set_link(a, b, Link::latency(one_way(a, b)));
-    assert!(sim.run_until(INTERVAL * 3, |s| s.state(a, b) == Some(PeerState::Alive)
-        && s.state(b, a) == Some(PeerState::Alive)));
+    assert!(
+        sim.run_until(INTERVAL * 3, |s| s.state(a, b) == Some(PeerState::Alive)
+            && s.state(b, a) == Some(PeerState::Alive))
+    );
 }
 
 #[test]
@@ -131,7 +139,10 @@ fn a_killed_node_is_dead_at_every_node() {
         assert!(!view.fresh[7] && view.rtt_us[7].iter().all(Option::is_none));
     }
     // Nobody went through `unreachable` on the way.
-    assert!(!sim.trace().iter().any(|r| matches!(r.event, Event::Unreachable(_))));
+    assert!(!sim
+        .trace()
+        .iter()
+        .any(|r| matches!(r.event, Event::Unreachable(_))));
 }
 
 #[test]
@@ -145,13 +156,22 @@ fn one_way_loss_is_flagged_asymmetric() {
     // a still hears b, but b's row says it no longer hears a.
     assert_eq!(sim.state(a, b), Some(PeerState::Alive));
     assert_eq!(diag(&sim, a, b), Diagnosis::Asymmetric);
-    assert!(sim.mesh(a).unwrap().peer(sim.peer_id(a, b).unwrap()).unwrap().is_asymmetric());
+    assert!(sim
+        .mesh(a)
+        .unwrap()
+        .peer(sim.peer_id(a, b).unwrap())
+        .unwrap()
+        .is_asymmetric());
     // b cannot hear a, but others do: unreachable, not dead.
     assert_eq!(sim.state(b, a), Some(PeerState::Unreachable));
     // Every third node sees the one-way pair in its matrix.
     for o in (0..NODES).filter(|&o| o != a && o != b) {
         let view = sim.mesh(o).unwrap().matrix();
-        assert!(view.asymmetric.contains(&(a, b)), "node{o}: {:?}", view.asymmetric);
+        assert!(
+            view.asymmetric.contains(&(a, b)),
+            "node{o}: {:?}",
+            view.asymmetric
+        );
     }
     let peer_b = sim.peer_id(a, b).unwrap();
     assert!(sim.trace().iter().any(|r| r.node == a
