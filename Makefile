@@ -9,7 +9,9 @@ build:
 run: build
 	./scripts/local-mesh.sh
 
+# Examples are built as programs first: tests/embed.rs runs examples/embed.
 test:
+	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 
 bench:

@@ -26,7 +26,7 @@ commands:
   help     this text (also: peermesh <command> --help)
 
 options common to all: --config PATH (default ./peers.ron), --name NAME,
---control PATH (default $XDG_RUNTIME_DIR or /tmp /peermesh-NAME.sock)
+--control PATH (default $XDG_RUNTIME_DIR/peermesh-NAME.sock, or under /tmp)
 ";
 
 const RUN_USAGE: &str = "\

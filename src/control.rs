@@ -372,6 +372,16 @@ impl ControlServer {
 
     fn close(&mut self, registry: &Registry, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
+            // Closing with unread input makes the kernel reset the connection, and the
+            // client would lose the reply it has not read yet: discard what is waiting.
+            let mut sink = [0u8; 1024];
+            for _ in 0..64 {
+                match conn.stream.read(&mut sink) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
             let _ = registry.deregister(&mut conn.stream);
         }
     }

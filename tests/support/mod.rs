@@ -229,3 +229,138 @@ pub fn loopback_config(names: &[&str], suspect_ms: u64, dead_ms: u64) -> String 
         nodes.join("\n")
     )
 }
+
+// ---- Processes outside a namespace, bounded commands (tests/cli.rs, embed.rs, hostname.rs) --
+
+static HOST_PORTS: AtomicUsize = AtomicUsize::new(0);
+
+/// `count` UDP addresses on the host's own loopback for processes run outside any network
+/// namespace (so the test itself can reach them): one `127.A.B.C` per test process, taken
+/// from its pid (all of 127/8 is local on Linux), and ports `20000..32768` that differ per
+/// call, so tests and test processes running at once do not meet.
+pub fn host_loopback_addrs(count: usize) -> Vec<std::net::SocketAddr> {
+    let pid = std::process::id();
+    let ip = std::net::Ipv4Addr::new(
+        127,
+        64 + ((pid >> 16) & 0x3f) as u8,
+        ((pid >> 8) & 0xff) as u8,
+        (pid & 0xff) as u8,
+    );
+    let first = 20_000 + HOST_PORTS.fetch_add(count, Ordering::SeqCst);
+    assert!(first + count < 32_768, "out of test ports");
+    (0..count)
+        .map(|i| std::net::SocketAddr::new(ip.into(), (first + i) as u16))
+        .collect()
+}
+
+/// A config for `nodes` (name, address), with 100 ms heartbeats.
+pub fn config_for(nodes: &[(&str, std::net::SocketAddr)], suspect_ms: u64, dead_ms: u64) -> String {
+    let lines: Vec<String> = nodes
+        .iter()
+        .map(|(n, a)| {
+            format!(
+                "        (name: \"{n}\", host: \"{}\", port: {}),",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        "(\n    heartbeat_interval_ms: 100,\n    suspect_after_ms: {suspect_ms},\n    dead_after_ms: {dead_ms},\n    nodes: [\n{}\n    ],\n)\n",
+        lines.join("\n")
+    )
+}
+
+/// What a bounded command printed and how it ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// The exit code (None: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` with piped output and null stdin; kills it and panics if it has not exited
+/// within `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Ran {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let start = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if start.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let ran = Ran {
+        code: status.and_then(|s| s.code()),
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "{cmd:?} still running after {limit:?}: {ran:?}"
+    );
+    ran
+}
+
+/// `peermesh ARGS`, bounded by 10 s.
+pub fn peermesh(args: &[&str]) -> Ran {
+    run_bounded(Command::new(BIN).args(args), Duration::from_secs(10))
+}
+
+impl Lab {
+    /// Starts `peermesh run --name NAME` in the host's network namespace (for a node on
+    /// [`host_loopback_addrs`], which the test reaches directly).
+    pub fn start_here(&mut self, config: &Path, name: &str) {
+        let control = self.control(name);
+        let args = [
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            name,
+            "--control",
+            control.to_str().unwrap(),
+        ];
+        let child = self.spawn(None, BIN, &args, name);
+        self.nodes.retain(|(n, _)| n != name);
+        self.nodes.push((name.to_owned(), child));
+        self.wait_for_socket(name);
+    }
+
+    /// A peer's row as `observer` reports it right now.
+    pub fn peer(&self, observer: &str, peer: &str) -> Option<Value> {
+        self.status(observer)?["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == peer)
+            .cloned()
+    }
+
+    /// Whether `observer` reports `peer` alive with a measured RTT.
+    pub fn alive_with_rtt(&self, observer: &str, peer: &str) -> bool {
+        self.peer(observer, peer)
+            .is_some_and(|p| p["state"] == "alive" && p["rtt_us"]["p50"].as_f64().is_some())
+    }
+}

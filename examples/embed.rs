@@ -1,0 +1,300 @@
+//! An existing mio program — a TCP echo server — that adds a peermesh node to its own loop.
+//!
+//! ```text
+//! cargo run --example embed -- --config peers.ron --name beta --echo 127.0.0.1:7007 \
+//!     [--control /tmp/beta.sock]
+//! ```
+//!
+//! The program keeps its own tokens and its own work (echoing every byte each TCP client
+//! sends); the node only adds one token for its UDP socket, and its next deadline becomes
+//! the poll timeout. Mesh events are printed as `event: Up(alpha)`. With `--control`, the
+//! same loop also serves the control socket, so `peermesh status --control PATH` works
+//! against this program as against `peermesh run`.
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token};
+use peermesh::config::{default_hostname, Config};
+use peermesh::control::{ControlServer, Request};
+use peermesh::driver::Node;
+use peermesh::mesh::Event as MeshEvent;
+use peermesh::status::StatusReport;
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The host program's own listening socket.
+const ECHO: Token = Token(0);
+/// The token this program lends the mesh node.
+const MESH: Token = Token(1);
+/// The control socket's listener; its clients get the tokens after `CONTROL_CLIENTS`.
+const CONTROL: Token = Token(2);
+const CONTROL_CLIENTS: usize = 16;
+/// Echo clients get tokens from here on (past the control socket's range).
+const FIRST_ECHO_CLIENT: usize = 1024;
+/// A client that sends faster than it reads is cut off past this much pending output.
+const MAX_PENDING: usize = 1 << 20;
+
+const USAGE: &str = "usage: embed --config PATH --name NAME --echo ADDR:PORT [--control PATH]";
+
+struct Args {
+    config: PathBuf,
+    name: String,
+    echo: SocketAddr,
+    control: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let (mut config, mut name, mut echo, mut control) = (None, None, None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" => config = Some(PathBuf::from(value()?)),
+            "--name" => name = Some(value()?),
+            "--echo" => {
+                let v = value()?;
+                echo = Some(
+                    v.parse()
+                        .map_err(|_| format!("--echo wants ADDR:PORT, not {v:?}"))?,
+                );
+            }
+            "--control" => control = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        config: config.ok_or("--config is required")?,
+        name: name.ok_or("--name is required")?,
+        echo: echo.ok_or("--echo is required")?,
+        control,
+    })
+}
+
+/// One echo client: what it sent that could not be written back yet.
+struct Client {
+    stream: TcpStream,
+    pending: Vec<u8>,
+    writable: bool,
+}
+
+impl Client {
+    /// Reads what the client sent and writes it back; `false` when the client is done.
+    fn serve(&mut self, registry: &Registry, token: Token) -> io::Result<bool> {
+        let mut buf = [0u8; 4096];
+        let mut open = true;
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if self.pending.len() > MAX_PENDING {
+                return Ok(false);
+            }
+        }
+        while !self.pending.is_empty() {
+            match self.stream.write(&self.pending) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        // Ask for writability only while output waits.
+        let want = !self.pending.is_empty();
+        if want != self.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.writable = want;
+        }
+        Ok(open || want)
+    }
+}
+
+/// `Up(alpha)`, `Restarted(alpha, 5a0c...)`: the event with the peer's name.
+fn describe(node: &Node, event: &MeshEvent) -> String {
+    let name = node.mesh().peer(event.peer()).map_or("?", |p| p.name());
+    match event {
+        MeshEvent::Restarted { incarnation, .. } => {
+            format!("Restarted({name}, {incarnation:016x})")
+        }
+        MeshEvent::Asymmetric { asymmetric, .. } => format!("Asymmetric({name}, {asymmetric})"),
+        MeshEvent::Data { payload, .. } => format!("Data({name}, {} bytes)", payload.len()),
+        // Up, Suspect, Down, Left, ...: the variant's name and the peer's.
+        other => {
+            let debug = format!("{other:?}");
+            let kind = debug.split(['(', ' ', '{']).next().unwrap_or("?");
+            format!("{kind}({name})")
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let me = config
+        .find_self(Some(&args.name), &default_hostname())
+        .map_err(|e| e.to_string())?;
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let registry = poll.registry().try_clone().map_err(|e| e.to_string())?;
+
+    // The host program's own socket, on its own token.
+    let mut listener =
+        TcpListener::bind(args.echo).map_err(|e| format!("echo {}: {e}", args.echo))?;
+    registry
+        .register(&mut listener, ECHO, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+
+    // The mesh node, on the token this program lends it.
+    let mut node = Node::from_config(&config, me, None).map_err(|e| e.to_string())?;
+    node.register(&registry, MESH).map_err(|e| e.to_string())?;
+
+    // Optionally the control socket, for `peermesh status --control PATH`.
+    let mut control = match &args.control {
+        Some(path) => {
+            let mut server = ControlServer::bind(path).map_err(|e| e.to_string())?;
+            server
+                .register(&registry, CONTROL, CONTROL_CLIENTS)
+                .map_err(|e| e.to_string())?;
+            Some(server)
+        }
+        None => None,
+    };
+
+    println!(
+        "embed: echo on tcp {}, mesh node {} on udp {}",
+        listener.local_addr().map_err(|e| e.to_string())?,
+        node.mesh().name(),
+        node.local_addr().map_err(|e| e.to_string())?
+    );
+
+    let mut clients: HashMap<Token, Client> = HashMap::new();
+    let mut next_client = FIRST_ECHO_CLIENT;
+    let mut events = Events::with_capacity(128);
+    node.handle_timeout(&registry, Instant::now())
+        .map_err(|e| e.to_string())?;
+    loop {
+        // The poll timeout is the node's next deadline (and the control socket's sweep).
+        let deadline = [
+            node.poll_timeout(),
+            control.as_ref().and_then(ControlServer::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // Round up to whole milliseconds, as epoll does: waking early would spin.
+        let timeout = deadline.map(|at| {
+            let d = at.saturating_duration_since(Instant::now());
+            Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+        });
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        for event in events.iter() {
+            match event.token() {
+                MESH => node
+                    .handle_event(&registry, event)
+                    .map_err(|e| e.to_string())?,
+                ECHO => loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let token = Token(next_client);
+                            next_client += 1;
+                            if let Err(e) =
+                                registry.register(&mut stream, token, Interest::READABLE)
+                            {
+                                eprintln!("embed: cannot register a client: {e}");
+                                continue;
+                            }
+                            let client = Client {
+                                stream,
+                                pending: Vec::new(),
+                                writable: false,
+                            };
+                            clients.insert(token, client);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            eprintln!("embed: accept: {e}");
+                            break;
+                        }
+                    }
+                },
+                token if control.as_ref().is_some_and(|c| c.owns(token)) => {
+                    if let Some(server) = control.as_mut() {
+                        server.handle_event(&registry, event, Instant::now(), &mut |request| {
+                            answer(&node, request)
+                        });
+                    }
+                }
+                token => {
+                    let Some(client) = clients.get_mut(&token) else {
+                        continue; // a spurious wake-up for a client already gone
+                    };
+                    if !client.serve(&registry, token).unwrap_or(false) {
+                        if let Some(mut gone) = clients.remove(&token) {
+                            let _ = registry.deregister(&mut gone.stream);
+                        }
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        node.handle_timeout(&registry, now)
+            .map_err(|e| e.to_string())?;
+        if let Some(server) = control.as_mut() {
+            server.sweep(&registry, now);
+        }
+        while let Some(event) = node.poll_event() {
+            println!("event: {}", describe(&node, &event));
+        }
+    }
+}
+
+/// The control socket's answers: the peer table and `ping`, as `peermesh run` gives them.
+fn answer(node: &Node, request: Request) -> String {
+    if let Request::Status { json, color } = request {
+        let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
+        return if json {
+            report.to_json()
+        } else {
+            report.to_table(color)
+        };
+    }
+    if request == Request::Ping {
+        return "pong".to_owned();
+    }
+    format!("error: this program answers status and ping only, not {request:?}")
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let result = parse_args()
+        .map_err(|e| format!("{e}\n{USAGE}"))
+        .and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
