@@ -130,6 +130,17 @@ pub fn random_u64() -> u64 {
     hasher.finish()
 }
 
+/// A new incarnation: the start time in milliseconds since the Unix epoch in the high 48
+/// bits, 16 random bits below. Peers accept a restart only from a larger incarnation than
+/// the one they hear (while they hear it), so replayed datagrams of a past process cannot
+/// pose as a restart.
+pub fn new_incarnation() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (ms << 16) | (random_u64() & 0xffff)
+}
+
 /// Binds `addr`; where that IP is not on this machine (a public address behind NAT), binds
 /// the wildcard address of the same family with the same port instead.
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
@@ -185,7 +196,7 @@ impl Node {
             .collect::<Result<Vec<_>, _>>()?;
         let own = bind.unwrap_or(addrs[me.min(addrs.len().saturating_sub(1))]);
         let socket = bind_udp(own)?;
-        let incarnation = random_u64();
+        let incarnation = new_incarnation();
         let mesh = Mesh::from_config(
             config,
             me,

@@ -6,9 +6,12 @@
 
 use crate::config::Config;
 use crate::identity::NodeId;
+use crate::keyring::Keyring;
 use crate::matrix::{Cell, Matrix, MatrixView};
 use crate::peer::{Peer, PeerState, PongMatch};
+use crate::replay::Verdict;
 use crate::rng::Rng;
+use crate::seal::{self, SEAL_HEADER_LEN, SEAL_OVERHEAD};
 use crate::wheel::TimerWheel;
 use crate::wire::{
     self, Body, Header, Packet, RowChunk, RowEntry, StateCode, PING_LEN, ROW_ENTRY_MAX_LEN,
@@ -16,10 +19,10 @@ use crate::wire::{
 };
 use log::{debug, info, trace, warn};
 use slab::Slab;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Timing and size settings of one node's core.
@@ -129,11 +132,18 @@ pub enum DropReason {
     AfterLeave,
     /// A pong that matches no outstanding ping (late beyond the window, duplicate, or forged).
     StalePong,
+    /// Not sealed with a key of this node's keyring: forged, corrupted, a wrong key, or
+    /// plain where sealed is required (and sealed where this node has no keyring).
+    AuthFailed,
+    /// A sequence number already seen, or older than the replay window.
+    Replayed,
+    /// Without a keyring: from an IP address that is no configured peer's.
+    AddressNotAllowed,
 }
 
 impl DropReason {
     /// Every reason, in the order counters are reported.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::WrongVersion,
         DropReason::UnknownSender,
@@ -142,6 +152,9 @@ impl DropReason {
         DropReason::StaleIncarnation,
         DropReason::AfterLeave,
         DropReason::StalePong,
+        DropReason::AuthFailed,
+        DropReason::Replayed,
+        DropReason::AddressNotAllowed,
     ];
 
     /// The snake_case name used in logs, the CLI and JSON.
@@ -155,6 +168,9 @@ impl DropReason {
             DropReason::StaleIncarnation => "stale_incarnation",
             DropReason::AfterLeave => "after_leave",
             DropReason::StalePong => "stale_pong",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replayed => "replayed",
+            DropReason::AddressNotAllowed => "address_not_allowed",
         }
     }
 }
@@ -337,6 +353,14 @@ pub struct Mesh {
     /// How many of `row_chunks` the current row uses.
     row_len: usize,
     row_version: u32,
+    /// The mesh keys; `None`: unauthenticated mode.
+    keyring: Option<Keyring>,
+    /// Counts sealed datagrams: the per-process part of every nonce.
+    seal_counter: u64,
+    /// Where sealed datagrams are opened (no allocation per datagram).
+    scratch: Vec<u8>,
+    /// The peers' configured IP addresses (the only sources accepted without a keyring).
+    peer_ips: HashSet<IpAddr>,
 }
 
 impl fmt::Debug for Mesh {
@@ -374,6 +398,10 @@ impl Mesh {
             row_chunks: Vec::new(),
             row_len: 0,
             row_version: 0,
+            keyring: None,
+            seal_counter: 0,
+            scratch: Vec::new(),
+            peer_ips: HashSet::new(),
         }
     }
 
@@ -411,6 +439,7 @@ impl Mesh {
         let key = self.peers.insert(Peer::new(name.to_owned(), addr));
         self.by_id.insert(id, key);
         self.by_addr.insert(addr, key);
+        self.peer_ips.insert(addr.ip().to_canonical());
         // Phases are spread over the interval at random, so 1,000 peers never burst at once
         // and two nodes started together do not ping in lockstep.
         let interval = self.interval_ns();
@@ -425,6 +454,39 @@ impl Mesh {
     /// ([`Mesh::dropped`]) and logged at trace level; they never change a peer's state.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.advance(now);
+        let sealed = seal::is_sealed(bytes);
+        let Some(keyring) = &self.keyring else {
+            if sealed {
+                return self.drop_datagram(DropReason::AuthFailed, from, &"sealed, no keyring");
+            }
+            if !self.peer_ips.contains(&from.ip().to_canonical()) {
+                return self.drop_datagram(DropReason::AddressNotAllowed, from, &from.ip());
+            }
+            return self.handle_plain(now, from, bytes, None);
+        };
+        if !sealed {
+            return self.drop_datagram(DropReason::AuthFailed, from, &"not sealed");
+        }
+        // Opened into a scratch buffer owned by the core: no allocation per datagram.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if scratch.len() < bytes.len() {
+            scratch.resize(bytes.len().max(self.settings.max_datagram), 0);
+        }
+        match seal::open(keyring, bytes, &mut scratch) {
+            Ok((plain, sealer)) => self.handle_plain(now, from, plain, Some(sealer)),
+            Err(err) => self.drop_datagram(DropReason::AuthFailed, from, &err),
+        }
+        self.scratch = scratch;
+    }
+
+    /// A plain datagram: parsed and acted on. `sealer` is who the seal says sent it.
+    fn handle_plain(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        sealer: Option<seal::Sealer>,
+    ) {
         let packet = match Packet::parse(bytes) {
             Ok(packet) => packet,
             Err(err) => {
@@ -442,11 +504,16 @@ impl Mesh {
         if header.from == self.id {
             return self.drop_datagram(DropReason::FromSelf, from, &header.from);
         }
+        if sealer.is_some_and(|s| s.sender != header.from.0 || s.incarnation != header.incarnation)
+        {
+            // The seal names another sender than the datagram inside: a splice.
+            return self.drop_datagram(DropReason::AuthFailed, from, &"sealer mismatch");
+        }
         let Some(&key) = self.by_id.get(&header.from) else {
             return self.drop_datagram(DropReason::UnknownSender, from, &header.from);
         };
-        if let Err(reason) = self.admit(key, header.incarnation) {
-            return self.drop_datagram(reason, from, &header.incarnation);
+        if let Err(reason) = self.admit(key, header.incarnation, header.seq) {
+            return self.drop_datagram(reason, from, &(header.incarnation, header.seq));
         }
         self.heard(key, from);
         match packet.body {
@@ -512,6 +579,27 @@ impl Mesh {
         }
     }
 
+    /// Sets (or, with `None`, removes) the mesh keyring. With one, every datagram is sealed
+    /// with the first key and only datagrams sealed with one of its keys are accepted;
+    /// without, datagrams are plain and accepted only from the peers' configured IPs.
+    pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
+        match &keyring {
+            Some(ring) => info!(
+                "{}: keyring of {} keys, sealing with key {}",
+                self.name,
+                ring.keys().len(),
+                ring.primary().id_hex()
+            ),
+            None => info!("{}: no keyring: datagrams are not authenticated", self.name),
+        }
+        self.keyring = keyring;
+    }
+
+    /// The keyring in use.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
     /// Queues application data for `to`. It goes out with the next [`Mesh::poll_transmit`].
     pub fn send_data(&mut self, to: PeerId, payload: &[u8]) -> Result<(), SendError> {
         if !self.peers.contains(to.0) {
@@ -542,10 +630,38 @@ impl Mesh {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance(now);
         while let Some(out) = self.outgoing.pop_front() {
-            match self.encode(out, buf) {
-                Some(transmit) => return Some(transmit),
-                None => continue,
+            if self.keyring.is_none() {
+                match self.encode(out, buf) {
+                    Some(transmit) => return Some(transmit),
+                    None => continue,
+                }
             }
+            // Encode the plain datagram where the ciphertext goes, then seal in place.
+            let inner = buf
+                .len()
+                .min(self.settings.max_datagram)
+                .saturating_sub(SEAL_OVERHEAD);
+            let Some(plain) = buf.get_mut(SEAL_HEADER_LEN..SEAL_HEADER_LEN + inner) else {
+                warn!("{}: transmit buffer too small to seal", self.name);
+                return None;
+            };
+            let Some(transmit) = self.encode(out, plain) else {
+                continue;
+            };
+            let keyring = self.keyring.as_ref()?;
+            self.seal_counter += 1;
+            let sealed = seal::seal(
+                keyring,
+                self.id.0,
+                self.settings.incarnation,
+                self.seal_counter,
+                buf,
+                transmit.len,
+            )?;
+            return Some(Transmit {
+                dst: transmit.dst,
+                len: sealed,
+            });
         }
         None
     }
@@ -735,13 +851,22 @@ impl Mesh {
 
     /// The largest application payload [`Mesh::send_data`] accepts.
     pub fn max_payload(&self) -> usize {
-        self.settings
-            .max_datagram
+        self.inner_max()
             .saturating_sub(wire::DATA_OVERHEAD)
             .min(usize::from(u16::MAX))
     }
 
     // ----- internals --------------------------------------------------------------------
+
+    /// The largest plain datagram: the configured maximum less what sealing adds.
+    fn inner_max(&self) -> usize {
+        let overhead = if self.keyring.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        self.settings.max_datagram.saturating_sub(overhead)
+    }
 
     fn advance(&mut self, now: Instant) {
         // Time never runs backwards inside the core, whatever the caller passes.
@@ -779,17 +904,32 @@ impl Mesh {
     }
 
     /// Decides whether a datagram of `incarnation` may speak for the peer.
-    fn admit(&mut self, key: usize, incarnation: u64) -> Result<(), DropReason> {
+    /// Decides whether a datagram of `incarnation` numbered `seq` may speak for the peer:
+    /// not a replay, not from a process that has since restarted or left.
+    fn admit(&mut self, key: usize, incarnation: u64, seq: u32) -> Result<(), DropReason> {
         let peer = &mut self.peers[key];
         match peer.incarnation {
             Some(current) if current == incarnation => {
                 if peer.state == PeerState::Left {
-                    Err(DropReason::AfterLeave)
-                } else {
-                    Ok(())
+                    return Err(DropReason::AfterLeave);
+                }
+                match peer.replay.check(seq) {
+                    Verdict::Fresh => {
+                        peer.replay.remember(seq);
+                        Ok(())
+                    }
+                    Verdict::Replayed | Verdict::TooOld => Err(DropReason::Replayed),
                 }
             }
             _ if peer.previous_incarnation == Some(incarnation) => {
+                Err(DropReason::StaleIncarnation)
+            }
+            // Incarnations grow with each start (they begin with the start time): an older
+            // one while the current process is heard is a replay of a past life.
+            Some(current)
+                if incarnation < current
+                    && matches!(peer.state, PeerState::Alive | PeerState::Suspect) =>
+            {
                 Err(DropReason::StaleIncarnation)
             }
             Some(old) => {
@@ -800,6 +940,8 @@ impl Mesh {
                 peer.previous_incarnation = Some(old);
                 peer.incarnation = Some(incarnation);
                 peer.reset_stats();
+                peer.replay = crate::replay::ReplayWindow::new();
+                peer.replay.remember(seq);
                 self.events.push_back(Event::Restarted {
                     peer: PeerId(key),
                     incarnation,
@@ -808,6 +950,7 @@ impl Mesh {
             }
             None => {
                 peer.incarnation = Some(incarnation);
+                peer.replay.remember(seq);
                 Ok(())
             }
         }
@@ -1157,10 +1300,7 @@ impl Mesh {
 
     /// Rebuilds this node's row (one entry per peer) into chunks that fit a ping.
     fn refresh_row(&mut self) {
-        let budget = self
-            .settings
-            .max_datagram
-            .saturating_sub(PING_LEN + ROW_HEADER_LEN);
+        let budget = self.inner_max().saturating_sub(PING_LEN + ROW_HEADER_LEN);
         if budget < ROW_ENTRY_MAX_LEN || self.peers.is_empty() {
             self.row_len = 0;
             return;

@@ -241,6 +241,8 @@ pub struct Peer {
     pub(crate) rtt_p50_us: Option<u32>,
     /// It hears this node while its row says it does not hear this one.
     pub(crate) asymmetric: bool,
+    /// Which of its current incarnation's sequence numbers arrived.
+    pub(crate) replay: crate::replay::ReplayWindow,
 }
 
 impl Peer {
@@ -265,6 +267,7 @@ impl Peer {
             row_cursor: 0,
             rtt_p50_us: None,
             asymmetric: false,
+            replay: crate::replay::ReplayWindow::new(),
         }
     }
 

@@ -109,6 +109,7 @@ struct SimNode {
     /// The deadline last pushed onto the wake-up queue, to recognise stale entries.
     wake: Option<Instant>,
     restarts: u64,
+    keyring: Option<crate::keyring::Keyring>,
 }
 
 /// A datagram in flight. Ordered by arrival time, then by send order (deterministic ties).
@@ -210,6 +211,7 @@ impl Sim {
                     inbox: Vec::new(),
                     wake: None,
                     restarts: 0,
+                    keyring: None,
                 }
             })
             .collect();
@@ -334,6 +336,16 @@ impl Sim {
         }
         self.flush(i);
         self.crash(i);
+    }
+
+    /// Gives node `i` this keyring (or none), now and on every restart.
+    pub fn set_keyring(&mut self, i: usize, keyring: Option<crate::keyring::Keyring>) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.keyring = keyring.clone();
+            if let Some(mesh) = node.mesh.as_mut() {
+                mesh.set_keyring(keyring);
+            }
+        }
     }
 
     /// Whether node `i` runs, is frozen or is down.
@@ -483,16 +495,15 @@ impl Sim {
         node.restarts += 1;
         // Incarnations and jitter seeds derive from the run's seed: reproducible.
         let mut rng = Rng::new(self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9) ^ node.restarts);
-        let incarnation = rng.next_u64();
+        // Like the driver's: start time first, so a later start has a larger incarnation.
+        let started_ms = (self.now - self.base).as_millis() as u64 + 1;
+        let incarnation = (started_ms << 16) | (rng.next_u64() & 0xffff);
         let seed = rng.next_u64();
-        node.mesh = Some(Mesh::from_config(
-            &self.config,
-            i,
-            &addrs,
-            incarnation,
-            seed,
-            self.now,
-        ));
+        let mut mesh = Mesh::from_config(&self.config, i, &addrs, incarnation, seed, self.now);
+        if node.keyring.is_some() {
+            mesh.set_keyring(node.keyring.clone());
+        }
+        node.mesh = Some(mesh);
         node.status = NodeStatus::Up;
         self.after_input(i);
     }

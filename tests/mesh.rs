@@ -1,5 +1,6 @@
 //! The core's contract, driven by hand: two nodes, a virtual clock, bytes passed between them.
 
+use peermesh::keyring::{Key, Keyring};
 use peermesh::wire::{Body, Header, Packet, PING_LEN};
 use peermesh::{DropReason, Event, Mesh, NodeId, PeerState, SendError, Settings};
 use std::net::SocketAddr;
@@ -99,15 +100,20 @@ fn a_pong_measures_the_round_trip_without_the_responders_hold_time() {
     let rtt = p.a.peer(b).unwrap().rtt().unwrap();
     assert_eq!(rtt.last, Duration::from_millis(2));
     assert_eq!(p.a.peer(b).unwrap().state(), PeerState::Alive);
-    // The same pong again is a duplicate: dropped and counted, no second sample.
+    // The same pong again is a replay: dropped and counted, no second sample.
     p.a.handle_datagram(p.now, addr(2), &pong);
-    assert_eq!(p.a.dropped().get(DropReason::StalePong), 1);
+    assert_eq!(p.a.dropped().get(DropReason::Replayed), 1);
     assert_eq!(p.a.peer(b).unwrap().rtt().unwrap().samples, 1);
 }
 
 #[test]
 fn a_peer_is_recognised_by_identity_not_by_source_address() {
     let mut p = Pair::new();
+    // Behind NAT the source address is not the configured one: that takes a keyring
+    // (without one, only the configured addresses are trusted).
+    let keys = Keyring::new(vec![Key::new(&[7; 32])]);
+    p.a.set_keyring(keys.clone());
+    p.b.set_keyring(keys);
     let ping = p.advance_to_next_ping_of_a();
     // Through a NAT: a different source address and port.
     let nat: SocketAddr = "127.0.0.200:40000".parse().unwrap();
@@ -141,7 +147,8 @@ const PING: Body<'static> = Body::Ping {
 fn unwelcome_datagrams_are_dropped_and_counted_by_reason() {
     let mut p = Pair::new();
     let now = p.now;
-    p.b.handle_datagram(now, addr(9), &datagram("stranger", "b", 1, PING));
+    p.b.handle_datagram(now, addr(1), &datagram("stranger", "b", 1, PING));
+    p.b.handle_datagram(now, addr(9), &datagram("a", "b", 1, PING));
     p.b.handle_datagram(now, addr(1), &datagram("a", "c", 1, PING));
     p.b.handle_datagram(now, addr(1), &datagram("b", "b", 1, PING));
     let mut future = datagram("a", "b", 1, PING);
@@ -155,7 +162,8 @@ fn unwelcome_datagrams_are_dropped_and_counted_by_reason() {
     assert_eq!(d.get(DropReason::FromSelf), 1);
     assert_eq!(d.get(DropReason::WrongVersion), 1);
     assert_eq!(d.get(DropReason::Malformed), 2);
-    assert_eq!(d.total(), 6);
+    assert_eq!(d.get(DropReason::AddressNotAllowed), 1);
+    assert_eq!(d.total(), 7);
     // None of it changed what b knows, nor made it answer.
     let a = p.b.peer_by_name("a").unwrap();
     assert_eq!(p.b.peer(a).unwrap().state(), PeerState::Unknown);
