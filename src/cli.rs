@@ -23,6 +23,7 @@ commands:
   top      live view of the peer table, refreshed every second
   matrix   the latency matrix between every pair of nodes (table, --json, --svg FILE)
   check    validate the config and say what this node would do
+  keygen   print a new random mesh key (for the key file named by `keyring` in the config)
   help     this text (also: peermesh <command> --help)
 
 options common to all: --config PATH (default ./peers.ron), --name NAME,
@@ -127,6 +128,15 @@ fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
         "top" => TOP_USAGE,
         "check" => CHECK_USAGE,
         "matrix" => MATRIX_USAGE,
+        "keygen" => {
+            return match peermesh::keyring::generate_hex() {
+                Ok(key) => {
+                    println!("{key}");
+                    Ok(())
+                }
+                Err(e) => Err(Failure::Runtime(format!("no random source: {e}"))),
+            };
+        }
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return Ok(());
@@ -252,6 +262,7 @@ fn run(opts: Options) -> Result<(), Failure> {
         daemon::RunError::Start(peermesh::driver::StartError::Config(c)) => {
             Failure::Config(c.to_string())
         }
+        daemon::RunError::Keyring(k) => Failure::Config(k.to_string()),
         other => Failure::Runtime(other.to_string()),
     })
 }

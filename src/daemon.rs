@@ -7,12 +7,13 @@
 use crate::config::Config;
 use crate::control::{ControlError, ControlServer, MatrixFormat, Request};
 use crate::driver::{Node, StartError};
+use crate::keyring::{Keyring, KeyringError};
 use crate::matrix_report::MatrixReport;
 use crate::mesh::Event as MeshEvent;
 use crate::status::StatusReport;
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -45,6 +46,8 @@ pub enum RunError {
     Start(StartError),
     /// The control socket could not be opened.
     Control(ControlError),
+    /// The key file named in the config was refused.
+    Keyring(KeyringError),
     /// The event loop failed.
     Io(io::Error),
 }
@@ -54,6 +57,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Start(e) => write!(f, "{e}"),
             RunError::Control(e) => write!(f, "{e}"),
+            RunError::Keyring(e) => write!(f, "{e}"),
             RunError::Io(e) => write!(f, "event loop: {e}"),
         }
     }
@@ -67,12 +71,26 @@ impl From<io::Error> for RunError {
     }
 }
 
+/// Reads the key file the config names, if any.
+pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyringError> {
+    config.keyring.as_deref().map(Keyring::load).transpose()
+}
+
 /// Runs the node until SIGINT or SIGTERM, then says `Leave` to every peer and returns.
+/// SIGHUP re-reads the key file (for key rotation without downtime).
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let keyring = load_keyring(&opts.config).map_err(RunError::Keyring)?;
     let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(RunError::Start)?;
+    if keyring.is_none() {
+        warn!(
+            "no keyring in the config: the mesh is NOT authenticated; datagrams are accepted \
+             only from the configured peers' addresses (see docs/SECURITY.md)"
+        );
+    }
+    node.mesh_mut().set_keyring(keyring);
     let mut control = ControlServer::bind(&opts.control).map_err(RunError::Control)?;
     let mut poll = Poll::new()?;
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     node.register(poll.registry(), UDP)?;
     control.register(poll.registry(), CONTROL, FIRST_CLIENT)?;
     poll.registry()
@@ -110,8 +128,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 UDP => node.handle_event(poll.registry(), event)?,
                 SIGNALS => {
                     for signal in signals.pending() {
-                        info!("signal {signal} received: leaving the mesh");
-                        stop = true;
+                        if signal == SIGHUP {
+                            reload_keyring(&opts.config, &mut node);
+                        } else {
+                            info!("signal {signal} received: leaving the mesh");
+                            stop = true;
+                        }
                     }
                 }
                 token if control.owns(token) => {
@@ -137,6 +159,17 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             info!("node {} stopped", node.mesh().name());
             return Ok(());
         }
+    }
+}
+
+fn reload_keyring(config: &Config, node: &mut Node) {
+    if config.keyring.is_none() {
+        info!("SIGHUP: no keyring in the config, nothing to reload");
+        return;
+    }
+    match load_keyring(config) {
+        Ok(keyring) => node.mesh_mut().set_keyring(keyring),
+        Err(e) => warn!("SIGHUP: keeping the current keys: {e}"),
     }
 }
 
