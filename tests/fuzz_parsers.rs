@@ -1,0 +1,191 @@
+//! Seeded fuzz runners over everything that parses outside input: the config parser, the
+//! control-request parser, and sealed datagrams through a keyed core. None may panic.
+//! `PEERMESH_FUZZ_SCALE=N` multiplies the rounds (CI runs scale 1, a bounded few seconds;
+//! docs/SECURITY.md reports a longer run).
+
+use peermesh::config::Config;
+use peermesh::control::parse_request;
+use peermesh::keyring::{Key, Keyring};
+use peermesh::rng::Rng;
+use peermesh::{Mesh, PeerState, Settings};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn scale() -> u64 {
+    std::env::var("PEERMESH_FUZZ_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Applies 1-4 random edits: flip, delete, insert, duplicate a slice, or splice in a token.
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>, tokens: &[&[u8]]) {
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(input.len() as u64 + 1) as usize;
+        match rng.below(6) {
+            0 if !input.is_empty() => {
+                let i = at.min(input.len() - 1);
+                input[i] ^= 1 << rng.below(8);
+            }
+            1 if at < input.len() => {
+                let end = (at + 1 + rng.below(8) as usize).min(input.len());
+                input.drain(at..end);
+            }
+            2 => input.insert(at, rng.next_u64() as u8),
+            3 if at < input.len() => {
+                let end = (at + rng.below(16) as usize).min(input.len());
+                let piece = input[at..end].to_vec();
+                input.splice(at..at, piece);
+            }
+            _ => {
+                let token = tokens[rng.below(tokens.len() as u64) as usize];
+                input.splice(at..at, token.iter().copied());
+            }
+        }
+    }
+}
+
+const CONFIG_TOKENS: &[&[u8]] = &[
+    b"(",
+    b")",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\"",
+    b"//",
+    b"/*",
+    b"*/",
+    b"nodes",
+    b"name",
+    b"host",
+    b"port",
+    b"heartbeat_interval_ms",
+    b"suspect_after_ms",
+    b"dead_after_ms",
+    b"keyring",
+    b"max_datagram_bytes",
+    b"99999999999999999999",
+    b"-1",
+    b"0",
+    b"Some(",
+    b"\"\"",
+    b"\xff",
+    b"\n",
+    b"\"a\"",
+    b"1e9",
+    b"true",
+    b"'x'",
+];
+
+#[test]
+fn the_config_parser_never_panics() {
+    let seeds = [
+        include_str!("configs/peers.ron"),
+        include_str!("configs/minimal.ron"),
+        include_str!("../peers.ron"),
+    ];
+    let mut rng = Rng::new(0xc0f1);
+    let rounds = 20_000 * scale();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    for round in 0..rounds {
+        let mut input = seeds[(round % 3) as usize].as_bytes().to_vec();
+        mutate(&mut rng, &mut input, CONFIG_TOKENS);
+        let text = String::from_utf8_lossy(&input);
+        match Config::parse(&text, "fuzz.ron") {
+            Ok(config) => {
+                ok += 1;
+                assert!(!config.nodes.is_empty());
+                assert!(config.suspect_after < config.dead_after);
+            }
+            Err(err) => {
+                errors += 1;
+                // Every error can be shown to a person.
+                assert!(!err.to_string().is_empty());
+            }
+        }
+    }
+    assert_eq!(ok + errors, rounds);
+    assert!(
+        ok > rounds / 50 && errors > rounds / 2,
+        "ok {ok}, errors {errors}"
+    );
+}
+
+#[test]
+fn the_control_request_parser_never_panics() {
+    let seeds: [&[u8]; 5] = [
+        b"status\n",
+        b"status --json\n",
+        b"matrix --svg\n",
+        b"ping\n",
+        b"",
+    ];
+    let tokens: &[&[u8]] = &[
+        b"status", b"matrix", b"--json", b"--svg", b"--color", b" ", b"\n", b"\xc3", b"\0",
+    ];
+    let mut rng = Rng::new(0xc0de);
+    let rounds = 500_000 * scale();
+    let mut accepted = 0u64;
+    for round in 0..rounds {
+        let mut input = seeds[(round % 5) as usize].to_vec();
+        if round % 100 == 0 {
+            input = (0..rng.below(3000)).map(|_| rng.next_u64() as u8).collect();
+        }
+        mutate(&mut rng, &mut input, tokens);
+        if let Ok(req) = parse_request(&input) {
+            accepted += 1;
+            assert!(format!("{req:?}").len() < 64);
+        }
+    }
+    // Some mutants stay valid requests: the parser is exercised on both paths.
+    assert!(accepted > rounds / 100, "accepted {accepted}");
+}
+
+#[test]
+fn sealed_datagrams_from_any_bytes_never_panic_a_keyed_core() {
+    let settings = |inc| Settings {
+        heartbeat_interval: Duration::from_millis(100),
+        suspect_after: Duration::from_millis(300),
+        dead_after: Duration::from_millis(500),
+        max_datagram: 1232,
+        incarnation: inc,
+        seed: 1,
+    };
+    let keys = Keyring::new(vec![Key::new(&[5; 32])]);
+    let addr = |i: u8| SocketAddr::from(([127, 0, 0, i], 1313));
+    let start = Instant::now();
+    let mut a = Mesh::new("a", settings(1 << 20), start);
+    a.add_peer("b", addr(2));
+    a.set_keyring(keys.clone());
+    let mut b = Mesh::new("b", settings(2 << 20), start);
+    let pa = b.add_peer("a", addr(1)).unwrap();
+    b.set_keyring(keys);
+    // A corpus of genuine sealed datagrams.
+    let mut corpus = Vec::new();
+    let mut buf = vec![0u8; 1232];
+    let mut now = start;
+    while corpus.len() < 32 {
+        now = a.poll_timeout().unwrap().max(now);
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            corpus.push(buf[..t.len].to_vec());
+        }
+    }
+    let mut rng = Rng::new(0x5ea1);
+    let rounds = 200_000 * scale();
+    for round in 0..rounds {
+        let mut input = corpus[(round % 32) as usize].clone();
+        mutate(&mut rng, &mut input, &[b"PM\x01\x80", &[0; 16]]);
+        b.handle_datagram(now, addr(1), &input);
+        while b.poll_transmit(now, &mut buf).is_some() {}
+    }
+    // Only genuine datagrams were ever admitted: at most the corpus itself.
+    let admitted = b.peer(pa).unwrap().received();
+    assert!(admitted <= 32, "{admitted} admitted");
+    assert!(b.dropped().total() >= rounds - 32);
+    assert!(matches!(
+        b.peer(pa).unwrap().state(),
+        PeerState::Alive | PeerState::Unknown
+    ));
+}
