@@ -381,6 +381,15 @@ fn check(opts: Options) -> Result<(), Failure> {
         config.dead_after.as_millis(),
         config.max_datagram
     );
+    match daemon::load_keyring(&config) {
+        Ok(Some(ring)) => println!(
+            "keyring: {} keys, sealing with key {}",
+            ring.keys().len(),
+            ring.primary().id_hex()
+        ),
+        Ok(None) => println!("keyring: none: the mesh is NOT authenticated (see docs/SECURITY.md)"),
+        Err(e) => return Err(Failure::Config(e.to_string())),
+    }
     println!("peers ({}):", config.nodes.len() - 1);
     for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
         let addr = config
