@@ -112,10 +112,15 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             .flatten()
             .min();
         // Round the sleep up to a whole millisecond, as epoll does: waking early would spin.
-        let timeout = deadline.map(|at| {
-            let d = at.saturating_duration_since(Instant::now());
-            Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
-        });
+        // Datagrams left unread by the batch limit are read at once, without sleeping.
+        let timeout = if node.has_unread() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|at| {
+                let d = at.saturating_duration_since(Instant::now());
+                Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+            })
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;

@@ -172,6 +172,8 @@ pub struct Node {
     tx: Vec<u8>,
     rx: Vec<u8>,
     io: IoCounters,
+    /// The last read stopped at the batch limit, not at `WouldBlock`: more may be waiting.
+    unread: bool,
 }
 
 impl fmt::Debug for Node {
@@ -220,6 +222,7 @@ impl Node {
             tx: vec![0; max],
             rx: vec![0; RECV_BUFFER],
             io: IoCounters::default(),
+            unread: false,
         }
     }
 
@@ -263,8 +266,11 @@ impl Node {
     /// datagrams a previous event left unread (the batch limit), so call it every loop turn.
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) -> io::Result<()> {
         self.mesh.handle_timeout(now);
-        // Readiness is edge-triggered: what the batch limit left in the socket is read here.
-        self.receive();
+        // Readiness is edge-triggered: what the batch limit left in the socket is read here
+        // (and only then: an idle node makes no needless system calls).
+        if self.unread {
+            self.receive();
+        }
         self.send(registry)
     }
 
@@ -315,7 +321,14 @@ impl Node {
         self.send_queue.len()
     }
 
+    /// Whether datagrams may still wait in the socket (a read stopped at the batch limit):
+    /// an embedder's loop should then not sleep before calling [`Node::handle_timeout`].
+    pub fn has_unread(&self) -> bool {
+        self.unread
+    }
+
     fn receive(&mut self) {
+        self.unread = true;
         for _ in 0..RECV_BATCH {
             match self.socket.recv_from(&mut self.rx) {
                 Ok((n, from)) => {
@@ -325,7 +338,10 @@ impl Node {
                     // Answer at once: the pong's hold time stays small and exact.
                     self.transmit_from_core();
                 }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return;
+                }
                 Err(err) if err.kind() == ErrorKind::Interrupted => continue,
                 Err(err) => {
                     // E.g. ECONNREFUSED from an earlier send to a closed port: not fatal.
