@@ -13,6 +13,7 @@ run: build
 test:
 	$(CARGO) build --examples
 	$(CARGO) test --all-targets
+	$(CARGO) test --doc
 
 bench:
 	$(CARGO) bench

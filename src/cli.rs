@@ -26,8 +26,9 @@ commands:
   keygen   print a new random mesh key (for the key file named by `keyring` in the config)
   help     this text (also: peermesh <command> --help)
 
-options common to all: --config PATH (default ./peers.ron), --name NAME,
---control PATH (default $XDG_RUNTIME_DIR/peermesh-NAME.sock, or under /tmp)
+common options: --config PATH (default ./peers.ron), --name NAME (default: by hostname),
+and for run/status/top/matrix --control PATH (default $XDG_RUNTIME_DIR/peermesh-NAME.sock,
+or under /tmp)
 ";
 
 const RUN_USAGE: &str = "\
@@ -241,6 +242,7 @@ fn find_self(config: &Config, opts: &Options) -> Result<usize, Failure> {
 fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
+        .format_timestamp_millis()
         .init();
 }
 

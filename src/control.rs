@@ -132,11 +132,12 @@ pub fn default_path(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .filter(|d| d.is_dir())
         .unwrap_or_else(|| PathBuf::from("/tmp"));
+    // Lower-cased, as names match case-insensitively: `--name ALPHA` finds alpha's socket.
     let safe: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
+                c.to_ascii_lowercase()
             } else {
                 '_'
             }
@@ -205,8 +206,19 @@ impl ControlServer {
             }
             std::fs::remove_file(path).map_err(io_err)?;
         }
-        let listener = UnixListener::bind(path).map_err(io_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        // Bound under a temporary name, made 0600, then renamed into place: no client can
+        // connect while the socket still has the default mode.
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".{}.tmp", std::process::id()));
+        let staging = PathBuf::from(staging);
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging).map_err(io_err)?;
+        let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&staging, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&staging);
+            return Err(io_err(e));
+        }
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
@@ -474,5 +486,6 @@ mod tests {
     fn default_path_is_per_node_and_safe() {
         let p = default_path("a/b c");
         assert!(p.to_string_lossy().ends_with("peermesh-a_b_c.sock"));
+        assert_eq!(default_path("ALPHA"), default_path("alpha"));
     }
 }

@@ -61,8 +61,11 @@
 //!
 //! ## What the core promises
 //!
-//! - Malformed or unwelcome datagrams are dropped, counted by [`DropReason`] and logged at
-//!   trace level; they are never an error to the caller and never change a peer's state.
+//! - Malformed, unauthenticated, replayed or otherwise unwelcome datagrams are dropped,
+//!   counted by [`DropReason`] and logged at trace level; they are never an error to the
+//!   caller and never change a peer's state. (A valid datagram whose content is stale, such
+//!   as a late pong, still proves its sender alive; only its RTT sample is dropped and
+//!   counted as `stale_pong`.)
 //! - Extra or early calls to [`Mesh::handle_timeout`] are harmless; time passed backwards is
 //!   ignored.
 //! - The same inputs at the same instants (and the same [`Settings::seed`]) give the same

@@ -515,6 +515,13 @@ impl Mesh {
         if let Err(reason) = self.admit(key, header.incarnation, header.seq) {
             return self.drop_datagram(reason, from, &(header.incarnation, header.seq));
         }
+        if let Body::Leave = packet.body {
+            // A goodbye is not a sign of life: straight to `left`, with no `Up` first.
+            let peer = &mut self.peers[key];
+            peer.last_heard = Some(now);
+            peer.received += 1;
+            return self.set_state(key, PeerState::Left);
+        }
         self.heard(key, from);
         match packet.body {
             Body::Ping {
@@ -539,7 +546,7 @@ impl Mesh {
                 echo_ns,
                 hold_us,
             } => self.handle_pong(key, from, probe, echo_ns, hold_us),
-            Body::Leave => self.set_state(key, PeerState::Left),
+            Body::Leave => {}
             Body::Data { payload } => self.events.push_back(Event::Data {
                 from: PeerId(key),
                 payload: payload.to_vec(),

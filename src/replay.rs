@@ -39,10 +39,28 @@ impl ReplayWindow {
         (i / 64, 1u64 << (i % 64))
     }
 
+    /// The 32-bit number on the wire, extended to 64 bits as the one nearest the highest
+    /// seen (as IPsec's extended sequence numbers): counters wrap without a hiccup.
+    fn extend(&self, seq: u32) -> u64 {
+        const HALF: u64 = 1 << 31;
+        let Some(highest) = self.top.checked_sub(1) else {
+            return u64::from(seq);
+        };
+        let base = highest & !0xffff_ffff;
+        let candidate = base | u64::from(seq);
+        if candidate + HALF < highest {
+            candidate + (1 << 32)
+        } else if candidate > highest + HALF && base > 0 {
+            candidate - (1 << 32)
+        } else {
+            candidate
+        }
+    }
+
     /// Checks `seq` without remembering it (check first, remember only once the datagram
     /// has proven authentic).
     pub fn check(&self, seq: u32) -> Verdict {
-        let seq = u64::from(seq);
+        let seq = self.extend(seq);
         if seq >= self.top {
             return Verdict::Fresh;
         }
@@ -59,7 +77,7 @@ impl ReplayWindow {
 
     /// Remembers `seq` as seen; slides the window forward when it is the newest.
     pub fn remember(&mut self, seq: u32) {
-        let seq = u64::from(seq);
+        let seq = self.extend(seq);
         if seq >= self.top {
             let advance = seq + 1 - self.top;
             if advance >= u64::from(WINDOW) {
@@ -100,6 +118,23 @@ mod tests {
         w.remember(999);
         assert_eq!(w.check(999), Verdict::Replayed);
         assert_eq!(w.check(u32::MAX), Verdict::Fresh);
+    }
+
+    #[test]
+    fn the_counter_wraps_without_a_hiccup() {
+        let mut w = ReplayWindow::new();
+        for seq in (u32::MAX - 10..=u32::MAX).chain(0..10) {
+            assert_eq!(w.check(seq), Verdict::Fresh, "{seq}");
+            w.remember(seq);
+        }
+        assert_eq!(
+            w.check(u32::MAX),
+            Verdict::Replayed,
+            "before the wrap, still seen"
+        );
+        assert_eq!(w.check(5), Verdict::Replayed);
+        assert_eq!(w.check(10), Verdict::Fresh);
+        assert_eq!(w.check(u32::MAX - 300), Verdict::TooOld);
     }
 
     #[test]
