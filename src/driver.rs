@@ -37,13 +37,18 @@ use crate::mesh::{Event as MeshEvent, Mesh, Settings};
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::io::IoSliceMut;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Datagrams held while the socket says `WouldBlock`; more are dropped and counted.
 pub const SEND_QUEUE_LIMIT: usize = 1024;
@@ -52,6 +57,8 @@ pub const SEND_QUEUE_LIMIT: usize = 1024;
 pub const RECV_BATCH: usize = 256;
 /// The receive buffer: larger than any datagram, so an oversize one is seen whole and dropped.
 const RECV_BUFFER: usize = 65_536;
+/// The socket receive buffer asked of the kernel (bytes).
+const RECV_SOCKET_BUFFER: usize = 4 << 20;
 
 /// Counters of the driver's own I/O (the core counts protocol drops).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -174,6 +181,8 @@ pub struct Node {
     io: IoCounters,
     /// The last read stopped at the batch limit, not at `WouldBlock`: more may be waiting.
     unread: bool,
+    /// Room for the kernel's timestamp of a received datagram.
+    cmsg: Vec<u8>,
 }
 
 impl fmt::Debug for Node {
@@ -199,19 +208,19 @@ impl Node {
         let own = bind.unwrap_or(addrs[me.min(addrs.len().saturating_sub(1))]);
         let socket = bind_udp(own)?;
         let incarnation = new_incarnation();
-        let mesh = Mesh::from_config(
-            config,
-            me,
-            &addrs,
-            incarnation,
-            random_u64(),
-            Instant::now(),
-        );
+        let now = Instant::now();
+        let mut mesh = Mesh::from_config(config, me, &addrs, incarnation, random_u64(), now);
+        // Heartbeat slots line up with the wall clock, which NTP keeps close on every VM.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        mesh.set_phase(wall);
         Ok(Node::new(mesh, socket))
     }
 
     /// A node over an existing core and a bound socket.
     pub fn new(mesh: Mesh, socket: UdpSocket) -> Node {
+        tune_socket(&socket);
         let max = mesh.settings().max_datagram.max(crate::wire::HEADER_LEN);
         Node {
             mesh,
@@ -223,6 +232,7 @@ impl Node {
             rx: vec![0; RECV_BUFFER],
             io: IoCounters::default(),
             unread: false,
+            cmsg: nix::cmsg_space!(nix::sys::time::TimeSpec),
         }
     }
 
@@ -330,11 +340,12 @@ impl Node {
     fn receive(&mut self) {
         self.unread = true;
         for _ in 0..RECV_BATCH {
-            match self.socket.recv_from(&mut self.rx) {
-                Ok((n, from)) => {
+            match recv_stamped(&self.socket, &mut self.rx, &mut self.cmsg) {
+                Ok((n, from, arrived)) => {
                     self.io.received += 1;
-                    self.mesh
-                        .handle_datagram(Instant::now(), from, &self.rx[..n]);
+                    // The kernel's arrival time, not ours: the time the datagram waited in
+                    // the socket while this process slept or was busy is not part of the RTT.
+                    self.mesh.handle_datagram(arrived, from, &self.rx[..n]);
                     // Answer at once: the pong's hold time stays small and exact.
                     self.transmit_from_core();
                 }
@@ -413,6 +424,61 @@ impl Node {
             self.send_queue.pop_front();
         }
     }
+}
+
+/// Receives one datagram with the kernel's arrival timestamp (`SO_TIMESTAMPNS`), turned
+/// into an `Instant`. Falls back to the time of reading when there is no timestamp.
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddr, Instant)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(cmsg.as_mut_slice()),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let read_at = Instant::now();
+    let from = msg
+        .address
+        .as_ref()
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4((*v4).into()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+        })
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    let mut arrived = read_at;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                // The stamp is wall-clock time: measure how long ago it was on that clock,
+                // and step back as much on the monotonic one (bounded: clocks can jump).
+                let stamp = u64::try_from(ts.tv_sec()).ok().map(|s| {
+                    UNIX_EPOCH + Duration::new(s, ts.tv_nsec().clamp(0, 999_999_999) as u32)
+                });
+                let waited = stamp
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default()
+                    .min(Duration::from_secs(1));
+                arrived = read_at.checked_sub(waited).unwrap_or(read_at);
+            }
+        }
+    }
+    Ok((msg.bytes, from, arrived))
+}
+
+/// Asks the kernel for arrival timestamps and a receive buffer large enough to ride out a
+/// burst or a flood while the process is busy. Best effort: the node works without them.
+fn tune_socket(socket: &UdpSocket) {
+    if let Err(e) = setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+        warn!("no kernel receive timestamps ({e}): RTTs include this process's wake-up");
+    }
+    // The kernel caps this at net.core.rmem_max.
+    let _ = setsockopt(socket, sockopt::RcvBuf, &RECV_SOCKET_BUFFER);
 }
 
 enum Sent {

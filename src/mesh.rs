@@ -38,7 +38,8 @@ pub struct Settings {
     pub max_datagram: usize,
     /// This process's incarnation: random per start, so peers tell a restart apart.
     pub incarnation: u64,
-    /// Seed of the heartbeat phase and jitter draws (reproducible runs).
+    /// Seed of this node's own random draws (the phase of its row rebuilds); heartbeat
+    /// jitter comes from the shared clock instead, so that nodes stay aligned.
     pub seed: u64,
 }
 
@@ -55,6 +56,10 @@ impl Settings {
         }
     }
 }
+
+/// Peers to a heartbeat slot: the pings one wake-up sends (and, as every node uses the same
+/// slots, about the pings it receives at once).
+pub const SLOT_PEERS: usize = 32;
 
 /// A handle to one peer of a [`Mesh`]; stable for the life of the mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -301,7 +306,11 @@ enum Outgoing {
 /// (lazy cancel), so hearing from a peer never touches the wheel.
 #[derive(Clone, Copy, Debug)]
 enum Timer {
-    Heartbeat(usize),
+    /// Heartbeats of one slot (of the slots built at this epoch).
+    Slot {
+        slot: u32,
+        epoch: u32,
+    },
     Liveness(usize),
     /// Rebuild this node's row and re-judge peers against the others' rows.
     RowRefresh,
@@ -340,7 +349,6 @@ pub struct Mesh {
     timers: TimerWheel<Timer>,
     outgoing: VecDeque<Outgoing>,
     events: VecDeque<Event>,
-    rng: Rng,
     dropped: DropCounters,
     leaving: bool,
     /// This node's position in the config, so the matrix lists nodes in config order.
@@ -352,6 +360,17 @@ pub struct Mesh {
     row_chunks: Vec<(u16, Vec<u8>)>,
     /// How many of `row_chunks` the current row uses.
     row_len: usize,
+    /// Heartbeat slots: peers grouped by config position, [`SLOT_PEERS`] to a group; all
+    /// pings of one slot go out in one wake-up. Slot `s` of an interval starts `s` slot
+    /// widths after a boundary of a clock all nodes share, so a node's peers ping it in
+    /// the same slot as it pings them: few wake-ups, and never more than a group at once.
+    slots: Vec<Vec<usize>>,
+    /// When each slot is next due, before jitter.
+    slot_due: Vec<Instant>,
+    /// Bumped when the slots are rebuilt: older slot timers are ignored when they fire.
+    slot_epoch: u32,
+    /// An instant at an interval boundary of the shared clock.
+    phase_origin: Instant,
     row_version: u32,
     /// The mesh keys; `None`: unauthenticated mode.
     keyring: Option<Keyring>,
@@ -377,11 +396,17 @@ impl Mesh {
     /// A node called `name` with no peers yet; `now` is its start time.
     pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
         let mut timers = TimerWheel::new(now);
-        timers.insert(now, Timer::RowRefresh);
+        // Rows are rebuilt once an interval at a phase of this node's own, so the work is
+        // spread across nodes rather than done by all at once.
+        let mut rng = Rng::new(settings.seed ^ settings.incarnation);
+        let interval = u64::try_from(settings.heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);
+        timers.insert(
+            now + Duration::from_nanos(rng.below(interval)),
+            Timer::RowRefresh,
+        );
         Mesh {
             name: name.to_owned(),
             id: NodeId::from_name(name),
-            rng: Rng::new(settings.seed ^ settings.incarnation),
             settings,
             epoch: now,
             now,
@@ -398,6 +423,10 @@ impl Mesh {
             row_chunks: Vec::new(),
             row_len: 0,
             row_version: 0,
+            slots: Vec::new(),
+            slot_due: Vec::new(),
+            slot_epoch: 0,
+            phase_origin: now,
             keyring: None,
             seal_counter: 0,
             scratch: Vec::new(),
@@ -420,15 +449,38 @@ impl Mesh {
         mesh.self_index = me;
         for (i, (node, addr)) in config.nodes.iter().zip(addrs).enumerate() {
             if i != me {
-                mesh.add_peer(&node.name, *addr);
+                mesh.insert_peer(&node.name, *addr);
             }
         }
+        mesh.rebuild_slots();
         mesh
     }
 
     /// Adds a peer and schedules its first heartbeat within one interval. Adding a name
     /// twice, or this node's own name, returns the existing handle / `None`.
     pub fn add_peer(&mut self, name: &str, addr: SocketAddr) -> Option<PeerId> {
+        let known = self.peers.len();
+        let peer = self.insert_peer(name, addr);
+        if self.peers.len() != known {
+            self.rebuild_slots();
+        }
+        peer
+    }
+
+    /// Says where this node's start falls on a clock all nodes share (the wall clock): how
+    /// long after an interval boundary of that clock `now` (given to [`Mesh::new`]) is.
+    /// Heartbeat slots then line up across nodes. Without it, slots start at `now`.
+    pub fn set_phase(&mut self, since_boundary: Duration) {
+        let interval = self.interval_ns().max(1);
+        let into = u64::try_from(since_boundary.as_nanos() % u128::from(interval)).unwrap_or(0);
+        self.phase_origin = self
+            .epoch
+            .checked_sub(Duration::from_nanos(into))
+            .unwrap_or(self.epoch);
+        self.rebuild_slots();
+    }
+
+    fn insert_peer(&mut self, name: &str, addr: SocketAddr) -> Option<PeerId> {
         let id = NodeId::from_name(name);
         if id == self.id {
             return None;
@@ -440,11 +492,6 @@ impl Mesh {
         self.by_id.insert(id, key);
         self.by_addr.insert(addr, key);
         self.peer_ips.insert(addr.ip().to_canonical());
-        // Phases are spread over the interval at random, so 1,000 peers never burst at once
-        // and two nodes started together do not ping in lockstep.
-        let interval = self.interval_ns();
-        let phase = Duration::from_nanos(self.rng.below(interval));
-        self.schedule_heartbeat(key, self.now + phase);
         Some(PeerId(key))
     }
 
@@ -545,7 +592,7 @@ impl Mesh {
                 probe,
                 echo_ns,
                 hold_us,
-            } => self.handle_pong(key, from, probe, echo_ns, hold_us),
+            } => self.handle_pong(now, key, from, (probe, echo_ns, hold_us)),
             Body::Leave => {}
             Body::Data { payload } => self.events.push_back(Event::Data {
                 from: PeerId(key),
@@ -560,7 +607,10 @@ impl Mesh {
         self.advance(now);
         while let Some((due, timer)) = self.timers.poll(now) {
             match timer {
-                Timer::Heartbeat(key) => self.heartbeat(key, due),
+                Timer::Slot { slot, epoch } if epoch == self.slot_epoch => {
+                    self.heartbeat_slot(slot as usize)
+                }
+                Timer::Slot { .. } => {}
                 Timer::Liveness(key) => self.judge_silence(key),
                 Timer::RowRefresh => {
                     self.refresh_row();
@@ -1014,15 +1064,16 @@ impl Mesh {
         self.events.push_back(event);
     }
 
+    /// A pong, received at `now` (the datagram's own arrival time: a batch read later
+    /// must not stretch the round trip).
     fn handle_pong(
         &mut self,
+        now: Instant,
         key: usize,
         from: SocketAddr,
-        probe: u32,
-        echo_ns: u64,
-        hold_us: u32,
+        (probe, echo_ns, hold_us): (u32, u64, u32),
     ) {
-        let now_ns = self.nanos_since_epoch(self.now);
+        let now_ns = self.nanos_since_epoch(now);
         let peer = &mut self.peers[key];
         match peer.probes.answer(probe, echo_ns) {
             PongMatch::Fresh => {
@@ -1046,30 +1097,88 @@ impl Mesh {
         }
     }
 
-    fn schedule_heartbeat(&mut self, key: usize, at: Instant) {
-        self.peers[key].next_heartbeat = Some(at);
-        self.timers.insert(at, Timer::Heartbeat(key));
+    /// The config position of peer `key` (peers are added in config order, skipping self).
+    fn position(&self, key: usize) -> usize {
+        if key < self.self_index {
+            key
+        } else {
+            key + 1
+        }
     }
 
-    fn heartbeat(&mut self, key: usize, due: Instant) {
-        if self.leaving || !self.peers.contains(key) {
+    /// Groups the peers into heartbeat slots and schedules every slot afresh.
+    fn rebuild_slots(&mut self) {
+        let nodes = self.peers.len() + 1;
+        let count = nodes.div_ceil(SLOT_PEERS).max(1);
+        let own_group = self.self_index / SLOT_PEERS;
+        let mut slots = vec![Vec::new(); count];
+        for key in self.peers.iter().map(|(k, _)| k) {
+            let group = self.position(key) / SLOT_PEERS;
+            slots[(own_group + group) % count].push(key);
+        }
+        self.slots = slots;
+        self.slot_epoch = self.slot_epoch.wrapping_add(1);
+        self.slot_due = (0..count)
+            .map(|s| self.next_slot_start(s, self.now))
+            .collect();
+        for slot in 0..count {
+            if !self.slots[slot].is_empty() {
+                self.schedule_slot(slot);
+            }
+        }
+    }
+
+    /// The first start of slot `slot` at or after `after`.
+    fn next_slot_start(&self, slot: usize, after: Instant) -> Instant {
+        let interval = self.interval_ns().max(1);
+        let width = interval / self.slots.len().max(1) as u64;
+        let start = self.phase_origin + Duration::from_nanos(width * slot as u64);
+        if start >= after {
+            return start;
+        }
+        let behind = u64::try_from((after - start).as_nanos()).unwrap_or(u64::MAX);
+        start + Duration::from_nanos(behind.div_ceil(interval).saturating_mul(interval))
+    }
+
+    /// Schedules slot `slot` at its due time plus a little jitter: at most 2% of the
+    /// interval and a quarter of a slot, so slots never run into each other. The jitter is
+    /// drawn from the interval's number on the shared clock, not from this node's generator:
+    /// every node moves by the same amount, so their pings still arrive together.
+    fn schedule_slot(&mut self, slot: usize) {
+        let interval = self.interval_ns().max(1);
+        let width = interval / self.slots.len().max(1) as u64;
+        let since = self.slot_due[slot].saturating_duration_since(self.phase_origin);
+        let number = u64::try_from(since.as_nanos()).unwrap_or(0) / interval;
+        let mut shared = Rng::new(number ^ ((slot as u64) << 48));
+        let jitter = Duration::from_nanos(shared.below((interval / 50).min(width / 4) + 1));
+        let at = self.slot_due[slot] + jitter;
+        self.timers.insert(
+            at,
+            Timer::Slot {
+                slot: slot as u32,
+                epoch: self.slot_epoch,
+            },
+        );
+    }
+
+    fn heartbeat_slot(&mut self, slot: usize) {
+        if self.leaving {
             return;
         }
-        if self.peers[key].state != PeerState::Left {
-            self.outgoing.push_back(Outgoing::Ping(key));
+        for &key in &self.slots[slot] {
+            if self.peers[key].state != PeerState::Left {
+                self.outgoing.push_back(Outgoing::Ping(key));
+            }
         }
-        // Next beat one interval after this one was due, give or take 2%: keeps the phase
-        // without drifting, and decorrelates nodes. Beats missed while the process was
-        // frozen are skipped, not sent in a burst.
-        let interval = self.interval_ns();
-        let spread = interval / 25;
-        let offset = self.rng.below(spread + 1) as i64 - (spread / 2) as i64;
-        let step = Duration::from_nanos(interval.saturating_add_signed(offset));
-        let mut next = due + step;
-        if next <= self.now {
-            next = self.now + step;
-        }
-        self.schedule_heartbeat(key, next);
+        // Next beat one interval later on the shared grid; beats missed while the process
+        // was frozen are skipped, not sent in a burst.
+        let next = self.slot_due[slot] + self.settings.heartbeat_interval;
+        self.slot_due[slot] = if next > self.now {
+            next
+        } else {
+            self.next_slot_start(slot, self.now)
+        };
+        self.schedule_slot(slot);
     }
 
     fn judge_silence(&mut self, key: usize) {

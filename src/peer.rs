@@ -232,7 +232,6 @@ pub struct Peer {
     pub(crate) rtt: RttWindow,
     pub(crate) probes: ProbeWindow,
     pub(crate) liveness_timer: bool,
-    pub(crate) next_heartbeat: Option<Instant>,
     /// Since when it has been alive without a break.
     pub(crate) alive_since: Option<Instant>,
     /// Which chunk of this node's row the next ping to it carries.
@@ -262,7 +261,6 @@ impl Peer {
             rtt: RttWindow::new(),
             probes: ProbeWindow::new(),
             liveness_timer: false,
-            next_heartbeat: None,
             alive_since: None,
             row_cursor: 0,
             rtt_p50_us: None,

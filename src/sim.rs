@@ -500,6 +500,8 @@ impl Sim {
         let incarnation = (started_ms << 16) | (rng.next_u64() & 0xffff);
         let seed = rng.next_u64();
         let mut mesh = Mesh::from_config(&self.config, i, &addrs, incarnation, seed, self.now);
+        // Every node shares the simulation's clock: slots line up, as NTP lines them up.
+        mesh.set_phase(self.now - self.base);
         if node.keyring.is_some() {
             mesh.set_keyring(node.keyring.clone());
         }
