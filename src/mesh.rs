@@ -1438,8 +1438,8 @@ impl Mesh {
             }
             let p50 = peer
                 .rtt
-                .summary()
-                .map(|r| u32::try_from(r.p50.as_micros()).unwrap_or(u32::MAX));
+                .p50_ns()
+                .map(|ns| u32::try_from(ns / 1000).unwrap_or(u32::MAX));
             peer.rtt_p50_us = p50;
             let entry = RowEntry {
                 target: peer.id,

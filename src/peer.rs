@@ -71,9 +71,16 @@ pub struct RttSummary {
 }
 
 /// A ring of the last [`RTT_WINDOW`] samples plus the running jitter estimate.
+///
+/// The same samples are also kept sorted, updated on every `record` (one binary search and
+/// one short shift), so the median the row is rebuilt from every interval costs nothing.
 #[derive(Clone, Debug)]
 pub(crate) struct RttWindow {
     samples: [u64; RTT_WINDOW],
+    /// `samples[..len]`, in ascending order.
+    sorted: [u64; RTT_WINDOW],
+    /// The sum of the samples in the window.
+    sum: u128,
     len: usize,
     next: usize,
     last: u64,
@@ -85,6 +92,8 @@ impl RttWindow {
     pub(crate) fn new() -> RttWindow {
         RttWindow {
             samples: [0; RTT_WINDOW],
+            sorted: [0; RTT_WINDOW],
+            sum: 0,
             len: 0,
             next: 0,
             last: 0,
@@ -97,28 +106,51 @@ impl RttWindow {
             let delta = rtt_ns.abs_diff(self.last) as f64;
             self.jitter += (delta - self.jitter) / 16.0;
         }
+        // Keep `sorted` sorted: the evicted sample (if the ring is full) makes room for the
+        // new one, and only the samples between the two positions move.
+        let at = self.sorted[..self.len].partition_point(|&s| s < rtt_ns);
+        if self.len == RTT_WINDOW {
+            let old = self.samples[self.next];
+            self.sum -= u128::from(old);
+            let gone = self.sorted.partition_point(|&s| s < old);
+            if gone < at {
+                self.sorted.copy_within(gone + 1..at, gone);
+                self.sorted[at - 1] = rtt_ns;
+            } else {
+                self.sorted.copy_within(at..gone, at + 1);
+                self.sorted[at] = rtt_ns;
+            }
+        } else {
+            self.sorted.copy_within(at..self.len, at + 1);
+            self.sorted[at] = rtt_ns;
+        }
+        self.sum += u128::from(rtt_ns);
         self.samples[self.next] = rtt_ns;
         self.next = (self.next + 1) % RTT_WINDOW;
         self.len = (self.len + 1).min(RTT_WINDOW);
         self.last = rtt_ns;
     }
 
+    /// The median of the window (nearest rank), in nanoseconds.
+    pub(crate) fn p50_ns(&self) -> Option<u64> {
+        (self.len > 0).then(|| self.rank(50))
+    }
+
+    /// The `q`th percentile of the window (nearest rank); the window must not be empty.
+    fn rank(&self, q: usize) -> u64 {
+        self.sorted[((self.len * q).div_ceil(100)).clamp(1, self.len) - 1]
+    }
+
     pub(crate) fn summary(&self) -> Option<RttSummary> {
         if self.len == 0 {
             return None;
         }
-        let mut sorted = [0u64; RTT_WINDOW];
-        let window = &mut sorted[..self.len];
-        window.copy_from_slice(&self.samples[..self.len]);
-        window.sort_unstable();
-        let sum: u128 = window.iter().map(|&s| u128::from(s)).sum();
-        let rank = |q: usize| window[((self.len * q).div_ceil(100)).clamp(1, self.len) - 1];
         Some(RttSummary {
             last: Duration::from_nanos(self.last),
-            min: Duration::from_nanos(window[0]),
-            mean: Duration::from_nanos((sum / self.len as u128) as u64),
-            p50: Duration::from_nanos(rank(50)),
-            p99: Duration::from_nanos(rank(99)),
+            min: Duration::from_nanos(self.sorted[0]),
+            mean: Duration::from_nanos((self.sum / self.len as u128) as u64),
+            p50: Duration::from_nanos(self.rank(50)),
+            p99: Duration::from_nanos(self.rank(99)),
             jitter: Duration::from_nanos(self.jitter.round() as u64),
             samples: self.len,
         })
@@ -194,17 +226,47 @@ impl ProbeWindow {
     /// Loss in percent over the settled probes of the window: all but the newest `in_flight`,
     /// which may still be answered (those count once they are). `None` until one settled.
     pub(crate) fn loss_pct(&self, in_flight: u32) -> Option<f64> {
+        // Counted a word at a time: every answered probe is settled, and so is every probe
+        // older than the newest `in_flight`, answered or not (those unanswered are lost).
         let sent = self.next.min(LOSS_WINDOW as u32);
-        let (mut settled, mut lost) = (0u32, 0u32);
-        for age in 1..=sent {
-            let (word, mask) = Self::bit(self.next.wrapping_sub(age));
-            let answered = self.answered[word] & mask != 0;
-            if answered || age > in_flight {
-                settled += 1;
-                lost += u32::from(!answered);
-            }
-        }
+        let newest = in_flight.min(sent);
+        let answered = self.answered_among_newest(sent);
+        let answered_newest = self.answered_among_newest(newest);
+        let lost = (sent - newest) - (answered - answered_newest);
+        let settled = answered + lost;
         (settled > 0).then(|| f64::from(lost) * 100.0 / f64::from(settled))
+    }
+
+    /// How many of the newest `count` probes (at most [`LOSS_WINDOW`]) were answered.
+    fn answered_among_newest(&self, count: u32) -> u32 {
+        let count = count as usize;
+        let end = self.next as usize % LOSS_WINDOW;
+        let start = (end + LOSS_WINDOW - count) % LOSS_WINDOW;
+        if count == LOSS_WINDOW {
+            self.answered.iter().map(|w| w.count_ones()).sum()
+        } else if start <= end {
+            self.answered_in(start, end)
+        } else {
+            self.answered_in(start, LOSS_WINDOW) + self.answered_in(0, end)
+        }
+    }
+
+    /// Answered bits among ring positions `start..end`.
+    fn answered_in(&self, start: usize, end: usize) -> u32 {
+        let mut count = 0;
+        let mut at = start;
+        while at < end {
+            let (word, bit) = (at / 64, at % 64);
+            let bits = (end - at).min(64 - bit);
+            let mask = if bits == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << bits) - 1) << bit
+            };
+            count += (self.answered[word] & mask).count_ones();
+            at += bits;
+        }
+        count
     }
 
     /// Probes sent so far (to this incarnation of the peer).
@@ -383,6 +445,69 @@ mod tests {
         // The unanswered probe 5 still in flight when the 5 newest are: 1 lost of 9 settled.
         let pct = p.loss_pct(5).unwrap();
         assert!((pct - 100.0 / 9.0).abs() < 1e-9, "{pct}");
+    }
+
+    /// The loss figure by its definition, probe by probe.
+    fn loss_by_definition(p: &ProbeWindow, in_flight: u32) -> Option<f64> {
+        let sent = p.next.min(LOSS_WINDOW as u32);
+        let (mut settled, mut lost) = (0u32, 0u32);
+        for age in 1..=sent {
+            let (word, mask) = ProbeWindow::bit(p.next.wrapping_sub(age));
+            let answered = p.answered[word] & mask != 0;
+            if answered || age > in_flight {
+                settled += 1;
+                lost += u32::from(!answered);
+            }
+        }
+        (settled > 0).then(|| f64::from(lost) * 100.0 / f64::from(settled))
+    }
+
+    #[test]
+    fn loss_counted_by_words_matches_the_definition() {
+        let mut rng = crate::rng::Rng::new(5);
+        let mut p = ProbeWindow::new();
+        for i in 0..(LOSS_WINDOW as u64 * 3) {
+            let probe = p.send(i);
+            // Answer most, some late, some never.
+            if rng.below(10) < 7 {
+                let late = rng.below(4) as u32;
+                let target = probe.wrapping_sub(late);
+                let _ = p.answer(target, p.recent[target as usize % MATCHABLE].1);
+            }
+            for in_flight in [0, 1, 3, 16, 511, 512, 600, u32::MAX] {
+                assert_eq!(
+                    p.loss_pct(in_flight),
+                    loss_by_definition(&p, in_flight),
+                    "after {i} probes, {in_flight} in flight"
+                );
+            }
+        }
+        // Probe numbers wrapping around u32 keep the same count.
+        p.next = u32::MAX - 3;
+        for i in 0..10u64 {
+            let probe = p.send(i);
+            p.answer(probe, i);
+            assert_eq!(p.loss_pct(3), loss_by_definition(&p, 3));
+        }
+    }
+
+    #[test]
+    fn sorted_window_tracks_the_ring() {
+        let mut rng = crate::rng::Rng::new(9);
+        let mut w = RttWindow::new();
+        for i in 0..1000 {
+            // Many ties, and a few outliers.
+            let rtt = match rng.below(20) {
+                0 => rng.next_u64() >> 20,
+                n => 1000 * n,
+            };
+            w.record(rtt);
+            let mut expected = w.samples[..w.len].to_vec();
+            expected.sort_unstable();
+            assert_eq!(&w.sorted[..w.len], &expected[..], "after {i} samples");
+            let sum: u128 = expected.iter().map(|&s| u128::from(s)).sum();
+            assert_eq!(w.sum, sum);
+        }
     }
 
     #[test]
