@@ -1,7 +1,9 @@
 //! Core benchmark: the cost of one heartbeat exchange through two `Mesh` cores, the heap
 //! allocations it makes, and the wire codec on its own. Std only (`harness = false`).
 //!
-//! Run with `cargo bench --bench core`. The figures go into `docs/PERFORMANCE.md`.
+//! Run with `cargo bench --bench core`. The figures go into `docs/PERFORMANCE.md`. Without
+//! `--bench` (as under `cargo test --all-targets`) it only runs a short smoke pass of every
+//! scenario, checked the same way, so that test runs stay fast.
 //!
 //! What "one exchange" is: node A's heartbeat timer fires (`handle_timeout` at A's
 //! `poll_timeout`), A encodes the ping (`poll_transmit`), the peer decodes it
@@ -371,6 +373,28 @@ fn main() {
         let mut ex = Exchange::new(nodes);
         ex.run(exchanges);
         println!("ran {} exchanges ({} A wake-ups)", ex.exchanges, ex.wakeups);
+        return;
+    }
+
+    if !std::env::args().any(|arg| arg == "--bench") {
+        for nodes in [22, 2] {
+            let mut ex = Exchange::new(nodes);
+            ex.run(2_000);
+            let dropped: u64 = std::iter::once(&ex.a)
+                .chain(&ex.cores)
+                .map(|core| core.dropped().total())
+                .sum();
+            assert_eq!(dropped, 0, "{nodes}-node smoke run dropped datagrams");
+            let ping = &ex.ping[..ex.ping_len];
+            let pong = &ex.pong[..ex.pong_len];
+            for bytes in [ping, pong] {
+                let packet = Packet::parse(bytes).expect("the core's own datagram parses");
+                let mut again = [0u8; 1232];
+                let len = packet.emit(&mut again).expect("it encodes back");
+                assert_eq!(&again[..len], bytes, "emit(parse(bytes)) == bytes");
+            }
+        }
+        println!("core bench: smoke run ok (measure with `cargo bench --bench core`)");
         return;
     }
 
