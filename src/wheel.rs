@@ -59,11 +59,58 @@ pub struct TimerKey {
     generation: u64,
 }
 
+/// A point in time a [`TimerWheel`] schedules at: an [`Instant`] (the default), or a `u64`
+/// count of nanoseconds on a clock of the caller's. A caller that already keeps its time in
+/// nanoseconds saves the `Instant` arithmetic of every insert, poll and deadline.
+pub trait WheelTime: Copy {
+    /// Whole milliseconds from `origin` to `self`, rounded up; 0 if `self` is before `origin`;
+    /// saturating at `u64::MAX`.
+    fn ceil_ms_since(self, origin: Self) -> u64;
+    /// Whole milliseconds from `origin` to `self`, rounded down; 0 if `self` is before
+    /// `origin`; saturating at `u64::MAX`.
+    fn floor_ms_since(self, origin: Self) -> u64;
+    /// `origin` plus `ms` milliseconds, or `None` if that is not representable.
+    fn plus_ms(origin: Self, ms: u64) -> Option<Self>;
+}
+
+impl WheelTime for Instant {
+    fn ceil_ms_since(self, origin: Instant) -> u64 {
+        let since = self.saturating_duration_since(origin);
+        let sub_ms = u64::from(since.subsec_nanos().div_ceil(1_000_000));
+        since.as_secs().saturating_mul(1000).saturating_add(sub_ms)
+    }
+
+    fn floor_ms_since(self, origin: Instant) -> u64 {
+        let since = self.saturating_duration_since(origin);
+        let sub_ms = u64::from(since.subsec_millis());
+        since.as_secs().saturating_mul(1000).saturating_add(sub_ms)
+    }
+
+    fn plus_ms(origin: Instant, ms: u64) -> Option<Instant> {
+        origin.checked_add(Duration::from_millis(ms))
+    }
+}
+
+/// Nanoseconds on the caller's clock.
+impl WheelTime for u64 {
+    fn ceil_ms_since(self, origin: u64) -> u64 {
+        self.saturating_sub(origin).div_ceil(1_000_000)
+    }
+
+    fn floor_ms_since(self, origin: u64) -> u64 {
+        self.saturating_sub(origin) / 1_000_000
+    }
+
+    fn plus_ms(origin: u64, ms: u64) -> Option<u64> {
+        origin.checked_add(ms.checked_mul(1_000_000)?)
+    }
+}
+
 /// One timer in the slab, linked into its slot's list.
-struct Entry<T> {
+struct Entry<T, I> {
     value: T,
     /// The deadline as given to `insert`, returned by `poll`.
-    deadline: Instant,
+    deadline: I,
     /// The tick at which the timer is due (rounded up, raised to the wheel's tick, clamped).
     tick: u64,
     generation: u64,
@@ -87,7 +134,8 @@ const EMPTY_LIST: List = List {
 
 /// A hierarchical hashed timer wheel holding values of type `T`, with 1 ms resolution.
 ///
-/// Time is always an argument: the wheel never reads the clock. Tick 0 is the `origin` given to
+/// Time is always an argument: the wheel never reads the clock. Times are `I`: [`Instant`]s
+/// by default, or `u64` nanoseconds (see [`WheelTime`]). Tick 0 is the `origin` given to
 /// [`new`](Self::new); instants before the origin count as the origin.
 ///
 /// # When a timer is due
@@ -125,11 +173,11 @@ const EMPTY_LIST: List = List {
 /// (a `poll` returning `None` caches the result). Nothing allocates once the
 /// slab has grown to the number of live timers (see [`with_capacity`](Self::with_capacity)).
 /// No input sequence makes the wheel panic.
-pub struct TimerWheel<T> {
-    origin: Instant,
+pub struct TimerWheel<T, I = Instant> {
+    origin: I,
     /// The current tick: every timer in the wheel has `tick >= elapsed`.
     elapsed: u64,
-    entries: Slab<Entry<T>>,
+    entries: Slab<Entry<T, I>>,
     /// `LEVELS * SLOTS` slot lists, level-major.
     lists: Box<[List]>,
     /// Bit `s` of `occupied[l]` is set iff slot `s` of level `l` is non-empty.
@@ -139,14 +187,14 @@ pub struct TimerWheel<T> {
     min_hint: Option<(u64, usize)>,
 }
 
-impl<T> TimerWheel<T> {
+impl<T, I: WheelTime> TimerWheel<T, I> {
     /// An empty wheel whose tick 0 is `origin`; 1 tick = 1 ms.
-    pub fn new(origin: Instant) -> Self {
+    pub fn new(origin: I) -> Self {
         Self::with_capacity(origin, 0)
     }
 
     /// An empty wheel with room for `capacity` timers before it allocates.
-    pub fn with_capacity(origin: Instant, capacity: usize) -> Self {
+    pub fn with_capacity(origin: I, capacity: usize) -> Self {
         TimerWheel {
             origin,
             elapsed: 0,
@@ -162,7 +210,7 @@ impl<T> TimerWheel<T> {
     ///
     /// A deadline in the past (or before the origin) is due at the next [`poll`](Self::poll);
     /// one beyond the wheel's range (`2^36` ms ahead) is clamped to the maximum.
-    pub fn insert(&mut self, deadline: Instant, value: T) -> TimerKey {
+    pub fn insert(&mut self, deadline: I, value: T) -> TimerKey {
         let tick = self
             .ceil_tick(deadline)
             .max(self.elapsed)
@@ -207,7 +255,7 @@ impl<T> TimerWheel<T> {
     /// The instant at which the earliest timer becomes due: `origin + ceil_ms(d - origin)` for
     /// the earliest deadline `d` (after the adjustments described on the type), or `None` if the
     /// wheel is empty. It may be before the last `now` given to `poll` (a timer already due).
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<I> {
         let (tick, index) = match self.min_hint {
             Some(hint) => hint,
             None => self.find_min()?,
@@ -220,7 +268,7 @@ impl<T> TimerWheel<T> {
     ///
     /// Timers come out in non-decreasing tick order, ties in insertion order. A `now` earlier
     /// than a previous one finds nothing due.
-    pub fn poll(&mut self, now: Instant) -> Option<(Instant, T)> {
+    pub fn poll(&mut self, now: I) -> Option<(I, T)> {
         let now_tick = self.floor_tick(now);
         // Each turn either returns or cascades one slot, moving its timers strictly down a
         // level; a timer is cascaded at most LEVELS - 1 times, so the loop is bounded.
@@ -254,33 +302,19 @@ impl<T> TimerWheel<T> {
     }
 
     /// `ceil_ms(deadline - origin)`, 0 before the origin, saturated at `MAX_TICK`.
-    fn ceil_tick(&self, deadline: Instant) -> u64 {
-        let since = deadline.saturating_duration_since(self.origin);
-        let sub_ms = u64::from(since.subsec_nanos().div_ceil(1_000_000));
-        since
-            .as_secs()
-            .saturating_mul(1000)
-            .saturating_add(sub_ms)
-            .min(MAX_TICK)
+    fn ceil_tick(&self, deadline: I) -> u64 {
+        deadline.ceil_ms_since(self.origin).min(MAX_TICK)
     }
 
     /// `floor_ms(now - origin)`, 0 before the origin, saturated at `MAX_TICK`.
-    fn floor_tick(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin);
-        let sub_ms = u64::from(since.subsec_millis());
-        since
-            .as_secs()
-            .saturating_mul(1000)
-            .saturating_add(sub_ms)
-            .min(MAX_TICK)
+    fn floor_tick(&self, now: I) -> u64 {
+        now.floor_ms_since(self.origin).min(MAX_TICK)
     }
 
-    /// `origin + tick` ms; if that overflows `Instant` (a deadline within 1 ms of the largest
-    /// representable instant), the entry's own deadline.
-    fn tick_instant(&self, tick: u64, index: usize) -> Instant {
-        self.origin
-            .checked_add(Duration::from_millis(tick))
-            .unwrap_or(self.entries[index].deadline)
+    /// `origin + tick` ms; if that overflows `I` (a deadline within 1 ms of the largest
+    /// representable time), the entry's own deadline.
+    fn tick_instant(&self, tick: u64, index: usize) -> I {
+        I::plus_ms(self.origin, tick).unwrap_or(self.entries[index].deadline)
     }
 
     /// Appends entry `index` to the tail of the slot its tick maps to, relative to `elapsed`.
@@ -324,7 +358,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// Removes and returns the first timer of level-0 slot `slot`.
-    fn pop_front(&mut self, slot: usize) -> (Instant, T) {
+    fn pop_front(&mut self, slot: usize) -> (I, T) {
         let index = self.lists[slot].head;
         self.unlink(index);
         let entry = self.entries.remove(index);
@@ -398,7 +432,7 @@ impl<T> TimerWheel<T> {
     }
 }
 
-impl<T> fmt::Debug for TimerWheel<T> {
+impl<T, I: fmt::Debug> fmt::Debug for TimerWheel<T, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TimerWheel")
             .field("origin", &self.origin)
@@ -717,6 +751,43 @@ mod tests {
         let fired = drain(&mut w, t0 + ms(1 << 36));
         assert_eq!(fired, (0..1000).collect::<Vec<_>>());
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn nanosecond_times_fire_like_instants() {
+        let t0 = Instant::now();
+        let mut by_instant = TimerWheel::new(t0);
+        let mut by_ns = TimerWheel::new(5_000u64);
+        let delays_ns = [
+            0u64,
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            64_500_000,
+            3_000_000_123,
+        ];
+        for (i, &d) in delays_ns.iter().enumerate() {
+            by_instant.insert(t0 + Duration::from_nanos(d), i);
+            by_ns.insert(5_000 + d, i);
+        }
+        for now_ns in (0..3_100_000_000u64).step_by(250_000) {
+            let at = by_ns
+                .next_deadline()
+                .map(|ns| t0 + Duration::from_nanos(ns - 5_000));
+            assert_eq!(by_instant.next_deadline(), at);
+            let fired = drain(&mut by_instant, t0 + Duration::from_nanos(now_ns));
+            let mut fired_ns = Vec::new();
+            while let Some((_, v)) = by_ns.poll(5_000 + now_ns) {
+                fired_ns.push(v);
+            }
+            assert_eq!(fired, fired_ns, "at {now_ns} ns");
+        }
+        assert!(by_instant.is_empty() && by_ns.is_empty());
+        // Before the origin counts as the origin; far deadlines saturate instead of wrapping.
+        assert_eq!(100u64.ceil_ms_since(5_000), 0);
+        assert_eq!(u64::MAX.floor_ms_since(0), u64::MAX / 1_000_000);
+        assert_eq!(u64::plus_ms(u64::MAX - 5, 1), None);
     }
 
     #[test]
