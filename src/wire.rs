@@ -299,7 +299,12 @@ impl<'a> RowChunk<'a> {
         if chunk.chunks == 0 || chunk.index >= chunk.chunks {
             return Err(DecodeError::BadField("row chunk index"));
         }
-        // Walk every entry once now, so iterating later cannot fail.
+        // Walk every entry once now, so iterating later cannot fail. The walk only checks
+        // (no entry is built); a chunk it refuses is walked again by the decoder, for the
+        // exact error.
+        if entries_are_valid(chunk.entries, chunk.count) {
+            return Ok(chunk);
+        }
         let mut at = 0;
         for _ in 0..chunk.count {
             RowEntry::parse(chunk.entries, &mut at)?;
@@ -337,11 +342,59 @@ impl Iterator for RowEntries<'_> {
             return None;
         }
         self.left -= 1;
-        let mut at = 0;
-        let entry = RowEntry::parse(self.bytes, &mut at).ok()?;
-        self.bytes = &self.bytes[at..];
+        let (entry, len) = RowEntry::decode(self.bytes)?;
+        self.bytes = self.bytes.get(len..)?;
         Some(entry)
     }
+}
+
+/// Whether `count` well-formed entries fill `bytes` exactly: what [`RowEntry::parse`]
+/// accepts, checked without building the entries.
+fn entries_are_valid(mut bytes: &[u8], count: u16) -> bool {
+    for _ in 0..count {
+        let Some((&[.., state, loss], rest)) = bytes.split_first_chunk::<10>() else {
+            return false;
+        };
+        if StateCode::from_byte(state).is_none() || !matches!(loss, 0..=200 | 255) {
+            return false;
+        }
+        let mut at = 0;
+        if read_varint(rest, &mut at).is_none() || read_varint(rest, &mut at).is_none() {
+            return false;
+        }
+        match rest.get(at..) {
+            Some(rest) => bytes = rest,
+            None => return false,
+        }
+    }
+    bytes.is_empty()
+}
+
+/// [`get_varint`] without the error detail, for the hot path: the same values accepted.
+#[inline]
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
+    // One and two bytes (values below 16,384: RTTs in µs on a LAN, ages in ms) first.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u32::from(first));
+    }
+    let second = *bytes.get(*at + 1)?;
+    if second < 0x80 {
+        *at += 2;
+        return Some(u32::from(first & 0x7f) | u32::from(second) << 7);
+    }
+    let mut value = 0u32;
+    for i in 0..5 {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            // The fifth byte holds the top 4 bits of a u32; more would overflow.
+            return (i < 4 || byte < 0x10).then_some(value);
+        }
+    }
+    None
 }
 
 /// Appends an unsigned LEB128 varint (at most 5 bytes for a u32).
@@ -389,6 +442,26 @@ impl RowEntry {
         out.push(self.loss_half_pct.map_or(255, |l| l.min(200)));
         put_optional(out, self.rtt_us);
         put_optional(out, self.heard_ago_ms);
+    }
+
+    /// The entry at the start of `bytes` and its encoded length, or `None` if it is not
+    /// well-formed: what [`RowEntry::parse`] returns, without the error detail.
+    #[inline]
+    fn decode(bytes: &[u8]) -> Option<(RowEntry, usize)> {
+        let &[t0, t1, t2, t3, t4, t5, t6, t7, state, loss] = bytes.first_chunk::<10>()?;
+        let mut at = 10;
+        let entry = RowEntry {
+            target: NodeId(u64::from_be_bytes([t0, t1, t2, t3, t4, t5, t6, t7])),
+            state: StateCode::from_byte(state)?,
+            loss_half_pct: match loss {
+                255 => None,
+                l @ 0..=200 => Some(l),
+                _ => return None,
+            },
+            rtt_us: read_varint(bytes, &mut at)?.checked_sub(1),
+            heard_ago_ms: read_varint(bytes, &mut at)?.checked_sub(1),
+        };
+        Some((entry, at))
     }
 
     fn parse(bytes: &[u8], at: &mut usize) -> Result<RowEntry, DecodeError> {
@@ -761,6 +834,58 @@ mod tests {
             Packet::parse(&buf[..n]),
             Err(DecodeError::BadField("row chunk index"))
         );
+    }
+
+    /// The walk of [`RowChunk::parse`] and the decoder of its iterator agree with
+    /// [`RowEntry::parse`] on every input, well-formed or not.
+    #[test]
+    fn fast_row_walk_and_decode_agree_with_parse() {
+        let mut rng = crate::rng::Rng::new(3);
+        let values = [0, 1, 126, 127, 128, 16_383, 16_384, u32::MAX - 1, u32::MAX];
+        for _ in 0..20_000 {
+            let mut bytes = Vec::new();
+            let count = rng.below(4) as u16;
+            for _ in 0..count {
+                let pick = |rng: &mut crate::rng::Rng| {
+                    (rng.below(4) > 0).then(|| values[rng.below(values.len() as u64) as usize])
+                };
+                RowEntry {
+                    target: NodeId(rng.next_u64()),
+                    state: StateCode::from_byte(rng.below(6) as u8).unwrap(),
+                    loss_half_pct: (rng.below(4) > 0).then(|| rng.below(201) as u8),
+                    rtt_us: pick(&mut rng),
+                    heard_ago_ms: pick(&mut rng),
+                }
+                .emit(&mut bytes);
+            }
+            // Corrupt some: flip bytes, cut, or append.
+            match rng.below(4) {
+                0 if !bytes.is_empty() => {
+                    let i = rng.below(bytes.len() as u64) as usize;
+                    bytes[i] = rng.next_u64() as u8;
+                }
+                1 if !bytes.is_empty() => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                2 => bytes.push(rng.next_u64() as u8),
+                _ => {}
+            }
+            let mut at = 0;
+            let slow: Result<Vec<RowEntry>, DecodeError> = (0..count)
+                .map(|_| RowEntry::parse(&bytes, &mut at))
+                .collect();
+            let slow_ok = slow.is_ok() && at == bytes.len();
+            assert_eq!(entries_are_valid(&bytes, count), slow_ok, "{bytes:?}");
+            let mut rest = &bytes[..];
+            let mut at = 0;
+            for _ in 0..count {
+                let fast = RowEntry::decode(rest);
+                let before = at;
+                let slow = RowEntry::parse(&bytes, &mut at).ok();
+                assert_eq!(fast.map(|(e, _)| e), slow, "{bytes:?}");
+                let Some((_, len)) = fast else { break };
+                assert_eq!(len, at - before);
+                rest = &rest[len..];
+            }
+        }
     }
 
     #[test]
