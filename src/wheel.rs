@@ -275,10 +275,12 @@ impl<T, I: WheelTime> TimerWheel<T, I> {
         loop {
             let (level, slot, start) = match self.next_expiration() {
                 Some(expiration) if expiration.2 <= now_tick => expiration,
-                _ => {
+                later => {
+                    // No busy slot starts by `now_tick`, so moving there skips none: the
+                    // first busy slot stays the one just found.
                     self.elapsed = self.elapsed.max(now_tick);
                     if self.min_hint.is_none() {
-                        self.min_hint = self.find_min();
+                        self.min_hint = later.map(|(level, slot, _)| self.min_in(level, slot));
                     }
                     return None;
                 }
@@ -416,10 +418,15 @@ impl<T, I: WheelTime> TimerWheel<T, I> {
     /// the minimum over that one slot's list.
     fn find_min(&self) -> Option<(u64, usize)> {
         let (level, slot, _) = self.next_expiration()?;
+        Some(self.min_in(level, slot))
+    }
+
+    /// `(tick, index)` of an earliest timer of the (busy) slot `slot` of `level`.
+    fn min_in(&self, level: usize, slot: usize) -> (u64, usize) {
         let mut index = self.lists[level * SLOTS + slot].head;
         let mut best = (self.entries[index].tick, index);
         if level == 0 {
-            return Some(best);
+            return best;
         }
         while index != NIL {
             let entry = &self.entries[index];
@@ -428,7 +435,7 @@ impl<T, I: WheelTime> TimerWheel<T, I> {
             }
             index = entry.next;
         }
-        Some(best)
+        best
     }
 }
 
