@@ -1429,7 +1429,10 @@ impl Mesh {
         }
         let mut used = 0usize;
         for (_, peer) in self.peers.iter_mut() {
-            if used == 0 || self.row_chunks[used - 1].1.len() + ROW_ENTRY_MAX_LEN > budget {
+            // A fixed number of entries per chunk, sized for the largest entry: packing by
+            // bytes let an entry near a boundary move between chunks from one rebuild to the
+            // next (its varints change size), and a receiver could miss it again and again.
+            if used == 0 || usize::from(self.row_chunks[used - 1].0) >= budget / ROW_ENTRY_MAX_LEN {
                 if self.row_chunks.len() == used {
                     self.row_chunks.push((0, Vec::with_capacity(budget)));
                 }

@@ -144,6 +144,7 @@ pub struct Sim {
     buf: Vec<u8>,
     delivered: u64,
     lost: u64,
+    bytes_sent: u64,
 }
 
 impl fmt::Debug for Sim {
@@ -233,6 +234,7 @@ impl Sim {
             trace: Vec::new(),
             delivered: 0,
             lost: 0,
+            bytes_sent: 0,
         };
         for i in 0..sim.nodes.len() {
             sim.start(i);
@@ -482,6 +484,12 @@ impl Sim {
         out
     }
 
+    /// Bytes of every datagram the nodes emitted so far (UDP payloads), whether it was then
+    /// delivered, lost or is still in flight.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
+    }
+
     /// Datagrams delivered and lost so far.
     pub fn datagram_counts(&self) -> (u64, u64) {
         (self.delivered, self.lost)
@@ -578,6 +586,7 @@ impl Sim {
             let Some(transmit) = mesh.poll_transmit(now, &mut self.buf) else {
                 return;
             };
+            self.bytes_sent += transmit.len as u64;
             let Some(&to) = self.by_addr.get(&transmit.dst) else {
                 self.lost += 1;
                 continue;
