@@ -15,8 +15,9 @@ test:
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
+# Every benchmark, one at a time, and a summary table (root; QUICK=1 for a smoke run).
 bench:
-	$(CARGO) bench
+	./bench/all.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
