@@ -380,6 +380,9 @@ pub struct Mesh {
     scratch: Vec<u8>,
     /// The peers' configured IP addresses (the only sources accepted without a keyring).
     peer_ips: HashSet<IpAddr>,
+    /// How many of a peer's newest probes may still be answered: ⌈suspect_after /
+    /// interval⌉, at least 1 (fixed by the settings; used on every row refresh).
+    in_flight: u32,
 }
 
 impl fmt::Debug for Mesh {
@@ -404,6 +407,10 @@ impl Mesh {
             now + Duration::from_nanos(rng.below(interval)),
             Timer::RowRefresh,
         );
+        let in_flight = settings
+            .suspect_after
+            .as_nanos()
+            .div_ceil(settings.heartbeat_interval.as_nanos().max(1));
         Mesh {
             name: name.to_owned(),
             id: NodeId::from_name(name),
@@ -431,6 +438,7 @@ impl Mesh {
             seal_counter: 0,
             scratch: Vec::new(),
             peer_ips: HashSet::new(),
+            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
         }
     }
 
@@ -941,9 +949,7 @@ impl Mesh {
     }
 
     fn probes_in_flight(&self) -> u32 {
-        let interval = self.settings.heartbeat_interval.as_nanos().max(1);
-        let n = self.settings.suspect_after.as_nanos().div_ceil(interval);
-        u32::try_from(n).unwrap_or(u32::MAX).max(1)
+        self.in_flight
     }
 
     fn queue_limit(&self) -> usize {
@@ -1447,10 +1453,7 @@ impl Mesh {
             let entry = RowEntry {
                 target: peer.id,
                 state: state_code(peer.state),
-                loss_half_pct: peer
-                    .probes
-                    .loss_pct(in_flight)
-                    .map(|pct| (pct * 2.0).round() as u8),
+                loss_half_pct: peer.probes.loss_half_pct(in_flight),
                 rtt_us: p50,
                 heard_ago_ms: peer.last_heard.map(|t| {
                     u32::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u32::MAX)

@@ -169,6 +169,8 @@ pub(crate) struct ProbeWindow {
     recent: [(u32, u64); MATCHABLE],
     /// The next probe number to use.
     next: u32,
+    /// How many bits of `answered` are set.
+    answered_count: u32,
 }
 
 /// What matching a pong against the probe window found.
@@ -188,6 +190,7 @@ impl ProbeWindow {
             answered: [0; LOSS_WINDOW / 64],
             recent: [(u32::MAX, u64::MAX); MATCHABLE],
             next: 0,
+            answered_count: 0,
         }
     }
 
@@ -201,7 +204,10 @@ impl ProbeWindow {
         let probe = self.next;
         self.next = self.next.wrapping_add(1);
         let (word, mask) = Self::bit(probe);
-        self.answered[word] &= !mask;
+        if self.answered[word] & mask != 0 {
+            self.answered[word] &= !mask;
+            self.answered_count -= 1;
+        }
         self.recent[probe as usize % MATCHABLE] = (probe, sent_ns);
         probe
     }
@@ -220,21 +226,36 @@ impl ProbeWindow {
             return PongMatch::Duplicate;
         }
         self.answered[word] |= mask;
+        self.answered_count += 1;
         PongMatch::Fresh
     }
 
     /// Loss in percent over the settled probes of the window: all but the newest `in_flight`,
     /// which may still be answered (those count once they are). `None` until one settled.
     pub(crate) fn loss_pct(&self, in_flight: u32) -> Option<f64> {
-        // Counted a word at a time: every answered probe is settled, and so is every probe
-        // older than the newest `in_flight`, answered or not (those unanswered are lost).
+        let (lost, settled) = self.lost_and_settled(in_flight);
+        (settled > 0).then(|| f64::from(lost) * 100.0 / f64::from(settled))
+    }
+
+    /// [`loss_pct`](Self::loss_pct) in half-percent steps, rounded (as a row entry carries
+    /// it), in integers.
+    pub(crate) fn loss_half_pct(&self, in_flight: u32) -> Option<u8> {
+        let (lost, settled) = self.lost_and_settled(in_flight);
+        // round(200 * lost / settled), half away from zero; at most 200.
+        (settled > 0).then(|| ((400 * lost + settled) / (2 * settled)) as u8)
+    }
+
+    /// `(lost, settled)` among the probes of the window, `in_flight` newest still pending.
+    fn lost_and_settled(&self, in_flight: u32) -> (u32, u32) {
+        // Counted by words, not probe by probe: every answered probe is settled, and so is
+        // every probe older than the newest `in_flight`, answered or not (those unanswered
+        // are lost).
         let sent = self.next.min(LOSS_WINDOW as u32);
         let newest = in_flight.min(sent);
         let answered = self.answered_among_newest(sent);
         let answered_newest = self.answered_among_newest(newest);
         let lost = (sent - newest) - (answered - answered_newest);
-        let settled = answered + lost;
-        (settled > 0).then(|| f64::from(lost) * 100.0 / f64::from(settled))
+        (lost, answered + lost)
     }
 
     /// How many of the newest `count` probes (at most [`LOSS_WINDOW`]) were answered.
@@ -243,7 +264,8 @@ impl ProbeWindow {
         let end = self.next as usize % LOSS_WINDOW;
         let start = (end + LOSS_WINDOW - count) % LOSS_WINDOW;
         if count == LOSS_WINDOW {
-            self.answered.iter().map(|w| w.count_ones()).sum()
+            // The whole ring: every set bit is in the window.
+            self.answered_count
         } else if start <= end {
             self.answered_in(start, end)
         } else {
@@ -474,12 +496,17 @@ mod tests {
                 let target = probe.wrapping_sub(late);
                 let _ = p.answer(target, p.recent[target as usize % MATCHABLE].1);
             }
+            let bits: u32 = p.answered.iter().map(|w| w.count_ones()).sum();
+            assert_eq!(p.answered_count, bits);
             for in_flight in [0, 1, 3, 16, 511, 512, 600, u32::MAX] {
+                let pct = p.loss_pct(in_flight);
                 assert_eq!(
-                    p.loss_pct(in_flight),
+                    pct,
                     loss_by_definition(&p, in_flight),
                     "after {i} probes, {in_flight} in flight"
                 );
+                let half = pct.map(|pct| (pct * 2.0).round() as u8);
+                assert_eq!(p.loss_half_pct(in_flight), half);
             }
         }
         // Probe numbers wrapping around u32 keep the same count.

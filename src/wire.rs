@@ -397,13 +397,16 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
     None
 }
 
-/// Appends an unsigned LEB128 varint (at most 5 bytes for a u32).
-fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+/// Writes an unsigned LEB128 varint (at most 5 bytes for a u32) at `at` in an entry being
+/// assembled; returns where it ends.
+fn put_varint(out: &mut [u8; ROW_ENTRY_MAX_LEN], mut at: usize, mut v: u32) -> usize {
     while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
+        out[at] = (v as u8 & 0x7f) | 0x80;
         v >>= 7;
+        at += 1;
     }
-    out.push(v as u8);
+    out[at] = v as u8;
+    at + 1
 }
 
 /// Reads a LEB128 varint of at most 5 bytes that fits a u32.
@@ -426,8 +429,8 @@ fn get_varint(bytes: &[u8], at: &mut usize) -> Result<u32, DecodeError> {
 }
 
 /// `None` is 0 on the wire, `Some(v)` is `v + 1` (saturating).
-fn put_optional(out: &mut Vec<u8>, v: Option<u32>) {
-    put_varint(out, v.map_or(0, |v| v.saturating_add(1)));
+fn put_optional(out: &mut [u8; ROW_ENTRY_MAX_LEN], at: usize, v: Option<u32>) -> usize {
+    put_varint(out, at, v.map_or(0, |v| v.saturating_add(1)))
 }
 
 fn get_optional(bytes: &[u8], at: &mut usize) -> Result<Option<u32>, DecodeError> {
@@ -437,11 +440,14 @@ fn get_optional(bytes: &[u8], at: &mut usize) -> Result<Option<u32>, DecodeError
 impl RowEntry {
     /// Appends the encoding of this entry to `out` (at most [`ROW_ENTRY_MAX_LEN`] bytes).
     pub fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.target.0.to_be_bytes());
-        out.push(self.state as u8);
-        out.push(self.loss_half_pct.map_or(255, |l| l.min(200)));
-        put_optional(out, self.rtt_us);
-        put_optional(out, self.heard_ago_ms);
+        // Assembled on the stack and appended at once: one capacity check, not one a byte.
+        let mut entry = [0u8; ROW_ENTRY_MAX_LEN];
+        entry[..8].copy_from_slice(&self.target.0.to_be_bytes());
+        entry[8] = self.state as u8;
+        entry[9] = self.loss_half_pct.map_or(255, |l| l.min(200));
+        let len = put_optional(&mut entry, 10, self.rtt_us);
+        let len = put_optional(&mut entry, len, self.heard_ago_ms);
+        out.extend_from_slice(&entry[..len]);
     }
 
     /// The entry at the start of `bytes` and its encoded length, or `None` if it is not
