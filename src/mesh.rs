@@ -1248,7 +1248,11 @@ impl Mesh {
                 let peer = &mut self.peers[key];
                 let probe = peer.probes.send(sent_ns);
                 let row = (self.row_len > 0).then(|| {
-                    let index = usize::from(peer.row_cursor) % self.row_len;
+                    // A row of one chunk (up to about 60 peers) needs no division.
+                    let index = match self.row_len {
+                        1 => 0,
+                        len => usize::from(peer.row_cursor) % len,
+                    };
                     peer.row_cursor = peer.row_cursor.wrapping_add(1);
                     let (count, bytes) = &self.row_chunks[index];
                     RowChunk::new(

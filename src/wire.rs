@@ -318,12 +318,16 @@ impl<'a> RowChunk<'a> {
         Ok(chunk)
     }
 
+    /// Writes the chunk into `out`, which is exactly [`len`](Self::len) bytes long.
     fn emit(&self, out: &mut [u8]) {
-        out[0..4].copy_from_slice(&self.version.to_be_bytes());
-        out[4..6].copy_from_slice(&self.index.to_be_bytes());
-        out[6..8].copy_from_slice(&self.chunks.to_be_bytes());
-        out[8..10].copy_from_slice(&self.count.to_be_bytes());
-        out[ROW_HEADER_LEN..self.len()].copy_from_slice(self.entries);
+        let Some((head, entries)) = out.split_first_chunk_mut::<ROW_HEADER_LEN>() else {
+            return;
+        };
+        head[0..4].copy_from_slice(&self.version.to_be_bytes());
+        head[4..6].copy_from_slice(&self.index.to_be_bytes());
+        head[6..8].copy_from_slice(&self.chunks.to_be_bytes());
+        head[8..10].copy_from_slice(&self.count.to_be_bytes());
+        entries.copy_from_slice(self.entries);
     }
 }
 
@@ -447,7 +451,10 @@ impl RowEntry {
         entry[9] = self.loss_half_pct.map_or(255, |l| l.min(200));
         let len = put_optional(&mut entry, 10, self.rtt_us);
         let len = put_optional(&mut entry, len, self.heard_ago_ms);
-        out.extend_from_slice(&entry[..len]);
+        // A fixed-size copy and a cut are cheaper than a copy of variable length.
+        let start = out.len();
+        out.extend_from_slice(&entry);
+        out.truncate(start + len);
     }
 
     /// The entry at the start of `bytes` and its encoded length, or `None` if it is not
@@ -643,24 +650,34 @@ impl<'a> Packet<'a> {
                 got: buf.len(),
             });
         }
-        let out = &mut buf[..len];
-        out[0..2].copy_from_slice(&MAGIC.to_be_bytes());
-        out[2] = VERSION;
-        out[3] = self.kind() as u8;
-        out[4..12].copy_from_slice(&self.header.from.0.to_be_bytes());
-        out[12..20].copy_from_slice(&self.header.incarnation.to_be_bytes());
-        out[20..28].copy_from_slice(&self.header.to.0.to_be_bytes());
-        out[28..32].copy_from_slice(&self.header.seq.to_be_bytes());
+        // Fixed-size parts are written through arrays: no bounds check per field.
+        let too_small = EncodeError::BufferTooSmall {
+            needed: len,
+            got: buf.len(),
+        };
+        let Some((head, body)) = buf[..len].split_first_chunk_mut::<HEADER_LEN>() else {
+            return Err(too_small);
+        };
+        head[0..2].copy_from_slice(&MAGIC.to_be_bytes());
+        head[2] = VERSION;
+        head[3] = self.kind() as u8;
+        head[4..12].copy_from_slice(&self.header.from.0.to_be_bytes());
+        head[12..20].copy_from_slice(&self.header.incarnation.to_be_bytes());
+        head[20..28].copy_from_slice(&self.header.to.0.to_be_bytes());
+        head[28..32].copy_from_slice(&self.header.seq.to_be_bytes());
         match self.body {
             Body::Ping {
                 probe,
                 sent_ns,
                 row,
             } => {
-                out[32..36].copy_from_slice(&probe.to_be_bytes());
-                out[36..44].copy_from_slice(&sent_ns.to_be_bytes());
+                let Some((fields, rest)) = body.split_first_chunk_mut::<12>() else {
+                    return Err(too_small);
+                };
+                fields[0..4].copy_from_slice(&probe.to_be_bytes());
+                fields[4..12].copy_from_slice(&sent_ns.to_be_bytes());
                 if let Some(row) = row {
-                    row.emit(&mut out[PING_LEN..]);
+                    row.emit(rest);
                 }
             }
             Body::Pong {
@@ -668,16 +685,22 @@ impl<'a> Packet<'a> {
                 echo_ns,
                 hold_us,
             } => {
-                out[32..36].copy_from_slice(&probe.to_be_bytes());
-                out[36..44].copy_from_slice(&echo_ns.to_be_bytes());
-                out[44..48].copy_from_slice(&hold_us.to_be_bytes());
+                let Some(fields) = body.first_chunk_mut::<16>() else {
+                    return Err(too_small);
+                };
+                fields[0..4].copy_from_slice(&probe.to_be_bytes());
+                fields[4..12].copy_from_slice(&echo_ns.to_be_bytes());
+                fields[12..16].copy_from_slice(&hold_us.to_be_bytes());
             }
             Body::Leave => {}
             Body::Data { payload } => {
                 // Checked above: fits in u16.
                 let n = payload.len() as u16;
-                out[32..34].copy_from_slice(&n.to_be_bytes());
-                out[DATA_OVERHEAD..].copy_from_slice(payload);
+                let Some((size, rest)) = body.split_first_chunk_mut::<2>() else {
+                    return Err(too_small);
+                };
+                *size = n.to_be_bytes();
+                rest.copy_from_slice(payload);
             }
         }
         Ok(len)
