@@ -84,8 +84,9 @@ pub(crate) struct RttWindow {
     len: usize,
     next: usize,
     last: u64,
-    /// Jitter in nanoseconds, kept as f64 for the 1/16 gain.
-    jitter: f64,
+    /// Jitter in sixteenths of a nanosecond, so the 1/16 gain stays in integers (the
+    /// reference implementation of RFC 3550, appendix A.8, keeps it the same way).
+    jitter16: u64,
 }
 
 impl RttWindow {
@@ -97,14 +98,16 @@ impl RttWindow {
             len: 0,
             next: 0,
             last: 0,
-            jitter: 0.0,
+            jitter16: 0,
         }
     }
 
     pub(crate) fn record(&mut self, rtt_ns: u64) {
         if self.len > 0 {
-            let delta = rtt_ns.abs_diff(self.last) as f64;
-            self.jitter += (delta - self.jitter) / 16.0;
+            // J += (|D| - J) / 16, as 16J += |D| - round(16J / 16).
+            let delta = rtt_ns.abs_diff(self.last);
+            let decay = self.jitter16.saturating_add(8) >> 4;
+            self.jitter16 = self.jitter16.saturating_add(delta) - decay;
         }
         // Keep `sorted` sorted: the evicted sample (if the ring is full) makes room for the
         // new one, and only the samples between the two positions move.
@@ -113,11 +116,16 @@ impl RttWindow {
             let old = self.samples[self.next];
             self.sum -= u128::from(old);
             let gone = self.sorted.partition_point(|&s| s < old);
-            if gone < at {
+            if gone + 1 < at {
                 self.sorted.copy_within(gone + 1..at, gone);
                 self.sorted[at - 1] = rtt_ns;
+            } else if gone + 1 == at {
+                // The new sample takes the evicted one's place: nothing moves.
+                self.sorted[gone] = rtt_ns;
             } else {
-                self.sorted.copy_within(at..gone, at + 1);
+                if at < gone {
+                    self.sorted.copy_within(at..gone, at + 1);
+                }
                 self.sorted[at] = rtt_ns;
             }
         } else {
@@ -151,7 +159,7 @@ impl RttWindow {
             mean: Duration::from_nanos((self.sum / self.len as u128) as u64),
             p50: Duration::from_nanos(self.rank(50)),
             p99: Duration::from_nanos(self.rank(99)),
-            jitter: Duration::from_nanos(self.jitter.round() as u64),
+            jitter: Duration::from_nanos(self.jitter16.saturating_add(8) >> 4),
             samples: self.len,
         })
     }
@@ -241,8 +249,12 @@ impl ProbeWindow {
     /// it), in integers.
     pub(crate) fn loss_half_pct(&self, in_flight: u32) -> Option<u8> {
         let (lost, settled) = self.lost_and_settled(in_flight);
-        // round(200 * lost / settled), half away from zero; at most 200.
-        (settled > 0).then(|| ((400 * lost + settled) / (2 * settled)) as u8)
+        // round(200 * lost / settled), half away from zero; at most 200. No loss (the usual
+        // case) needs no division.
+        (settled > 0).then(|| match lost {
+            0 => 0,
+            _ => ((400 * lost + settled) / (2 * settled)) as u8,
+        })
     }
 
     /// `(lost, settled)` among the probes of the window, `in_flight` newest still pending.
@@ -266,6 +278,10 @@ impl ProbeWindow {
         if count == LOSS_WINDOW {
             // The whole ring: every set bit is in the window.
             self.answered_count
+        } else if count <= end % 64 {
+            // Within the word holding the newest (the in-flight few, usually).
+            let word = self.answered[end / 64] >> (end % 64 - count);
+            (word & ((1u64 << count) - 1)).count_ones()
         } else if start <= end {
             self.answered_in(start, end)
         } else {
@@ -515,6 +531,25 @@ mod tests {
             let probe = p.send(i);
             p.answer(probe, i);
             assert_eq!(p.loss_pct(3), loss_by_definition(&p, 3));
+        }
+    }
+
+    #[test]
+    fn integer_jitter_stays_within_a_nanosecond_of_the_real_valued_estimator() {
+        let mut rng = crate::rng::Rng::new(17);
+        let mut w = RttWindow::new();
+        let mut reference = 0.0f64;
+        let mut last = None;
+        for _ in 0..100_000 {
+            let rtt = 50_000 + rng.below(2_000_000);
+            if let Some(last) = last {
+                let delta = u64::abs_diff(rtt, last) as f64;
+                reference += (delta - reference) / 16.0;
+            }
+            last = Some(rtt);
+            w.record(rtt);
+            let jitter = w.summary().unwrap().jitter.as_nanos() as f64;
+            assert!((jitter - reference).abs() <= 1.0, "{jitter} vs {reference}");
         }
     }
 
