@@ -293,7 +293,8 @@ enum Outgoing {
         to: SocketAddr,
         probe: u32,
         echo_ns: u64,
-        received: Instant,
+        /// When the ping came in, in nanoseconds since the node started.
+        received_ns: u64,
     },
     Leave(usize),
     Data {
@@ -343,6 +344,9 @@ pub struct Mesh {
     settings: Settings,
     epoch: Instant,
     now: Instant,
+    /// `now` in nanoseconds since `epoch`: converted once per input, so the core does
+    /// plain integer arithmetic instead of `Instant` arithmetic.
+    now_ns: u64,
     peers: Slab<Peer>,
     by_id: IdMap<usize>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -417,6 +421,7 @@ impl Mesh {
             settings,
             epoch: now,
             now,
+            now_ns: 0,
             peers: Slab::new(),
             by_id: IdMap::default(),
             by_addr: HashMap::new(),
@@ -572,8 +577,10 @@ impl Mesh {
         }
         if let Body::Leave = packet.body {
             // A goodbye is not a sign of life: straight to `left`, with no `Up` first.
+            let now_ns = self.ns_of(now);
             let peer = &mut self.peers[key];
             peer.last_heard = Some(now);
+            peer.last_heard_ns = now_ns;
             peer.received += 1;
             return self.set_state(key, PeerState::Left);
         }
@@ -590,7 +597,7 @@ impl Mesh {
                     to: from,
                     probe,
                     echo_ns: sent_ns,
-                    received: now,
+                    received_ns: self.ns_of(now),
                 });
                 if let Some(row) = row {
                     self.ingest_row(key, header.incarnation, row);
@@ -937,6 +944,7 @@ impl Mesh {
         // Time never runs backwards inside the core, whatever the caller passes.
         if now > self.now {
             self.now = now;
+            self.now_ns = self.nanos_since_epoch(now);
         }
     }
 
@@ -945,7 +953,16 @@ impl Mesh {
     }
 
     fn nanos_since_epoch(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        saturating_ns(t.saturating_duration_since(self.epoch))
+    }
+
+    /// `t` in nanoseconds since `epoch`; free when `t` is the latest input's `now`.
+    fn ns_of(&self, t: Instant) -> u64 {
+        if t == self.now {
+            self.now_ns
+        } else {
+            self.nanos_since_epoch(t)
+        }
     }
 
     fn probes_in_flight(&self) -> u32 {
@@ -1024,6 +1041,7 @@ impl Mesh {
         let now = self.now;
         let peer = &mut self.peers[key];
         peer.last_heard = Some(now);
+        peer.last_heard_ns = self.now_ns;
         peer.received += 1;
         if peer.seen_addr != Some(from) {
             if peer.seen_addr.is_some() {
@@ -1048,7 +1066,7 @@ impl Mesh {
             return;
         }
         peer.state = state;
-        peer.alive_since = (state == PeerState::Alive).then_some(self.now);
+        peer.alive_since = (state == PeerState::Alive).then_some(self.now_ns);
         if state != PeerState::Alive && peer.asymmetric {
             peer.asymmetric = false;
         }
@@ -1079,7 +1097,7 @@ impl Mesh {
         from: SocketAddr,
         (probe, echo_ns, hold_us): (u32, u64, u32),
     ) {
-        let now_ns = self.nanos_since_epoch(now);
+        let now_ns = self.ns_of(now);
         let peer = &mut self.peers[key];
         match peer.probes.answer(probe, echo_ns) {
             PongMatch::Fresh => {
@@ -1188,12 +1206,11 @@ impl Mesh {
     }
 
     fn judge_silence(&mut self, key: usize) {
-        let now = self.now;
         let settings = &self.settings;
         let peer = &mut self.peers[key];
         peer.liveness_timer = false;
         let Some(last) = peer.last_heard else { return };
-        let silent = now.saturating_duration_since(last);
+        let silent = Duration::from_nanos(self.now_ns.saturating_sub(peer.last_heard_ns));
         let next = match peer.state {
             PeerState::Alive if silent >= settings.suspect_after => {
                 self.set_state(key, PeerState::Suspect);
@@ -1240,7 +1257,7 @@ impl Mesh {
     fn encode(&mut self, out: Outgoing, buf: &mut [u8]) -> Option<Transmit> {
         let (key, dst, body) = match out {
             Outgoing::Ping(key) => {
-                let sent_ns = self.nanos_since_epoch(self.now);
+                let sent_ns = self.now_ns;
                 if !self.peers.contains(key) {
                     return None;
                 }
@@ -1275,9 +1292,9 @@ impl Mesh {
                 to,
                 probe,
                 echo_ns,
-                received,
+                received_ns,
             } => {
-                let held = self.now.saturating_duration_since(received).as_micros();
+                let held = self.now_ns.saturating_sub(received_ns) / 1000;
                 let hold_us = u32::try_from(held).unwrap_or(u32::MAX);
                 let body = Body::Pong {
                     probe,
@@ -1304,14 +1321,10 @@ impl Mesh {
         emit(&self.name, Packet { header, body }, dst, buf)
     }
 
-    fn centis(&self, t: Instant) -> u64 {
-        self.nanos_since_epoch(t) / 10_000_000
-    }
-
     /// Stores a chunk of `origin`'s row, unless an equal or newer one is already stored.
     fn ingest_row(&mut self, origin: usize, incarnation: u64, row: RowChunk<'_>) {
         let now = self.now;
-        let now_cs = self.centis(now);
+        let now_cs = centis(self.now_ns);
         // The origin heard its peers a one-way trip before this node read the chunk.
         let transit_cs = self.peers[origin]
             .rtt_p50_us
@@ -1357,12 +1370,13 @@ impl Mesh {
     /// Whether another node heard `key` recently, and clearly later than this node did:
     /// the witness of a broken path rather than of a dead peer.
     fn heard_by_others(&self, key: usize) -> bool {
-        let now_cs = self.centis(self.now);
+        let now_cs = centis(self.now_ns);
         let window_cs = (self.settings.dead_after.as_millis() / 10) as u64;
         // A witness must have heard it at least two intervals after this node last did:
         // a crash is seen by everyone at about the same time, and is no such witness.
         let margin_cs = (self.settings.heartbeat_interval.as_millis() / 5) as u64;
-        let mine = self.peers[key].last_heard.map(|t| self.centis(t));
+        let peer = &self.peers[key];
+        let mine = peer.last_heard.map(|_| centis(peer.last_heard_ns));
         let column = key + 1;
         self.peers.iter().any(|(origin, _)| {
             if origin == key || !self.row_is_fresh(origin) {
@@ -1382,7 +1396,7 @@ impl Mesh {
     /// Every interval: dead and unreachable peers are re-judged as the other rows change,
     /// and alive peers checked for one-way paths.
     fn judge_by_witnesses(&mut self) {
-        let settle = self.settings.suspect_after * 2;
+        let settle = saturating_ns(self.settings.suspect_after * 2);
         for key in 0..self.peers.len() {
             if !self.peers.contains(key) {
                 continue;
@@ -1397,7 +1411,7 @@ impl Mesh {
                 PeerState::Alive => {
                     let settled = self.peers[key]
                         .alive_since
-                        .is_some_and(|t| self.now.saturating_duration_since(t) >= settle);
+                        .is_some_and(|t| self.now_ns.saturating_sub(t) >= settle);
                     let deaf = settled
                         && self.row_is_fresh(key)
                         && self
@@ -1433,7 +1447,7 @@ impl Mesh {
         }
         self.row_version = self.row_version.wrapping_add(1);
         let in_flight = self.probes_in_flight();
-        let now = self.now;
+        let now_ns = self.now_ns;
         for (_, bytes) in self.row_chunks.iter_mut() {
             bytes.clear();
         }
@@ -1459,8 +1473,9 @@ impl Mesh {
                 state: state_code(peer.state),
                 loss_half_pct: peer.probes.loss_half_pct(in_flight),
                 rtt_us: p50,
-                heard_ago_ms: peer.last_heard.map(|t| {
-                    u32::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u32::MAX)
+                heard_ago_ms: peer.last_heard.map(|_| {
+                    let ago_ms = now_ns.saturating_sub(peer.last_heard_ns) / 1_000_000;
+                    u32::try_from(ago_ms).unwrap_or(u32::MAX)
                 }),
             };
             let chunk = &mut self.row_chunks[used - 1];
@@ -1469,6 +1484,18 @@ impl Mesh {
         }
         self.row_len = used.min(usize::from(u16::MAX));
     }
+}
+
+/// Centiseconds in `ns` nanoseconds.
+fn centis(ns: u64) -> u64 {
+    ns / 10_000_000
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (584 years).
+fn saturating_ns(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 fn state_code(state: PeerState) -> StateCode {

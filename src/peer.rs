@@ -326,14 +326,16 @@ pub struct Peer {
     /// restart is reported once, not flip-flopped.
     pub(crate) previous_incarnation: Option<u64>,
     pub(crate) last_heard: Option<Instant>,
+    /// `last_heard` in nanoseconds since the node started (meaningful once heard).
+    pub(crate) last_heard_ns: u64,
     pub(crate) sent: u64,
     pub(crate) received: u64,
     pub(crate) tx_seq: u32,
     pub(crate) rtt: RttWindow,
     pub(crate) probes: ProbeWindow,
     pub(crate) liveness_timer: bool,
-    /// Since when it has been alive without a break.
-    pub(crate) alive_since: Option<Instant>,
+    /// Since when it has been alive without a break, in nanoseconds since the node started.
+    pub(crate) alive_since: Option<u64>,
     /// Which chunk of this node's row the next ping to it carries.
     pub(crate) row_cursor: u16,
     /// Its RTT p50 in µs, refreshed with this node's row (cheap to read per datagram).
@@ -355,6 +357,7 @@ impl Peer {
             incarnation: None,
             previous_incarnation: None,
             last_heard: None,
+            last_heard_ns: 0,
             sent: 0,
             received: 0,
             tx_seq: 0,
