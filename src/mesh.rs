@@ -337,6 +337,46 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 
+/// A multiply-rotate hash (rustc's FxHash) for the set of peer IPs, looked up for every
+/// datagram without a keyring: SipHash cost more than the rest of the lookup. The set holds
+/// only configured addresses, so there are no chosen keys stored to make it degrade.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl AddrHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
 /// The peer-mesh state machine of one node. See the crate docs for how to drive it.
 pub struct Mesh {
     name: String,
@@ -383,7 +423,7 @@ pub struct Mesh {
     /// Where sealed datagrams are opened (no allocation per datagram).
     scratch: Vec<u8>,
     /// The peers' configured IP addresses (the only sources accepted without a keyring).
-    peer_ips: HashSet<IpAddr>,
+    peer_ips: HashSet<IpAddr, BuildHasherDefault<AddrHasher>>,
     /// How many of a peer's newest probes may still be answered: ⌈suspect_after /
     /// interval⌉, at least 1 (fixed by the settings; used on every row refresh).
     in_flight: u32,
@@ -442,7 +482,7 @@ impl Mesh {
             keyring: None,
             seal_counter: 0,
             scratch: Vec::new(),
-            peer_ips: HashSet::new(),
+            peer_ips: HashSet::default(),
             in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
         }
     }
