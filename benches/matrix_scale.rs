@@ -101,12 +101,10 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
         .map_err(|_| format!("{name}: not a number: {value:?}"))
 }
 
-/// SplitMix64: the per-pair latency hash and the sampling generator.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The per-pair latency hash and the sampling generator: the first SplitMix64 output
+/// seeded with `z`, from the crate's generator.
+fn mix(z: u64) -> u64 {
+    peermesh::rng::Rng::new(z).next_u64()
 }
 
 /// One-way latency between nodes `a` and `b` in µs, the same both ways.

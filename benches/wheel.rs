@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 
 use peermesh::wheel::TimerWheel;
 
-/// splitmix64, seeded: the same timers every run.
-struct Rng(u64);
+/// The crate's seeded generator: the same timers every run.
+struct Rng(peermesh::rng::Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(peermesh::rng::Rng::new(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A deadline between `lo_ms` and `hi_ms` after `origin`, with a sub-ms part.
@@ -56,7 +56,7 @@ fn filled(
 /// ns per insert: batches inserted on top of the live timers (timed), then cancelled (not).
 fn bench_insert(sizes: &Sizes, seed: u64) -> f64 {
     let origin = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut wheel = filled(origin, &mut rng, sizes, 1, 3_600_000);
     let mut keys = Vec::with_capacity(sizes.batch);
     let deadlines: Vec<Instant> = (0..sizes.batch)
@@ -80,7 +80,7 @@ fn bench_insert(sizes: &Sizes, seed: u64) -> f64 {
 /// shuffled order (timed).
 fn bench_cancel(sizes: &Sizes, seed: u64) -> f64 {
     let origin = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut wheel = filled(origin, &mut rng, sizes, 1, 3_600_000);
     let mut keys = Vec::with_capacity(sizes.batch);
     let mut total = Duration::ZERO;
@@ -106,7 +106,7 @@ fn bench_cancel(sizes: &Sizes, seed: u64) -> f64 {
 /// and cascades included.
 fn bench_expire(sizes: &Sizes, seed: u64) -> f64 {
     let origin = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut wheel = filled(origin, &mut rng, sizes, 3_600_000, 7_200_000);
     let span_ms = 10_000;
     for i in 0..sizes.live as u64 {

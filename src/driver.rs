@@ -131,8 +131,9 @@ impl From<StartError> for io::Error {
 /// A random 64-bit number from the standard library's per-process hash keys (no extra
 /// crate): incarnations must differ between process starts, nothing more.
 pub fn random_u64() -> u64 {
+    // Each RandomState has fresh keys (seeded per process, stepped per call); hashing the
+    // pid gives them something to mix.
     let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
