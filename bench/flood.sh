@@ -9,26 +9,10 @@ SECS=${SECS:-5}
 cargo build --release --bins >/dev/null 2>&1
 bin=target/release/peermesh
 flood=target/release/peermesh-flood
-ns=pmflood$$
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-umask 077
-"$bin" keygen > "$dir/keyring"
+. bench/lib.sh
+bench_lab pmflood
 names=(alpha beta gamma delta epsilon)
-{
-    echo "(heartbeat_interval_ms: 100, suspect_after_ms: 300, dead_after_ms: 800, keyring: \"keyring\", nodes: ["
-    for i in "${!names[@]}"; do echo "  (name: \"${names[$i]}\", host: \"127.0.0.$((i + 2))\"),"; done
-    echo "])"
-} > "$dir/peers.ron"
+keyed_config "$dir/peers.ron" 100 300 800 "${names[@]}"
 for n in "${names[@]}"; do
     ip netns exec "$ns" "$bin" run --config "$dir/peers.ron" --name "$n" --control "$dir/$n.sock" 2>"$dir/$n.log" &
     pids+=($!)

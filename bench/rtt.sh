@@ -49,21 +49,8 @@ command -v ping >/dev/null || { apt-get install -y -qq iputils-ping >/dev/null |
 bin=target/release/peermesh
 relay=target/release/peermesh-relay
 out=bench/results-rtt.txt
-ns=pmrtt$$
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-umask 077
-"$bin" keygen > "$dir/keyring"
+. bench/lib.sh
+bench_lab pmrtt
 
 # start NAME CONFIG [--bind ADDR]: a node in the namespace, its stderr in NAME.log.
 start() {
@@ -108,11 +95,7 @@ print(f"{statistics.median(t):.1f} {len(t)}" if t else "nan 0")'
 
 # ---- (a) loopback -------------------------------------------------------------------------
 names=(alpha beta gamma delta epsilon)
-{
-    echo "(heartbeat_interval_ms: 100, keyring: \"keyring\", nodes: ["
-    for i in "${!names[@]}"; do echo "  (name: \"${names[$i]}\", host: \"127.0.0.$((i + 2))\"),"; done
-    echo "])"
-} > "$dir/a.ron"
+keyed_config "$dir/a.ron" 100 300 500 "${names[@]}" # the default 3 and 5 intervals
 for n in "${names[@]}"; do start "$n" "$dir/a.ron"; done
 wait_alive "${names[@]}"
 sleep "$SECS"

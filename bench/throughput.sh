@@ -31,27 +31,10 @@ bin=target/release/peermesh
 flood=target/release/peermesh-flood
 out=bench/results-throughput.txt
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (node on CPU 1, the rest on CPU 0)"; exit 1; }
-ns=pmtput$$
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-umask 077
-"$bin" keygen > "$dir/keyring"
+. bench/lib.sh
+bench_lab pmtput
 names=(alpha beta gamma delta epsilon)
-{
-    echo "(heartbeat_interval_ms: 100, suspect_after_ms: 300, dead_after_ms: 500, keyring: \"keyring\", nodes: ["
-    for i in "${!names[@]}"; do echo "  (name: \"${names[$i]}\", host: \"127.0.0.$((i + 2))\"),"; done
-    echo "])"
-} > "$dir/peers.ron"
+keyed_config "$dir/peers.ron" 100 300 500 "${names[@]}"
 for n in "${names[@]}"; do
     cpu=0; [ "$n" = alpha ] && cpu=1
     ip netns exec "$ns" taskset -c "$cpu" "$bin" run --config "$dir/peers.ron" --name "$n" \
