@@ -38,8 +38,9 @@ pub struct Settings {
     pub max_datagram: usize,
     /// This process's incarnation: random per start, so peers tell a restart apart.
     pub incarnation: u64,
-    /// Seed of this node's own random draws (the phase of its row rebuilds); heartbeat
-    /// jitter comes from the shared clock instead, so that nodes stay aligned.
+    /// Seed of this node's own random draws. The core makes none at present (heartbeat
+    /// jitter comes from the shared clock, so that nodes stay aligned); the field keeps the
+    /// simulator's runs reproducible should one be added.
     pub seed: u64,
 }
 
@@ -313,8 +314,6 @@ enum Timer {
         epoch: u32,
     },
     Liveness(usize),
-    /// Rebuild this node's row and re-judge peers against the others' rows.
-    RowRefresh,
 }
 
 /// Node identities are already well-mixed hashes: hashing them again is wasted work.
@@ -390,7 +389,8 @@ pub struct Mesh {
     peers: Slab<Peer>,
     by_id: IdMap<usize>,
     by_addr: HashMap<SocketAddr, usize>,
-    timers: TimerWheel<Timer>,
+    /// Timers in nanoseconds since `epoch` (integer arithmetic on every insert and poll).
+    timers: TimerWheel<Timer, u64>,
     outgoing: VecDeque<Outgoing>,
     events: VecDeque<Event>,
     dropped: DropCounters,
@@ -409,12 +409,17 @@ pub struct Mesh {
     /// widths after a boundary of a clock all nodes share, so a node's peers ping it in
     /// the same slot as it pings them: few wake-ups, and never more than a group at once.
     slots: Vec<Vec<usize>>,
-    /// When each slot is next due, before jitter.
-    slot_due: Vec<Instant>,
+    /// When each slot is next due, before jitter, in nanoseconds since `epoch`.
+    slot_due: Vec<u64>,
     /// Bumped when the slots are rebuilt: older slot timers are ignored when they fire.
     slot_epoch: u32,
-    /// An instant at an interval boundary of the shared clock.
-    phase_origin: Instant,
+    /// The slot whose wake-up also rebuilds this node's row and re-judges the peers against
+    /// the others' rows: the first slot with peers, so once an interval, on a wake-up the
+    /// node makes anyway, just before the pings that carry the row.
+    refresh_slot: usize,
+    /// How long before `epoch` an interval boundary of the shared clock was, in
+    /// nanoseconds: slot times are counted from that boundary.
+    phase_offset_ns: u64,
     row_version: u32,
     /// The mesh keys; `None`: unauthenticated mode.
     keyring: Option<Keyring>,
@@ -427,6 +432,10 @@ pub struct Mesh {
     /// How many of a peer's newest probes may still be answered: ⌈suspect_after /
     /// interval⌉, at least 1 (fixed by the settings; used on every row refresh).
     in_flight: u32,
+    /// Liveness deadlines are rounded up to a multiple of this many nanoseconds (an eighth
+    /// of the shorter of interval and `suspect_after`, at least 1 ms), so that the checks of
+    /// peers heard in the same burst share one wake-up instead of taking one each.
+    liveness_grain_ns: u64,
 }
 
 impl fmt::Debug for Mesh {
@@ -442,15 +451,8 @@ impl fmt::Debug for Mesh {
 impl Mesh {
     /// A node called `name` with no peers yet; `now` is its start time.
     pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
-        let mut timers = TimerWheel::new(now);
-        // Rows are rebuilt once an interval at a phase of this node's own, so the work is
-        // spread across nodes rather than done by all at once.
-        let mut rng = Rng::new(settings.seed ^ settings.incarnation);
-        let interval = u64::try_from(settings.heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);
-        timers.insert(
-            now + Duration::from_nanos(rng.below(interval)),
-            Timer::RowRefresh,
-        );
+        let timers = TimerWheel::new(0);
+        let liveness_grain_ns = liveness_grain(&settings);
         let in_flight = settings
             .suspect_after
             .as_nanos()
@@ -478,12 +480,14 @@ impl Mesh {
             slots: Vec::new(),
             slot_due: Vec::new(),
             slot_epoch: 0,
-            phase_origin: now,
+            refresh_slot: 0,
+            phase_offset_ns: 0,
             keyring: None,
             seal_counter: 0,
             scratch: Vec::new(),
             peer_ips: HashSet::default(),
             in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
+            liveness_grain_ns,
         }
     }
 
@@ -526,10 +530,11 @@ impl Mesh {
     pub fn set_phase(&mut self, since_boundary: Duration) {
         let interval = self.interval_ns().max(1);
         let into = u64::try_from(since_boundary.as_nanos() % u128::from(interval)).unwrap_or(0);
-        self.phase_origin = self
-            .epoch
-            .checked_sub(Duration::from_nanos(into))
-            .unwrap_or(self.epoch);
+        // A boundary before the clock's own origin cannot be represented: count from start.
+        self.phase_offset_ns = match self.epoch.checked_sub(Duration::from_nanos(into)) {
+            Some(_) => into,
+            None => 0,
+        };
         self.rebuild_slots();
     }
 
@@ -660,19 +665,13 @@ impl Mesh {
     /// calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        while let Some((due, timer)) = self.timers.poll(now) {
+        while let Some((_, timer)) = self.timers.poll(self.now_ns) {
             match timer {
                 Timer::Slot { slot, epoch } if epoch == self.slot_epoch => {
                     self.heartbeat_slot(slot as usize)
                 }
                 Timer::Slot { .. } => {}
                 Timer::Liveness(key) => self.judge_silence(key),
-                Timer::RowRefresh => {
-                    self.refresh_row();
-                    self.judge_by_witnesses();
-                    let next = due + self.settings.heartbeat_interval;
-                    self.timers.insert(next.max(self.now), Timer::RowRefresh);
-                }
             }
         }
     }
@@ -780,7 +779,8 @@ impl Mesh {
 
     /// When [`Mesh::handle_timeout`] should next be called (`None`: no timer pending).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        let ns = self.timers.next_deadline()?;
+        self.epoch.checked_add(Duration::from_nanos(ns))
     }
 
     /// The next thing that happened, oldest first.
@@ -1094,8 +1094,10 @@ impl Mesh {
         }
         if !self.peers[key].liveness_timer {
             self.peers[key].liveness_timer = true;
-            self.timers
-                .insert(now + self.settings.suspect_after, Timer::Liveness(key));
+            let at = self
+                .now_ns
+                .saturating_add(saturating_ns(self.settings.suspect_after));
+            self.set_liveness_timer(at, key);
         }
     }
 
@@ -1180,10 +1182,11 @@ impl Mesh {
             let group = self.position(key) / SLOT_PEERS;
             slots[(own_group + group) % count].push(key);
         }
+        self.refresh_slot = slots.iter().position(|s| !s.is_empty()).unwrap_or(0);
         self.slots = slots;
         self.slot_epoch = self.slot_epoch.wrapping_add(1);
         self.slot_due = (0..count)
-            .map(|s| self.next_slot_start(s, self.now))
+            .map(|s| self.next_slot_start(s, self.now_ns))
             .collect();
         for slot in 0..count {
             if !self.slots[slot].is_empty() {
@@ -1192,16 +1195,19 @@ impl Mesh {
         }
     }
 
-    /// The first start of slot `slot` at or after `after`.
-    fn next_slot_start(&self, slot: usize, after: Instant) -> Instant {
+    /// The first start of slot `slot` at or after `after` (nanoseconds since `epoch`).
+    fn next_slot_start(&self, slot: usize, after: u64) -> u64 {
         let interval = self.interval_ns().max(1);
         let width = interval / self.slots.len().max(1) as u64;
-        let start = self.phase_origin + Duration::from_nanos(width * slot as u64);
-        if start >= after {
-            return start;
-        }
-        let behind = u64::try_from((after - start).as_nanos()).unwrap_or(u64::MAX);
-        start + Duration::from_nanos(behind.div_ceil(interval).saturating_mul(interval))
+        // Counted from the shared clock's boundary, which may be before this node's start.
+        let start = width * slot as u64;
+        let after = after.saturating_add(self.phase_offset_ns);
+        let next = if start >= after {
+            start
+        } else {
+            start.saturating_add((after - start).div_ceil(interval).saturating_mul(interval))
+        };
+        next - self.phase_offset_ns
     }
 
     /// Schedules slot `slot` at its due time plus a little jitter: at most 2% of the
@@ -1211,11 +1217,10 @@ impl Mesh {
     fn schedule_slot(&mut self, slot: usize) {
         let interval = self.interval_ns().max(1);
         let width = interval / self.slots.len().max(1) as u64;
-        let since = self.slot_due[slot].saturating_duration_since(self.phase_origin);
-        let number = u64::try_from(since.as_nanos()).unwrap_or(0) / interval;
+        let number = self.slot_due[slot].saturating_add(self.phase_offset_ns) / interval;
         let mut shared = Rng::new(number ^ ((slot as u64) << 48));
-        let jitter = Duration::from_nanos(shared.below((interval / 50).min(width / 4) + 1));
-        let at = self.slot_due[slot] + jitter;
+        let jitter = shared.below((interval / 50).min(width / 4) + 1);
+        let at = self.slot_due[slot].saturating_add(jitter);
         self.timers.insert(
             at,
             Timer::Slot {
@@ -1229,6 +1234,10 @@ impl Mesh {
         if self.leaving {
             return;
         }
+        if slot == self.refresh_slot {
+            self.refresh_row();
+            self.judge_by_witnesses();
+        }
         for &key in &self.slots[slot] {
             if self.peers[key].state != PeerState::Left {
                 self.outgoing.push_back(Outgoing::Ping(key));
@@ -1236,28 +1245,35 @@ impl Mesh {
         }
         // Next beat one interval later on the shared grid; beats missed while the process
         // was frozen are skipped, not sent in a burst.
-        let next = self.slot_due[slot] + self.settings.heartbeat_interval;
-        self.slot_due[slot] = if next > self.now {
+        let next = self.slot_due[slot].saturating_add(self.interval_ns());
+        self.slot_due[slot] = if next > self.now_ns {
             next
         } else {
-            self.next_slot_start(slot, self.now)
+            self.next_slot_start(slot, self.now_ns)
         };
         self.schedule_slot(slot);
     }
 
     fn judge_silence(&mut self, key: usize) {
         let settings = &self.settings;
+        let (suspect_ns, dead_ns) = (
+            saturating_ns(settings.suspect_after),
+            saturating_ns(settings.dead_after),
+        );
         let peer = &mut self.peers[key];
         peer.liveness_timer = false;
-        let Some(last) = peer.last_heard else { return };
-        let silent = Duration::from_nanos(self.now_ns.saturating_sub(peer.last_heard_ns));
+        if peer.last_heard.is_none() {
+            return;
+        }
+        let last = peer.last_heard_ns;
+        let silent = self.now_ns.saturating_sub(last);
         let next = match peer.state {
-            PeerState::Alive if silent >= settings.suspect_after => {
+            PeerState::Alive if silent >= suspect_ns => {
                 self.set_state(key, PeerState::Suspect);
-                Some(last + self.settings.dead_after)
+                Some(last.saturating_add(dead_ns))
             }
-            PeerState::Alive => Some(last + settings.suspect_after),
-            PeerState::Suspect if silent >= settings.dead_after => {
+            PeerState::Alive => Some(last.saturating_add(suspect_ns)),
+            PeerState::Suspect if silent >= dead_ns => {
                 // Dead only if nobody else hears it either; else the path from here is
                 // broken. Re-judged every interval as the other rows come in.
                 let verdict = if self.heard_by_others(key) {
@@ -1268,13 +1284,21 @@ impl Mesh {
                 self.set_state(key, verdict);
                 None
             }
-            PeerState::Suspect => Some(last + settings.dead_after),
+            PeerState::Suspect => Some(last.saturating_add(dead_ns)),
             PeerState::Unknown | PeerState::Dead | PeerState::Left | PeerState::Unreachable => None,
         };
         if let Some(at) = next {
             self.peers[key].liveness_timer = true;
-            self.timers.insert(at, Timer::Liveness(key));
+            self.set_liveness_timer(at, key);
         }
+    }
+
+    /// Arms peer `key`'s liveness check at `at`, rounded up to the liveness grain: a check
+    /// is at most one grain late, never early.
+    fn set_liveness_timer(&mut self, at: u64, key: usize) {
+        let grain = self.liveness_grain_ns;
+        let at = at.div_ceil(grain).saturating_mul(grain);
+        self.timers.insert(at, Timer::Liveness(key));
     }
 
     fn next_seq(&mut self, key: usize) -> u32 {
@@ -1524,6 +1548,12 @@ impl Mesh {
         }
         self.row_len = used.min(usize::from(u16::MAX));
     }
+}
+
+/// The liveness grain of `settings`: see `Mesh::liveness_grain_ns`.
+fn liveness_grain(settings: &Settings) -> u64 {
+    let shorter = settings.heartbeat_interval.min(settings.suspect_after);
+    (saturating_ns(shorter) / 8).max(1_000_000)
 }
 
 /// Centiseconds in `ns` nanoseconds.

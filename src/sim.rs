@@ -110,6 +110,8 @@ struct SimNode {
     wake: Option<Instant>,
     restarts: u64,
     keyring: Option<crate::keyring::Keyring>,
+    /// Times the node was woken for its timers (`handle_timeout` calls).
+    timer_wakeups: u64,
 }
 
 /// A datagram in flight. Ordered by arrival time, then by send order (deterministic ties).
@@ -212,6 +214,7 @@ impl Sim {
                     inbox: Vec::new(),
                     wake: None,
                     restarts: 0,
+                    timer_wakeups: 0,
                     keyring: None,
                 }
             })
@@ -490,6 +493,12 @@ impl Sim {
         self.bytes_sent
     }
 
+    /// How many times node `i` has been woken for its timers so far (a real node's timer
+    /// wake-ups: each costs a `epoll_wait` return and a context switch).
+    pub fn timer_wakeups(&self, i: usize) -> u64 {
+        self.nodes.get(i).map_or(0, |n| n.timer_wakeups)
+    }
+
     /// Datagrams delivered and lost so far.
     pub fn datagram_counts(&self) -> (u64, u64) {
         (self.delivered, self.lost)
@@ -545,6 +554,7 @@ impl Sim {
         }
         if let Some(mesh) = self.nodes[i].mesh.as_mut() {
             mesh.handle_timeout(now);
+            self.nodes[i].timer_wakeups += 1;
         }
         self.after_input(i);
     }
