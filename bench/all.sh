@@ -181,6 +181,9 @@ else:
 m = re.search(rf"(?<!\d)2-node mesh[^:]*: ({NUM}) ns \(({NUM})\u2013({NUM})\), ({NUM}) allocations/exchange", t)
 row("core: exchange, 2-node mesh (1 peer)",
     f"{rng(tuple(float(m.group(i)) for i in (1, 2, 3)), 'ns')}, {m.group(4)} alloc" if m else None, "-", None, src)
+m = re.search(rf"59-node mesh[^:]*: ({NUM}) ns \(({NUM})\u2013({NUM})\), ({NUM}) allocations/exchange", t)
+row("core: exchange, 59-node mesh (full row chunk)",
+    f"{rng(tuple(float(m.group(i)) for i in (1, 2, 3)), 'ns')}, {m.group(4)} alloc" if m else None, "-", None, src)
 m = re.search(rf"encode ping ({NUM}) ns, decode ping ({NUM}) ns, encode pong ({NUM}) ns, decode pong ({NUM}) ns "
               rf"\((\d+) B ping, (\d+) B pong", t)
 mm = re.search(rf"encode ping ({NUM})\u2013({NUM}), decode ping ({NUM})\u2013({NUM}), encode pong ({NUM})\u2013({NUM}), "

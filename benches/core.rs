@@ -377,7 +377,7 @@ fn main() {
     }
 
     if !std::env::args().any(|arg| arg == "--bench") {
-        for nodes in [22, 2] {
+        for nodes in [22, 2, 59] {
             let mut ex = Exchange::new(nodes);
             ex.run(2_000);
             let dropped: u64 = std::iter::once(&ex.a)
@@ -400,6 +400,9 @@ fn main() {
 
     let mesh = bench_exchange(22, trace_allocs);
     let pair = bench_exchange(2, 0);
+    // 58 peers: the most one row chunk holds, so every ping carries a full chunk, as in a
+    // mesh of any larger size.
+    let full = bench_exchange(59, 0);
 
     let enc_ping = bench_emit(&mesh.ping);
     let dec_ping = bench_parse(&mesh.ping);
@@ -431,6 +434,12 @@ fn main() {
         allocs_text(&pair)
     );
     println!(
+        "ping→pong exchange, 59-node mesh, 58 peers per core (every ping carries a full \
+         58-entry row chunk, as in any larger mesh): {}, {}",
+        full.time,
+        allocs_text(&full)
+    );
+    println!(
         "wire: encode ping {:.1} ns, decode ping {:.1} ns, encode pong {:.1} ns, \
          decode pong {:.1} ns ({} B ping, {} B pong as the cores sent them; {} per run)",
         enc_ping.median,
@@ -457,11 +466,13 @@ fn main() {
     // nothing was dropped, so every timed exchange was a real one.
     let rtt = |r: Option<Duration>| r.map_or("none".to_owned(), |d| format!("{d:?}"));
     println!(
-        "check: A→B p50 rtt {} / {} (expected {:?}), dropped datagrams {} / {}",
+        "check: A→B p50 rtt {} / {} / {} (expected {:?}), dropped datagrams {} / {} / {}",
         rtt(mesh.rtt),
         rtt(pair.rtt),
+        rtt(full.rtt),
         ONE_WAY * 2,
         mesh.dropped,
-        pair.dropped
+        pair.dropped,
+        full.dropped
     );
 }
