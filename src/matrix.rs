@@ -6,7 +6,6 @@
 //! `docs/PROTOCOL.md`); each chunk index keeps the version it was last written with, so a
 //! late or reordered chunk never overwrites newer data.
 
-use crate::identity::NodeId;
 use crate::peer::PeerState;
 use crate::wire::{RowChunk, StateCode};
 use std::time::Instant;
@@ -86,45 +85,7 @@ pub(crate) struct Row {
     pub(crate) updated: Instant,
     chunk_versions: Vec<u32>,
     pub(crate) cells: Vec<Cell>,
-    /// Per chunk index, the column each entry position was last written to, with the
-    /// target it named. An origin lists its peers in the same order every time, so this
-    /// turns a hash lookup per entry into a compare.
-    columns: Vec<Vec<(NodeId, u32)>>,
 }
-
-/// The columns of one chunk's entries, as cached by the receiving row.
-pub(crate) struct ChunkColumns<'a>(&'a mut Vec<(NodeId, u32)>);
-
-impl ChunkColumns<'_> {
-    /// The column of the entry at `position` naming `target`, from the cache when it names
-    /// the same target there, else from `resolve` (which is remembered). `None`: the target
-    /// has no column here.
-    #[inline]
-    pub(crate) fn column(
-        &mut self,
-        position: usize,
-        target: NodeId,
-        resolve: impl FnOnce(NodeId) -> Option<u32>,
-    ) -> Option<u32> {
-        if let Some(&(id, column)) = self.0.get(position) {
-            if id == target {
-                return (column != NO_COLUMN).then_some(column);
-            }
-        }
-        let column = resolve(target);
-        let cached = (target, column.unwrap_or(NO_COLUMN));
-        let len = self.0.len();
-        match self.0.get_mut(position) {
-            Some(slot) => *slot = cached,
-            None if position == len => self.0.push(cached),
-            None => {}
-        }
-        column
-    }
-}
-
-/// A cached "this target has no column".
-const NO_COLUMN: u32 = u32::MAX;
 
 /// Every row received from other nodes, by origin (the peer's slab key).
 #[derive(Debug, Default)]
@@ -143,7 +104,7 @@ impl Matrix {
         chunk: &RowChunk<'_>,
         width: usize,
         now: Instant,
-    ) -> Option<(&mut [Cell], ChunkColumns<'_>)> {
+    ) -> Option<&mut [Cell]> {
         let (version, index, chunks) = (chunk.version, chunk.index, chunk.chunks);
         if self.rows.len() <= origin {
             self.rows.resize_with(origin + 1, || None);
@@ -158,14 +119,12 @@ impl Matrix {
                 updated: now,
                 chunk_versions: Vec::new(),
                 cells: vec![Cell::default(); width],
-                columns: Vec::new(),
             });
         }
         let row = slot.as_mut()?;
         let index = usize::from(index);
         if row.chunk_versions.len() != usize::from(chunks) {
             row.chunk_versions.resize(usize::from(chunks), 0);
-            row.columns.resize_with(usize::from(chunks), Vec::new);
         }
         let seen = row.chunk_versions.get_mut(index)?;
         if version < *seen {
@@ -176,15 +135,7 @@ impl Matrix {
         if row.cells.len() < width {
             row.cells.resize(width, Cell::default());
         }
-        let columns = row.columns.get_mut(index)?;
-        Some((&mut row.cells, ChunkColumns(columns)))
-    }
-
-    /// Forgets every cached column (the peer table changed).
-    pub(crate) fn forget_columns(&mut self) {
-        for row in self.rows.iter_mut().flatten() {
-            row.columns.iter_mut().for_each(Vec::clear);
-        }
+        Some(&mut row.cells)
     }
 
     /// The row `origin` shared, if any.
@@ -249,7 +200,7 @@ mod tests {
         let mut m = Matrix::default();
         let now = Instant::now();
         let chunk = |version, index| RowChunk::new(version, index, 2, 0, &[]);
-        m.accept_chunk(0, 7, &chunk(5, 0), 4, now).unwrap().0[1] =
+        m.accept_chunk(0, 7, &chunk(5, 0), 4, now).unwrap()[1] =
             Cell::new(Some(10), None, StateCode::Alive, None);
         let stale = m.accept_chunk(0, 7, &chunk(4, 0), 4, now);
         assert!(stale.is_none(), "stale chunk refused");
@@ -257,53 +208,9 @@ mod tests {
         assert!(other.is_some(), "other index is separate");
         assert!(m.accept_chunk(0, 7, &chunk(6, 0), 4, now).is_some());
         // A restarted origin starts over, even with a lower version.
-        let (cells, _) = m.accept_chunk(0, 8, &chunk(1, 0), 4, now).unwrap();
+        let cells = m.accept_chunk(0, 8, &chunk(1, 0), 4, now).unwrap();
         assert!(!cells[1].is_present());
         let out_of_range = m.accept_chunk(0, 8, &chunk(0, 5), 4, now);
         assert!(out_of_range.is_none(), "index out of range");
-    }
-
-    #[test]
-    fn cached_columns_follow_the_target_named_at_each_position() {
-        let mut m = Matrix::default();
-        let now = Instant::now();
-        let chunk = RowChunk::new(1, 0, 1, 0, &[]);
-        let (a, b) = (NodeId(0xa), NodeId(0xb));
-        let mut lookups = 0;
-        let mut resolve = |t: NodeId| {
-            lookups += 1;
-            (t == a).then_some(3)
-        };
-        let (_, mut columns) = m.accept_chunk(0, 7, &chunk, 4, now).unwrap();
-        assert_eq!(columns.column(0, a, &mut resolve), Some(3));
-        assert_eq!(columns.column(1, b, &mut resolve), None, "unknown target");
-        assert_eq!(columns.column(0, a, &mut resolve), Some(3), "cached");
-        assert_eq!(
-            columns.column(1, b, &mut resolve),
-            None,
-            "cached as unknown"
-        );
-        assert_eq!(
-            columns.column(5, a, &mut resolve),
-            Some(3),
-            "gap: not cached"
-        );
-        assert_eq!(
-            columns.column(0, b, &mut resolve),
-            None,
-            "another target: looked up"
-        );
-        assert_eq!(lookups, 4);
-        m.forget_columns();
-        let (_, mut columns) = m.accept_chunk(0, 7, &chunk, 4, now).unwrap();
-        let mut again = 0;
-        assert_eq!(
-            columns.column(1, b, |_| {
-                again += 1;
-                Some(2)
-            }),
-            Some(2)
-        );
-        assert_eq!(again, 1, "forgotten columns are looked up again");
     }
 }

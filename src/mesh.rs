@@ -548,7 +548,6 @@ impl Mesh {
         }
         let key = self.peers.insert(Peer::new(name.to_owned(), addr));
         self.by_id.insert(id, key);
-        self.matrix.forget_columns();
         self.by_addr.insert(addr, key);
         self.peer_ips.insert(addr.ip().to_canonical());
         Some(PeerId(key))
@@ -1395,23 +1394,22 @@ impl Mesh {
             .rtt_p50_us
             .map_or(0, |rtt| u64::from(rtt) / 20_000);
         let width = self.peers.len() + 1;
-        let Some((cells, mut columns)) =
-            self.matrix
-                .accept_chunk(origin, incarnation, &row, width, now)
+        let Some(cells) = self
+            .matrix
+            .accept_chunk(origin, incarnation, &row, width, now)
         else {
             trace!("{}: stale row chunk from peer {origin}", self.name);
             return;
         };
-        let (me, by_id) = (self.id, &self.by_id);
-        for (position, entry) in row.entries().enumerate() {
-            let resolve = |target| match target {
-                t if t == me => Some(0),
-                t => by_id.get(&t).and_then(|&key| u32::try_from(key + 1).ok()),
+        for entry in row.entries() {
+            let column = if entry.target == self.id {
+                0
+            } else {
+                match self.by_id.get(&entry.target) {
+                    Some(&key) => key + 1,
+                    None => continue,
+                }
             };
-            let Some(column) = columns.column(position, entry.target, resolve) else {
-                continue;
-            };
-            let column = column as usize;
             let heard_cs = entry
                 .heard_ago_ms
                 .map(|ago| now_cs.saturating_sub(u64::from(ago) / 10 + transit_cs));
