@@ -38,7 +38,7 @@ use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};
 use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage,
 };
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -55,8 +55,12 @@ pub const SEND_QUEUE_LIMIT: usize = 1024;
 /// Datagrams read per readiness event before timers get their turn (a flood must not
 /// starve heartbeats); the rest are read on the next loop turn.
 pub const RECV_BATCH: usize = 256;
-/// The receive buffer: larger than any datagram, so an oversize one is seen whole and dropped.
+/// One receive slot: larger than any datagram, so an oversize one is seen whole and dropped.
+/// Only the pages a datagram touches become resident.
 const RECV_BUFFER: usize = 65_536;
+/// Datagrams read per system call (`recvmmsg`): under a flood, the per-call cost of the
+/// kernel crossing is shared by this many datagrams.
+const RECV_MANY: usize = 16;
 /// The socket receive buffer asked of the kernel (bytes).
 const RECV_SOCKET_BUFFER: usize = 4 << 20;
 
@@ -178,12 +182,24 @@ pub struct Node {
     want_writable: bool,
     send_queue: VecDeque<(SocketAddr, Vec<u8>)>,
     tx: Vec<u8>,
+    /// [`RECV_MANY`] receive slots of [`RECV_BUFFER`] bytes, back to back.
     rx: Vec<u8>,
     io: IoCounters,
     /// The last read stopped at the batch limit, not at `WouldBlock`: more may be waiting.
     unread: bool,
-    /// Room for the kernel's timestamp of a received datagram.
-    cmsg: Vec<u8>,
+    /// `recvmmsg`'s message headers, with room for a source address and the kernel's
+    /// arrival timestamp per slot (allocated once).
+    headers: MultiHeaders<SockaddrStorage>,
+    /// What the last `recvmmsg` returned, slot by slot.
+    batch: [Datagram; RECV_MANY],
+}
+
+/// One datagram of a `recvmmsg` batch: its length, source and arrival time.
+#[derive(Clone, Copy)]
+struct Datagram {
+    len: usize,
+    from: Option<SocketAddr>,
+    arrived: Instant,
 }
 
 impl fmt::Debug for Node {
@@ -230,10 +246,15 @@ impl Node {
             want_writable: false,
             send_queue: VecDeque::with_capacity(64),
             tx: vec![0; max],
-            rx: vec![0; RECV_BUFFER],
+            rx: vec![0; RECV_BUFFER * RECV_MANY],
             io: IoCounters::default(),
             unread: false,
-            cmsg: nix::cmsg_space!(nix::sys::time::TimeSpec),
+            headers: receive_headers(),
+            batch: [Datagram {
+                len: 0,
+                from: None,
+                arrived: Instant::now(),
+            }; RECV_MANY],
         }
     }
 
@@ -340,16 +361,16 @@ impl Node {
 
     fn receive(&mut self) {
         self.unread = true;
-        for _ in 0..RECV_BATCH {
-            match recv_stamped(&self.socket, &mut self.rx, &mut self.cmsg) {
-                Ok((n, from, arrived)) => {
-                    self.io.received += 1;
-                    // The kernel's arrival time, not ours: the time the datagram waited in
-                    // the socket while this process slept or was busy is not part of the RTT.
-                    self.mesh.handle_datagram(arrived, from, &self.rx[..n]);
-                    // Answer at once: the pong's hold time stays small and exact.
-                    self.transmit_from_core();
-                }
+        let mut budget = RECV_BATCH;
+        while budget > 0 {
+            let read = recv_many(
+                &self.socket,
+                &mut self.rx,
+                &mut self.headers,
+                &mut self.batch,
+            );
+            let count = match read {
+                Ok(count) => count,
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {
                     self.unread = false;
                     return;
@@ -359,7 +380,32 @@ impl Node {
                     // E.g. ECONNREFUSED from an earlier send to a closed port: not fatal.
                     self.io.recv_errors += 1;
                     debug!("udp receive error: {err}");
+                    budget -= 1;
+                    continue;
                 }
+            };
+            budget = budget.saturating_sub(count.max(1));
+            let mut headers_spoilt = false;
+            for i in 0..count.min(RECV_MANY) {
+                let datagram = self.batch[i];
+                let Some(from) = datagram.from else {
+                    self.io.recv_errors += 1;
+                    debug!("udp receive error: a datagram without a source address");
+                    headers_spoilt = true;
+                    continue;
+                };
+                self.io.received += 1;
+                let bytes = &self.rx[i * RECV_BUFFER..][..datagram.len.min(RECV_BUFFER)];
+                // The kernel's arrival time, not ours: the time the datagram waited in
+                // the socket while this process slept or was busy is not part of the RTT.
+                self.mesh.handle_datagram(datagram.arrived, from, bytes);
+                // Answer at once: the pong's hold time stays small and exact.
+                self.transmit_from_core();
+            }
+            if headers_spoilt {
+                // The kernel shortened a slot's address length: start again from fresh
+                // headers rather than read later addresses through it.
+                self.headers = receive_headers();
             }
         }
     }
@@ -383,7 +429,7 @@ impl Node {
 
     /// Sends everything the core has queued; what the kernel refuses waits in the queue.
     fn transmit_from_core(&mut self) {
-        loop {
+        while self.mesh.has_transmit() {
             let Some(t) = self.mesh.poll_transmit(Instant::now(), &mut self.tx) else {
                 return;
             };
@@ -427,49 +473,65 @@ impl Node {
     }
 }
 
-/// Receives one datagram with the kernel's arrival timestamp (`SO_TIMESTAMPNS`), turned
-/// into an `Instant`. Falls back to the time of reading when there is no timestamp.
-fn recv_stamped(
+/// Headers for [`RECV_MANY`] messages, each with room for an address and a timestamp.
+fn receive_headers() -> MultiHeaders<SockaddrStorage> {
+    MultiHeaders::preallocate(RECV_MANY, Some(nix::cmsg_space!(nix::sys::time::TimeSpec)))
+}
+
+/// Receives up to [`RECV_MANY`] datagrams in one `recvmmsg` call, slot `i` into
+/// `rx[i * RECV_BUFFER..]`, and describes them in `out`; returns how many. Each gets the
+/// kernel's arrival timestamp (`SO_TIMESTAMPNS`) turned into an `Instant`, or the time of
+/// reading when there is none. Allocates nothing.
+fn recv_many(
     socket: &UdpSocket,
-    buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
-) -> io::Result<(usize, SocketAddr, Instant)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<SockaddrStorage>(
+    rx: &mut [u8],
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    out: &mut [Datagram; RECV_MANY],
+) -> io::Result<usize> {
+    let mut slots = rx.chunks_mut(RECV_BUFFER);
+    let mut iovs: [[IoSliceMut<'_>; 1]; RECV_MANY] =
+        std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
+    let received = recvmmsg(
         socket.as_raw_fd(),
-        &mut iov,
-        Some(cmsg.as_mut_slice()),
+        headers,
+        iovs.iter_mut(),
         MsgFlags::empty(),
+        None,
     )
     .map_err(io::Error::from)?;
+    // One clock reading per batch: the stamps are wall-clock times, so measure how long
+    // ago each was on that clock and step back as much on the monotonic one (bounded:
+    // clocks can jump).
     let read_at = Instant::now();
-    let from = msg
-        .address
-        .as_ref()
-        .and_then(|a| {
+    let wall = SystemTime::now();
+    let mut count = 0;
+    for (msg, slot) in received.zip(out.iter_mut()) {
+        let from = msg.address.as_ref().and_then(|a| {
             a.as_sockaddr_in()
                 .map(|v4| SocketAddr::V4((*v4).into()))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
-        })
-        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
-    let mut arrived = read_at;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
+        });
+        let mut arrived = read_at;
+        for c in msg.cmsgs().into_iter().flatten() {
             if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                // The stamp is wall-clock time: measure how long ago it was on that clock,
-                // and step back as much on the monotonic one (bounded: clocks can jump).
                 let stamp = u64::try_from(ts.tv_sec()).ok().map(|s| {
                     UNIX_EPOCH + Duration::new(s, ts.tv_nsec().clamp(0, 999_999_999) as u32)
                 });
                 let waited = stamp
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .and_then(|t| wall.duration_since(t).ok())
                     .unwrap_or_default()
                     .min(Duration::from_secs(1));
                 arrived = read_at.checked_sub(waited).unwrap_or(read_at);
             }
         }
+        *slot = Datagram {
+            len: msg.bytes,
+            from,
+            arrived,
+        };
+        count += 1;
     }
-    Ok((msg.bytes, from, arrived))
+    Ok(count)
 }
 
 /// Asks the kernel for arrival timestamps and a receive buffer large enough to ride out a

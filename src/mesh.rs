@@ -777,6 +777,12 @@ impl Mesh {
         None
     }
 
+    /// Whether [`Mesh::poll_transmit`] has anything to send: a driver can skip reading the
+    /// clock for it after a datagram that asked for no answer.
+    pub fn has_transmit(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
     /// When [`Mesh::handle_timeout`] should next be called (`None`: no timer pending).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ns = self.timers.next_deadline()?;
