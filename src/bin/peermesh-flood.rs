@@ -92,6 +92,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Connected: the kernel resolves the route once, not on every send.
+    if let Err(e) = socket.connect(args.target) {
+        eprintln!("error: connect {}: {e}", args.target);
+        return ExitCode::from(1);
+    }
     let mut rng = Rng::new(u64::from(std::process::id()));
     let mut packet = [0u8; 1232];
     let start = Instant::now();
@@ -108,8 +113,9 @@ fn main() -> ExitCode {
         }
         for _ in 0..64 {
             let len = 8 + rng.below(120) as usize;
-            for b in packet[..len].iter_mut() {
-                *b = rng.next_u64() as u8;
+            for chunk in packet[..len].chunks_mut(8) {
+                let random = rng.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&random[..chunk.len()]);
             }
             match (sent % 3, args.key_id) {
                 (1, _) => packet[..4].copy_from_slice(&[b'P', b'M', 1, 1 + (sent % 4) as u8]),
@@ -119,7 +125,7 @@ fn main() -> ExitCode {
                 }
                 _ => {}
             }
-            match socket.send_to(&packet[..len], args.target) {
+            match socket.send(&packet[..len]) {
                 Ok(_) => sent += 1,
                 Err(_) => failed += 1,
             }
