@@ -227,7 +227,7 @@ else:
     why = "not measured (FULL=1 and benches/matrix_scale.rs needed)" if "matrix_scale" not in steps \
         else "not measured (matrix_scale failed)"
     row("simulator: node-s per wall s, 1,000 nodes", why, "-", None, "")
-row("simulator: node-s per wall s, 10,000 nodes", "not measured (no benchmark)", "-", None, "")
+row("simulator: node-s per wall s, 10,000 nodes", "not measurable here: dense rows need ~8 TB (8 B x N^3)", "-", None, "")
 
 # ---- bench/node.sh -------------------------------------------------------------------------
 src = "bench/node.sh"
