@@ -190,6 +190,8 @@ pub struct Node {
     /// `recvmmsg`'s message headers, with room for a source address and the kernel's
     /// arrival timestamp per slot (allocated once).
     headers: MultiHeaders<SockaddrStorage>,
+    /// Whether the socket delivers arrival timestamps (`SO_TIMESTAMPNS` was accepted).
+    stamped: bool,
     /// What the last `recvmmsg` returned, slot by slot.
     batch: [Datagram; RECV_MANY],
 }
@@ -200,6 +202,8 @@ struct Datagram {
     len: usize,
     from: Option<SocketAddr>,
     arrived: Instant,
+    /// `arrived` is the kernel's timestamp, not the time of reading.
+    stamped: bool,
 }
 
 impl fmt::Debug for Node {
@@ -237,7 +241,7 @@ impl Node {
 
     /// A node over an existing core and a bound socket.
     pub fn new(mesh: Mesh, socket: UdpSocket) -> Node {
-        tune_socket(&socket);
+        let stamped = tune_socket(&socket);
         let max = mesh.settings().max_datagram.max(crate::wire::HEADER_LEN);
         Node {
             mesh,
@@ -250,10 +254,12 @@ impl Node {
             io: IoCounters::default(),
             unread: false,
             headers: receive_headers(),
+            stamped,
             batch: [Datagram {
                 len: 0,
                 from: None,
                 arrived: Instant::now(),
+                stamped: false,
             }; RECV_MANY],
         }
     }
@@ -388,6 +394,7 @@ impl Node {
             let mut headers_spoilt = false;
             for i in 0..count.min(RECV_MANY) {
                 let datagram = self.batch[i];
+                headers_spoilt |= self.stamped && !datagram.stamped;
                 let Some(from) = datagram.from else {
                     self.io.recv_errors += 1;
                     debug!("udp receive error: a datagram without a source address");
@@ -403,8 +410,10 @@ impl Node {
                 self.transmit_from_core();
             }
             if headers_spoilt {
-                // The kernel shortened a slot's address length: start again from fresh
-                // headers rather than read later addresses through it.
+                // The kernel writes each slot's address and control lengths back into the
+                // headers, and nix does not reset them between calls: a slot that came back
+                // without an address or a timestamp would lose them for good. Start again
+                // from fresh headers (a rare path: it allocates).
                 self.headers = receive_headers();
             }
         }
@@ -511,7 +520,7 @@ fn recv_many(
                 .map(|v4| SocketAddr::V4((*v4).into()))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
         });
-        let mut arrived = read_at;
+        let (mut arrived, mut stamped) = (read_at, false);
         for c in msg.cmsgs().into_iter().flatten() {
             if let ControlMessageOwned::ScmTimestampns(ts) = c {
                 let stamp = u64::try_from(ts.tv_sec()).ok().map(|s| {
@@ -522,12 +531,14 @@ fn recv_many(
                     .unwrap_or_default()
                     .min(Duration::from_secs(1));
                 arrived = read_at.checked_sub(waited).unwrap_or(read_at);
+                stamped = true;
             }
         }
         *slot = Datagram {
             len: msg.bytes,
             from,
             arrived,
+            stamped,
         };
         count += 1;
     }
@@ -536,12 +547,18 @@ fn recv_many(
 
 /// Asks the kernel for arrival timestamps and a receive buffer large enough to ride out a
 /// burst or a flood while the process is busy. Best effort: the node works without them.
-fn tune_socket(socket: &UdpSocket) {
-    if let Err(e) = setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
-        warn!("no kernel receive timestamps ({e}): RTTs include this process's wake-up");
-    }
+/// Returns whether datagrams will carry timestamps.
+fn tune_socket(socket: &UdpSocket) -> bool {
+    let stamped = match setsockopt(socket, sockopt::ReceiveTimestampns, &true) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("no kernel receive timestamps ({e}): RTTs include this process's wake-up");
+            false
+        }
+    };
     // The kernel caps this at net.core.rmem_max.
     let _ = setsockopt(socket, sockopt::RcvBuf, &RECV_SOCKET_BUFFER);
+    stamped
 }
 
 enum Sent {
