@@ -17,7 +17,7 @@ use crate::wire::{
     self, Body, Header, Packet, RowChunk, RowEntry, StateCode, PING_LEN, ROW_ENTRY_MAX_LEN,
     ROW_HEADER_LEN,
 };
-use log::{debug, info, trace, warn};
+use log::{debug, error, info, trace, warn};
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -132,7 +132,8 @@ pub enum DropReason {
     Misdirected,
     /// Claims to come from this node itself.
     FromSelf,
-    /// From a peer's previous incarnation, after it restarted.
+    /// From an incarnation of the peer older than the one this node holds: a past process
+    /// (incarnations never go backwards at a node), answered so a live one can refute.
     StaleIncarnation,
     /// From a peer's incarnation that already said `Leave`.
     AfterLeave,
@@ -145,11 +146,16 @@ pub enum DropReason {
     Replayed,
     /// Without a keyring: from an IP address that is no configured peer's.
     AddressNotAllowed,
+    /// Did not prove it was sent during this node's current life: it does not echo this
+    /// node's incarnation (and is no Pong to one of its recent Pings). A Ping is still
+    /// answered, so its sender learns this incarnation. Normal: one or two per peer after
+    /// this node or the peer starts. More: replays of traffic from before this node started.
+    NotFresh,
 }
 
 impl DropReason {
     /// Every reason, in the order counters are reported.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::WrongVersion,
         DropReason::UnknownSender,
@@ -161,6 +167,7 @@ impl DropReason {
         DropReason::AuthFailed,
         DropReason::Replayed,
         DropReason::AddressNotAllowed,
+        DropReason::NotFresh,
     ];
 
     /// The snake_case name used in logs, the CLI and JSON.
@@ -177,6 +184,7 @@ impl DropReason {
             DropReason::AuthFailed => "auth_failed",
             DropReason::Replayed => "replayed",
             DropReason::AddressNotAllowed => "address_not_allowed",
+            DropReason::NotFresh => "not_fresh",
         }
     }
 }
@@ -296,6 +304,10 @@ enum Outgoing {
         echo_ns: u64,
         /// When the ping came in, in nanoseconds since the node started.
         received_ns: u64,
+        /// The incarnation the pong names as the receiver's: the ping's own, or, when the
+        /// ping came from an incarnation older than the one held, the one held (so that a
+        /// live older process learns it must refute).
+        to_incarnation: u64,
     },
     Leave(usize),
     Data {
@@ -617,7 +629,32 @@ impl Mesh {
         let Some(&key) = self.by_id.get(&header.from) else {
             return self.drop_datagram(DropReason::UnknownSender, from, &header.from);
         };
-        if let Err(reason) = self.admit(key, header.incarnation, header.seq) {
+        let answers_probe = self.answers_probe(key, &packet);
+        let fresh = answers_probe || header.to_incarnation == self.settings.incarnation;
+        if header.to_incarnation > self.settings.incarnation
+            && self.vouches_for_claim(key, &packet, sealer.is_some(), answers_probe)
+        {
+            // The sender holds this node at a later incarnation than its own: another
+            // process of this name, or this node's clock went back. Refute it.
+            self.refute(header.to_incarnation, key);
+        }
+        if !fresh {
+            if let Body::Ping { probe, sent_ns, .. } = packet.body {
+                // Not believed, but answered: the Pong names the sender's incarnation, which
+                // proves this node fresh to it, so its next datagrams echo this incarnation.
+                self.answer_ping(now, key, from, probe, sent_ns, header.incarnation);
+            }
+            return self.drop_datagram(DropReason::NotFresh, from, &header.to_incarnation);
+        }
+        if let Err(reason) = self.admit(key, &header, answers_probe) {
+            if let (DropReason::StaleIncarnation, Body::Ping { probe, sent_ns, .. }) =
+                (reason, packet.body)
+            {
+                // A live process older than the one held: tell it which one is held, so it
+                // takes a later incarnation (refutation) if it is not a ghost.
+                let held = self.peers[key].incarnation.unwrap_or(0);
+                self.answer_ping(now, key, from, probe, sent_ns, held);
+            }
             return self.drop_datagram(reason, from, &(header.incarnation, header.seq));
         }
         if let Body::Leave = packet.body {
@@ -637,13 +674,7 @@ impl Mesh {
                 row,
             } => {
                 trace!("{} ping #{probe} from {from}", self.name);
-                self.outgoing.push_back(Outgoing::Pong {
-                    peer: key,
-                    to: from,
-                    probe,
-                    echo_ns: sent_ns,
-                    received_ns: self.ns_of(now),
-                });
+                self.answer_ping(now, key, from, probe, sent_ns, header.incarnation);
                 if let Some(row) = row {
                     self.ingest_row(key, header.incarnation, row);
                 }
@@ -1029,10 +1060,52 @@ impl Mesh {
         );
     }
 
-    /// Decides whether a datagram of `incarnation` may speak for the peer.
-    /// Decides whether a datagram of `incarnation` numbered `seq` may speak for the peer:
-    /// not a replay, not from a process that has since restarted or left.
-    fn admit(&mut self, key: usize, incarnation: u64, seq: u32) -> Result<(), DropReason> {
+    /// Whether a datagram is the first Pong to one of this node's recent Pings to `key`: the
+    /// probe number and send time it echoes are a nonce this node chose, so it was made
+    /// after that Ping, by a process that received it. (The other proof of freshness is
+    /// naming this node's current incarnation.)
+    fn answers_probe(&self, key: usize, packet: &Packet<'_>) -> bool {
+        match packet.body {
+            Body::Pong { probe, echo_ns, .. } => self.peers[key].probes.awaits(probe, echo_ns),
+            _ => false,
+        }
+    }
+
+    /// Whether the incarnation a datagram says the peer holds for this node can be believed
+    /// enough to refute it. Sealed: yes (a key holder sent it; a replay can only name an
+    /// incarnation this node's name had before, which is smaller unless a clock went back).
+    /// Unkeyed, a Pong only when it answers this node's own Ping: any other Pong may answer
+    /// a forged Ping whose incarnation the forger chose (and the answer goes to the real
+    /// peer). Another kind, when it comes from the peer's current incarnation, which a blind
+    /// forger does not know.
+    fn vouches_for_claim(
+        &self,
+        key: usize,
+        packet: &Packet<'_>,
+        sealed: bool,
+        answers_probe: bool,
+    ) -> bool {
+        sealed
+            || match packet.body {
+                Body::Pong { .. } => answers_probe,
+                _ => self.peers[key].incarnation == Some(packet.header.incarnation),
+            }
+    }
+
+    /// Decides whether a fresh datagram may speak for the peer: not from an incarnation
+    /// older than the one held (incarnations never go backwards here), not after that
+    /// incarnation said Leave, not a replay. A later incarnation is a restart.
+    ///
+    /// A Pong that answers a recent probe but whose number lies below the replay window
+    /// resets the window: only the peer's live process can send it, so the window was pushed
+    /// ahead by a forged number (possible only without a keyring) and must not stay wedged.
+    fn admit(
+        &mut self,
+        key: usize,
+        header: &Header,
+        answers_probe: bool,
+    ) -> Result<(), DropReason> {
+        let (incarnation, seq) = (header.incarnation, header.seq);
         let peer = &mut self.peers[key];
         match peer.incarnation {
             Some(current) if current == incarnation => {
@@ -1044,26 +1117,25 @@ impl Mesh {
                         peer.replay.remember(seq);
                         Ok(())
                     }
+                    Verdict::TooOld if answers_probe => {
+                        warn!(
+                            "{}: peer {}'s sequence numbers fell behind its replay window \
+                             (a forged number pushed it ahead?): window reset",
+                            self.name, peer.name
+                        );
+                        peer.replay = crate::replay::ReplayWindow::new();
+                        peer.replay.remember(seq);
+                        Ok(())
+                    }
                     Verdict::Replayed | Verdict::TooOld => Err(DropReason::Replayed),
                 }
             }
-            _ if peer.previous_incarnation == Some(incarnation) => {
-                Err(DropReason::StaleIncarnation)
-            }
-            // Incarnations grow with each start (they begin with the start time): an older
-            // one while the current process is heard is a replay of a past life.
-            Some(current)
-                if incarnation < current
-                    && matches!(peer.state, PeerState::Alive | PeerState::Suspect) =>
-            {
-                Err(DropReason::StaleIncarnation)
-            }
+            Some(current) if incarnation < current => Err(DropReason::StaleIncarnation),
             Some(old) => {
                 info!(
                     "{}: peer {} restarted (incarnation {old:016x} -> {incarnation:016x})",
                     self.name, peer.name
                 );
-                peer.previous_incarnation = Some(old);
                 peer.incarnation = Some(incarnation);
                 peer.reset_stats();
                 peer.replay = crate::replay::ReplayWindow::new();
@@ -1079,6 +1151,56 @@ impl Mesh {
                 peer.replay.remember(seq);
                 Ok(())
             }
+        }
+    }
+
+    /// Queues the Pong to a Ping that arrived at `now`, naming `to_incarnation` as the
+    /// receiver's incarnation.
+    fn answer_ping(
+        &mut self,
+        now: Instant,
+        key: usize,
+        from: SocketAddr,
+        probe: u32,
+        sent_ns: u64,
+        to_incarnation: u64,
+    ) {
+        if self.outgoing.len() >= self.queue_limit() {
+            return;
+        }
+        self.outgoing.push_back(Outgoing::Pong {
+            peer: key,
+            to: from,
+            probe,
+            echo_ns: sent_ns,
+            received_ns: self.ns_of(now),
+            to_incarnation,
+        });
+    }
+
+    /// A peer (`key`) holds this node at incarnation `held`, later than this process's own:
+    /// another process with this node's name ran (or runs) with it, or the clock went back.
+    /// This process takes a later incarnation, so the peers believe it again (SWIM's
+    /// refutation). Sequence numbers start again, as for any new incarnation.
+    fn refute(&mut self, held: u64, key: usize) {
+        let own = self.settings.incarnation;
+        let Some(next) = held.checked_add(1) else {
+            error!(
+                "{}: peer {} holds this node at the largest incarnation there is; \
+                 it cannot be refuted (restart that peer)",
+                self.name, self.peers[key].name
+            );
+            return;
+        };
+        warn!(
+            "{}: peer {} holds this node at incarnation {held:016x}, later than its own \
+             {own:016x} (another process with this name, or the clock went back): \
+             refuting with incarnation {next:016x}",
+            self.name, self.peers[key].name
+        );
+        self.settings.incarnation = next;
+        for (_, peer) in self.peers.iter_mut() {
+            peer.tx_seq = 0;
         }
     }
 
@@ -1315,16 +1437,20 @@ impl Mesh {
         seq
     }
 
+    /// The header of the next datagram to peer `key`; it names the peer's incarnation as
+    /// this node last verified it (0 before that), the proof of freshness the peer checks.
     fn header(&mut self, key: usize) -> Header {
         Header {
             from: self.id,
             incarnation: self.settings.incarnation,
             to: self.peers[key].id,
+            to_incarnation: self.peers[key].incarnation.unwrap_or(0),
             seq: self.next_seq(key),
         }
     }
 
     fn encode(&mut self, out: Outgoing, buf: &mut [u8]) -> Option<Transmit> {
+        let mut to_incarnation = None;
         let (key, dst, body) = match out {
             Outgoing::Ping(key) => {
                 let sent_ns = self.now_ns;
@@ -1363,7 +1489,9 @@ impl Mesh {
                 probe,
                 echo_ns,
                 received_ns,
+                to_incarnation: named,
             } => {
+                to_incarnation = Some(named);
                 let held = self.now_ns.saturating_sub(received_ns) / 1000;
                 let hold_us = u32::try_from(held).unwrap_or(u32::MAX);
                 let body = Body::Pong {
@@ -1387,7 +1515,10 @@ impl Mesh {
         if !self.peers.contains(key) {
             return None;
         }
-        let header = self.header(key);
+        let mut header = self.header(key);
+        if let Some(named) = to_incarnation {
+            header.to_incarnation = named;
+        }
         emit(&self.name, Packet { header, body }, dst, buf)
     }
 

@@ -220,13 +220,25 @@ impl ProbeWindow {
         probe
     }
 
+    /// Whether `probe` is among the newest and `echo_ns` is its send time (answered or not).
+    fn matches(&self, probe: u32, echo_ns: u64) -> bool {
+        let age = self.next.wrapping_sub(probe);
+        age != 0
+            && age as usize <= MATCHABLE
+            && self.recent[probe as usize % MATCHABLE] == (probe, echo_ns)
+    }
+
+    /// Whether a Pong echoing `probe` and `echo_ns` would be the first answer to one of the
+    /// newest probes: proof that it was made by a process that received that Ping. A copy of
+    /// an answer already counted proves nothing. Changes nothing.
+    pub(crate) fn awaits(&self, probe: u32, echo_ns: u64) -> bool {
+        let (word, mask) = Self::bit(probe);
+        self.matches(probe, echo_ns) && self.answered[word] & mask == 0
+    }
+
     /// Marks `probe` answered if it is among the newest and `echo_ns` is its send time.
     pub(crate) fn answer(&mut self, probe: u32, echo_ns: u64) -> PongMatch {
-        let age = self.next.wrapping_sub(probe);
-        if age == 0
-            || age as usize > MATCHABLE
-            || self.recent[probe as usize % MATCHABLE] != (probe, echo_ns)
-        {
+        if !self.matches(probe, echo_ns) {
             return PongMatch::Unknown;
         }
         let (word, mask) = Self::bit(probe);
@@ -322,9 +334,6 @@ pub struct Peer {
     pub(crate) seen_addr: Option<SocketAddr>,
     pub(crate) state: PeerState,
     pub(crate) incarnation: Option<u64>,
-    /// The incarnation before the current one: late datagrams from it are dropped, so a
-    /// restart is reported once, not flip-flopped.
-    pub(crate) previous_incarnation: Option<u64>,
     pub(crate) last_heard: Option<Instant>,
     /// `last_heard` in nanoseconds since the node started (meaningful once heard).
     pub(crate) last_heard_ns: u64,
@@ -355,7 +364,6 @@ impl Peer {
             seen_addr: None,
             state: PeerState::Unknown,
             incarnation: None,
-            previous_incarnation: None,
             last_heard: None,
             last_heard_ns: 0,
             sent: 0,

@@ -147,7 +147,26 @@ pub struct Sim {
     delivered: u64,
     lost: u64,
     bytes_sent: u64,
+    /// Directed links `(from, to)` whose datagrams are recorded, as a packet capture would.
+    taps: Vec<(usize, usize)>,
+    captured: Vec<Captured>,
 }
+
+/// A datagram recorded on a tapped link ([`Sim::tap`]): what an eavesdropper keeps to replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// Virtual time it was sent.
+    pub at: Duration,
+    /// The sending node (config index).
+    pub from: usize,
+    /// The node it was for.
+    pub to: usize,
+    /// The datagram as it went on the wire.
+    pub bytes: Vec<u8>,
+}
+
+/// Datagrams [`Sim::tap`] keeps at most; later ones are not recorded.
+pub const CAPTURE_LIMIT: usize = 100_000;
 
 impl fmt::Debug for Sim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,6 +257,8 @@ impl Sim {
             delivered: 0,
             lost: 0,
             bytes_sent: 0,
+            taps: Vec::new(),
+            captured: Vec::new(),
         };
         for i in 0..sim.nodes.len() {
             sim.start(i);
@@ -290,6 +311,34 @@ impl Sim {
         self.group = None;
     }
 
+    /// Starts recording every datagram node `from` sends to node `to` (up to
+    /// [`CAPTURE_LIMIT`]), as an eavesdropper on the path would; see [`Sim::captured`].
+    pub fn tap(&mut self, from: usize, to: usize) {
+        if !self.taps.contains(&(from, to)) {
+            self.taps.push((from, to));
+        }
+    }
+
+    /// Stops recording on every tapped link.
+    pub fn untap(&mut self) {
+        self.taps.clear();
+    }
+
+    /// What the taps recorded, oldest first.
+    pub fn captured(&self) -> &[Captured] {
+        &self.captured
+    }
+
+    /// Delivers `bytes` to node `to` now, as coming from `from`: an attacker's datagram
+    /// (forged, or replayed from [`Sim::captured`]). Lost if the node is not running.
+    pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
+        if self.status(to) == NodeStatus::Up {
+            self.deliver(to, from, bytes);
+        } else {
+            self.lost += 1;
+        }
+    }
+
     // ----- the processes ----------------------------------------------------------------
 
     /// Kills node `i` at once (as `kill -9`): no goodbye, datagrams to it are lost.
@@ -306,6 +355,13 @@ impl Sim {
     pub fn restart(&mut self, i: usize) {
         self.crash(i);
         self.start(i);
+    }
+
+    /// Starts node `i` again as a new process with this incarnation, e.g. a smaller one than
+    /// before, as after the machine's clock went back.
+    pub fn restart_with_incarnation(&mut self, i: usize, incarnation: u64) {
+        self.crash(i);
+        self.start_as(i, Some(incarnation));
     }
 
     /// Freezes node `i` (as `SIGSTOP`).
@@ -507,6 +563,10 @@ impl Sim {
     // ----- internals --------------------------------------------------------------------
 
     fn start(&mut self, i: usize) {
+        self.start_as(i, None);
+    }
+
+    fn start_as(&mut self, i: usize, chosen: Option<u64>) {
         let addrs: Vec<SocketAddr> = self.nodes.iter().map(|n| n.addr).collect();
         let node = &mut self.nodes[i];
         node.restarts += 1;
@@ -515,6 +575,7 @@ impl Sim {
         // Like the driver's: start time first, so a later start has a larger incarnation.
         let started_ms = (self.now - self.base).as_millis() as u64 + 1;
         let incarnation = (started_ms << 16) | (rng.next_u64() & 0xffff);
+        let incarnation = chosen.unwrap_or(incarnation);
         let seed = rng.next_u64();
         let mut mesh = Mesh::from_config(&self.config, i, &addrs, incarnation, seed, self.now);
         // Every node shares the simulation's clock: slots line up, as NTP lines them up.
@@ -606,6 +667,14 @@ impl Sim {
             if cut || self.rng.chance(link.loss) {
                 self.lost += 1;
                 continue;
+            }
+            if self.taps.contains(&(i, to)) && self.captured.len() < CAPTURE_LIMIT {
+                self.captured.push(Captured {
+                    at: now - self.base,
+                    from: i,
+                    to,
+                    bytes: self.buf[..transmit.len].to_vec(),
+                });
             }
             let jitter_ns = self.rng.below(link.jitter.as_nanos() as u64);
             let at = now + link.latency + Duration::from_nanos(jitter_ns);

@@ -5,11 +5,16 @@
 //! All integers are big-endian (network byte order). `docs/PROTOCOL.md` is the reference.
 //!
 //! ```text
-//!  0       2       3       4               12              20              28      32
-//!  +-------+-------+-------+---------------+---------------+---------------+-------+----
-//!  | magic |version| kind  |   sender id   |  incarnation  |  receiver id  |  seq  | body
-//!  +-------+-------+-------+---------------+---------------+---------------+-------+----
+//!  0     2    3    4             12            20            28              36     40
+//!  +-----+----+----+-------------+-------------+-------------+---------------+------+----
+//!  |magic|ver |kind|  sender id  | incarnation | receiver id | receiver's    | seq  | body
+//!  |     |    |    |             |             |             | incarnation   |      |
+//!  +-----+----+----+-------------+-------------+-------------+---------------+------+----
 //! ```
+//!
+//! The receiver's incarnation, as the sender last verified it, is what makes a datagram
+//! *fresh*: one that echoes the receiver's current incarnation was made during the receiver's
+//! current life, so a capture from before the receiver started can never pass for it.
 
 use crate::identity::NodeId;
 use std::fmt;
@@ -17,9 +22,30 @@ use std::fmt;
 /// The first two bytes of every datagram: ASCII "PM".
 pub const MAGIC: u16 = 0x504d;
 /// The protocol version this build speaks. A datagram of any other version is dropped.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Length of the common header.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 40;
+
+/// Byte offsets of the header's fields, named once for parse and emit.
+mod field {
+    pub(super) const MAGIC: usize = 0;
+    pub(super) const VERSION: usize = 2;
+    pub(super) const KIND: usize = 3;
+    pub(super) const FROM: usize = 4;
+    pub(super) const INCARNATION: usize = 12;
+    pub(super) const TO: usize = 20;
+    pub(super) const TO_INCARNATION: usize = 28;
+    pub(super) const SEQ: usize = 36;
+    /// Ping: probe number, then send time.
+    pub(super) const PING_PROBE: usize = super::HEADER_LEN;
+    pub(super) const PING_SENT_NS: usize = super::HEADER_LEN + 4;
+    /// Pong: probe number, echoed send time, hold time.
+    pub(super) const PONG_PROBE: usize = super::HEADER_LEN;
+    pub(super) const PONG_ECHO_NS: usize = super::HEADER_LEN + 4;
+    pub(super) const PONG_HOLD_US: usize = super::HEADER_LEN + 12;
+    /// Data: payload length.
+    pub(super) const DATA_LEN: usize = super::HEADER_LEN;
+}
 /// Length of a whole `Ping` datagram.
 pub const PING_LEN: usize = HEADER_LEN + 12;
 /// Length of a whole `Pong` datagram.
@@ -64,6 +90,10 @@ pub struct Header {
     pub incarnation: u64,
     /// Who it is for. A node drops datagrams addressed to another identity.
     pub to: NodeId,
+    /// The receiver's incarnation as the sender last verified it; 0 while the sender has not
+    /// yet heard a fresh datagram of the receiver's current process. A receiver believes only
+    /// datagrams that echo its own current incarnation (see `docs/PROTOCOL.md`, Freshness).
+    pub to_incarnation: u64,
     /// The sender's datagram counter towards this receiver (wraps).
     pub seq: u32,
 }
@@ -541,13 +571,14 @@ impl<'a> Packet<'a> {
                 got: bytes.len(),
             });
         }
-        if be_u16(bytes, 0) != MAGIC {
+        if be_u16(bytes, field::MAGIC) != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        if bytes[2] != VERSION {
-            return Err(DecodeError::UnsupportedVersion(bytes[2]));
+        if bytes[field::VERSION] != VERSION {
+            return Err(DecodeError::UnsupportedVersion(bytes[field::VERSION]));
         }
-        let kind = Kind::from_byte(bytes[3]).ok_or(DecodeError::UnknownKind(bytes[3]))?;
+        let kind = bytes[field::KIND];
+        let kind = Kind::from_byte(kind).ok_or(DecodeError::UnknownKind(kind))?;
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::Truncated {
                 needed: HEADER_LEN,
@@ -555,10 +586,11 @@ impl<'a> Packet<'a> {
             });
         }
         let header = Header {
-            from: NodeId(be_u64(bytes, 4)),
-            incarnation: be_u64(bytes, 12),
-            to: NodeId(be_u64(bytes, 20)),
-            seq: be_u32(bytes, 28),
+            from: NodeId(be_u64(bytes, field::FROM)),
+            incarnation: be_u64(bytes, field::INCARNATION),
+            to: NodeId(be_u64(bytes, field::TO)),
+            to_incarnation: be_u64(bytes, field::TO_INCARNATION),
+            seq: be_u32(bytes, field::SEQ),
         };
         let body = match kind {
             Kind::Ping => {
@@ -573,17 +605,17 @@ impl<'a> Packet<'a> {
                     _ => Some(RowChunk::parse(&bytes[PING_LEN..])?),
                 };
                 Body::Ping {
-                    probe: be_u32(bytes, 32),
-                    sent_ns: be_u64(bytes, 36),
+                    probe: be_u32(bytes, field::PING_PROBE),
+                    sent_ns: be_u64(bytes, field::PING_SENT_NS),
                     row,
                 }
             }
             Kind::Pong => {
                 exact(bytes, PONG_LEN)?;
                 Body::Pong {
-                    probe: be_u32(bytes, 32),
-                    echo_ns: be_u64(bytes, 36),
-                    hold_us: be_u32(bytes, 44),
+                    probe: be_u32(bytes, field::PONG_PROBE),
+                    echo_ns: be_u64(bytes, field::PONG_ECHO_NS),
+                    hold_us: be_u32(bytes, field::PONG_HOLD_US),
                 }
             }
             Kind::Leave => {
@@ -597,7 +629,7 @@ impl<'a> Packet<'a> {
                         got: bytes.len(),
                     });
                 }
-                let len = usize::from(be_u16(bytes, HEADER_LEN));
+                let len = usize::from(be_u16(bytes, field::DATA_LEN));
                 exact(bytes, DATA_OVERHEAD + len)?;
                 Body::Data {
                     payload: &bytes[DATA_OVERHEAD..],
@@ -658,13 +690,15 @@ impl<'a> Packet<'a> {
         let Some((head, body)) = buf[..len].split_first_chunk_mut::<HEADER_LEN>() else {
             return Err(too_small);
         };
-        head[0..2].copy_from_slice(&MAGIC.to_be_bytes());
-        head[2] = VERSION;
-        head[3] = self.kind() as u8;
-        head[4..12].copy_from_slice(&self.header.from.0.to_be_bytes());
-        head[12..20].copy_from_slice(&self.header.incarnation.to_be_bytes());
-        head[20..28].copy_from_slice(&self.header.to.0.to_be_bytes());
-        head[28..32].copy_from_slice(&self.header.seq.to_be_bytes());
+        let h = &self.header;
+        head[field::MAGIC..field::VERSION].copy_from_slice(&MAGIC.to_be_bytes());
+        head[field::VERSION] = VERSION;
+        head[field::KIND] = self.kind() as u8;
+        head[field::FROM..field::INCARNATION].copy_from_slice(&h.from.0.to_be_bytes());
+        head[field::INCARNATION..field::TO].copy_from_slice(&h.incarnation.to_be_bytes());
+        head[field::TO..field::TO_INCARNATION].copy_from_slice(&h.to.0.to_be_bytes());
+        head[field::TO_INCARNATION..field::SEQ].copy_from_slice(&h.to_incarnation.to_be_bytes());
+        head[field::SEQ..HEADER_LEN].copy_from_slice(&h.seq.to_be_bytes());
         match self.body {
             Body::Ping {
                 probe,
@@ -716,6 +750,7 @@ mod tests {
             from: NodeId(0x0102_0304_0506_0708),
             incarnation: 0x1112_1314_1516_1718,
             to: NodeId(0x2122_2324_2526_2728),
+            to_incarnation: 0x2930_2a2b_2c2d_2e2f,
             seq: 0x3132_3334,
         }
     }
@@ -774,11 +809,15 @@ mod tests {
         };
         let mut buf = [0u8; PING_LEN];
         packet.emit(&mut buf).unwrap();
-        assert_eq!(&buf[0..4], &[b'P', b'M', 1, 1]);
+        assert_eq!(&buf[0..4], &[b'P', b'M', 2, 1]);
         assert_eq!(&buf[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(&buf[28..32], &[0x31, 0x32, 0x33, 0x34]);
-        assert_eq!(&buf[32..36], &[0x41, 0x42, 0x43, 0x44]);
-        assert_eq!(buf[43], 0x58);
+        assert_eq!(
+            &buf[28..36],
+            &[0x29, 0x30, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f]
+        );
+        assert_eq!(&buf[36..40], &[0x31, 0x32, 0x33, 0x34]);
+        assert_eq!(&buf[40..44], &[0x41, 0x42, 0x43, 0x44]);
+        assert_eq!(buf[51], 0x58);
     }
 
     #[test]
@@ -797,10 +836,17 @@ mod tests {
             Err(DecodeError::BadMagic)
         );
         let mut future = buf;
-        future[2] = 2;
+        future[2] = 3;
         assert_eq!(
             Packet::parse(&future[..LEAVE_LEN]),
-            Err(DecodeError::UnsupportedVersion(2))
+            Err(DecodeError::UnsupportedVersion(3))
+        );
+        // Version 1 (a 32-byte header without the receiver's incarnation) is refused too.
+        let mut past = buf;
+        past[2] = 1;
+        assert_eq!(
+            Packet::parse(&past[..LEAVE_LEN]),
+            Err(DecodeError::UnsupportedVersion(1))
         );
         let mut odd = buf;
         odd[3] = 99;

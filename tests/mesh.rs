@@ -61,6 +61,39 @@ impl Pair {
         out
     }
 
+    /// Lets a and b exchange datagrams until each has verified the other (each has heard a
+    /// datagram that names its own incarnation), then forgets the events that produced.
+    fn introduce(&mut self) {
+        for _ in 0..20 {
+            let ka = self.b.peer_by_name("a").unwrap();
+            let kb = self.a.peer_by_name("b").unwrap();
+            if self.a.peer(kb).unwrap().state() == PeerState::Alive
+                && self.b.peer(ka).unwrap().state() == PeerState::Alive
+                && !self.a.has_transmit()
+                && !self.b.has_transmit()
+            {
+                while self.a.poll_event().is_some() {}
+                while self.b.poll_event().is_some() {}
+                return;
+            }
+            if !self.a.has_transmit() && !self.b.has_transmit() {
+                self.now = [self.a.poll_timeout(), self.b.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap()
+                    .max(self.now);
+            }
+            for (_, bytes) in self.collect('a') {
+                self.b.handle_datagram(self.now, addr(1), &bytes);
+            }
+            for (_, bytes) in self.collect('b') {
+                self.a.handle_datagram(self.now, addr(2), &bytes);
+            }
+        }
+        panic!("a and b never verified each other");
+    }
+
     fn advance_to_next_ping_of_a(&mut self) -> Vec<u8> {
         for _ in 0..1000 {
             self.now = self.a.poll_timeout().unwrap().max(self.now);
@@ -75,15 +108,47 @@ impl Pair {
 }
 
 #[test]
+fn a_first_ping_is_answered_but_believed_only_once_it_names_the_receivers_incarnation() {
+    let mut p = Pair::new();
+    let ka = p.b.peer_by_name("a").unwrap();
+    let kb = p.a.peer_by_name("b").unwrap();
+    // a has not heard b yet: its ping names no incarnation of b, so it proves nothing
+    // about when it was made (it could be a capture from before b started).
+    let ping = p.advance_to_next_ping_of_a();
+    p.b.handle_datagram(p.now, addr(1), &ping);
+    assert_eq!(p.b.peer(ka).unwrap().state(), PeerState::Unknown);
+    assert_eq!(p.b.dropped().get(DropReason::NotFresh), 1);
+    assert_eq!(p.b.poll_event(), None);
+    // ... but b answers, naming a's incarnation: that pong proves b alive to a at once.
+    let t =
+        p.b.poll_transmit(p.now, &mut p.buf)
+            .expect("a challenge pong");
+    let pong = p.buf[..t.len].to_vec();
+    assert_eq!(Packet::parse(&pong).unwrap().header.to_incarnation, 1);
+    p.a.handle_datagram(p.now, addr(2), &pong);
+    assert_eq!(p.a.poll_event(), Some(Event::Up(kb)));
+    assert!(
+        p.a.peer(kb).unwrap().rtt().is_some(),
+        "and it measured the RTT"
+    );
+    // a's next ping names b's incarnation: now b believes it.
+    let ping = p.advance_to_next_ping_of_a();
+    assert_eq!(Packet::parse(&ping).unwrap().header.to_incarnation, 2);
+    p.b.handle_datagram(p.now, addr(1), &ping);
+    assert_eq!(p.b.poll_event(), Some(Event::Up(ka)));
+}
+
+#[test]
 fn a_pong_measures_the_round_trip_without_the_responders_hold_time() {
     let mut p = Pair::new();
+    p.introduce();
     let ping = p.advance_to_next_ping_of_a();
     assert!(ping.len() >= PING_LEN, "a ping, with its row chunk");
     p.now += Duration::from_millis(1);
     p.b.handle_datagram(p.now, addr(1), &ping);
     assert_eq!(
-        p.b.poll_event(),
-        Some(Event::Up(p.b.peer_by_name("a").unwrap()))
+        p.b.peer(p.b.peer_by_name("a").unwrap()).unwrap().state(),
+        PeerState::Alive
     );
     // b sits on the ping for 5 ms before its driver sends the pong.
     p.now += Duration::from_millis(5);
@@ -101,9 +166,10 @@ fn a_pong_measures_the_round_trip_without_the_responders_hold_time() {
     assert_eq!(rtt.last, Duration::from_millis(2));
     assert_eq!(p.a.peer(b).unwrap().state(), PeerState::Alive);
     // The same pong again is a replay: dropped and counted, no second sample.
+    let samples = rtt.samples;
     p.a.handle_datagram(p.now, addr(2), &pong);
     assert_eq!(p.a.dropped().get(DropReason::Replayed), 1);
-    assert_eq!(p.a.peer(b).unwrap().rtt().unwrap().samples, 1);
+    assert_eq!(p.a.peer(b).unwrap().rtt().unwrap().samples, samples);
 }
 
 #[test]
@@ -114,6 +180,7 @@ fn a_peer_is_recognised_by_identity_not_by_source_address() {
     let keys = Keyring::new(vec![Key::new(&[7; 32])]);
     p.a.set_keyring(keys.clone());
     p.b.set_keyring(keys);
+    p.introduce();
     let ping = p.advance_to_next_ping_of_a();
     // Through a NAT: a different source address and port.
     let nat: SocketAddr = "127.0.0.200:40000".parse().unwrap();
@@ -129,6 +196,8 @@ fn datagram(from: &str, to: &str, incarnation: u64, body: Body<'_>) -> Vec<u8> {
         from: NodeId::from_name(from),
         incarnation,
         to: NodeId::from_name(to),
+        // As a sender that has verified the receiver would: a's incarnation is 1, b's 2.
+        to_incarnation: if to == "a" { 1 } else { 2 },
         seq: 0,
     };
     let mut buf = vec![0; 1232];
@@ -195,6 +264,7 @@ fn a_new_incarnation_is_a_restart_and_the_old_one_is_then_stale() {
 #[test]
 fn leave_marks_left_and_that_incarnation_stays_gone() {
     let mut p = Pair::new();
+    p.introduce();
     let ping = p.advance_to_next_ping_of_a();
     p.b.handle_datagram(p.now, addr(1), &ping);
     p.a.leave(p.now);
@@ -218,6 +288,7 @@ fn leave_marks_left_and_that_incarnation_stays_gone() {
 #[test]
 fn application_data_passes_and_oversize_is_refused() {
     let mut p = Pair::new();
+    p.introduce();
     let b = p.a.peer_by_name("b").unwrap();
     p.a.send_data(b, b"hello").unwrap();
     let max = p.a.max_payload();

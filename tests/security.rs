@@ -114,6 +114,19 @@ fn sealed_ping(a: &mut Mesh, now: &mut Instant) -> Vec<u8> {
     panic!("no ping");
 }
 
+/// The next ping from `a` once `a` has verified `b`: a's first ping (naming no incarnation of
+/// b) is answered by b, and that pong teaches a b's incarnation, which later pings name.
+fn believed_ping(a: &mut Mesh, b: &mut Mesh, now: &mut Instant) -> Vec<u8> {
+    let mut buf = vec![0u8; 1232];
+    while b.poll_transmit(*now, &mut buf).is_some() {} // answers to earlier tests' datagrams
+    let first = sealed_ping(a, now);
+    b.handle_datagram(*now, addr(1), &first);
+    let pong = b.poll_transmit(*now, &mut buf).expect("b answers");
+    a.handle_datagram(*now, addr(2), &buf[..pong.len]);
+    while b.poll_event().is_some() {}
+    sealed_ping(a, now)
+}
+
 #[test]
 fn forged_truncated_flipped_and_replayed_datagrams_are_dropped_and_counted() {
     let mut now = Instant::now();
@@ -123,7 +136,7 @@ fn forged_truncated_flipped_and_replayed_datagrams_are_dropped_and_counted() {
     let from_a = b.add_peer("a", addr(1)).unwrap();
     a.set_keyring(ring(&[9]));
     b.set_keyring(ring(&[9]));
-    let ping = sealed_ping(&mut a, &mut now);
+    let ping = believed_ping(&mut a, &mut b, &mut now);
     assert!(ping.len() > SEAL_OVERHEAD);
     b.handle_datagram(now, addr(1), &ping);
     assert_eq!(b.peer(from_a).unwrap().state(), PeerState::Alive);
@@ -176,14 +189,18 @@ fn an_old_incarnation_replayed_cannot_pose_as_a_restart() {
     let mut old = Mesh::new("a", settings(5 << 20), now);
     old.add_peer("b", addr(2));
     old.set_keyring(ring(&[3]));
-    let captured = sealed_ping(&mut old, &mut now);
     let mut new = Mesh::new("a", settings(6 << 20), now);
     new.add_peer("b", addr(2));
     new.set_keyring(ring(&[3]));
     let mut b = Mesh::new("b", settings(7 << 20), now);
     let a = b.add_peer("a", addr(1)).unwrap();
     b.set_keyring(ring(&[3]));
-    b.handle_datagram(now, addr(1), &sealed_ping(&mut new, &mut now));
+    // Captured from the old process while b was running: it names b's incarnation.
+    let captured = believed_ping(&mut old, &mut b, &mut now);
+    b.handle_datagram(now, addr(1), &captured);
+    assert_eq!(b.peer(a).unwrap().incarnation(), Some(5 << 20));
+    let ping = believed_ping(&mut new, &mut b, &mut now);
+    b.handle_datagram(now, addr(1), &ping);
     assert_eq!(b.peer(a).unwrap().incarnation(), Some(6 << 20));
     b.handle_datagram(now, addr(1), &captured);
     assert_eq!(b.peer(a).unwrap().incarnation(), Some(6 << 20));
@@ -196,9 +213,9 @@ fn without_a_keyring_only_configured_addresses_are_heard() {
     let mut now = Instant::now();
     let mut a = Mesh::new("a", settings(1 << 20), now);
     a.add_peer("b", addr(2));
-    let ping = sealed_ping(&mut a, &mut now);
     let mut b = Mesh::new("b", settings(2 << 20), now);
     let peer = b.add_peer("a", addr(1)).unwrap();
+    let ping = believed_ping(&mut a, &mut b, &mut now);
     // The right bytes from the wrong address: refused.
     b.handle_datagram(now, addr(66), &ping);
     assert_eq!(b.dropped().get(DropReason::AddressNotAllowed), 1);
