@@ -65,6 +65,11 @@ pub const MAX_DATAGRAM: usize = 65_507;
 
 /// The longest node name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
+/// The most nodes a mesh may list. Every node probes every other each interval and keeps
+/// every node's row (8 bytes a cell): at this size that is about 2,000 datagrams a second
+/// and 8 MiB of matrix per node, and a control request is still served in bounded steps
+/// (docs/PERFORMANCE.md). Sampled probing for larger meshes is future work.
+pub const MAX_NODES: usize = 1024;
 
 /// A peer silent for this many heartbeat intervals is suspected, unless `suspect_after_ms`
 /// says otherwise.
@@ -364,6 +369,11 @@ pub enum ConfigErrorKind {
     },
     /// `nodes` is empty. Points at `nodes`.
     NoNodes,
+    /// More nodes than a full mesh supports ([`MAX_NODES`]). Points at `nodes`.
+    TooManyNodes {
+        /// How many the file lists.
+        count: usize,
+    },
     /// A port (the default `port` or a node's) outside 1..=65535. Points at it.
     InvalidPort {
         /// The port as written.
@@ -577,6 +587,12 @@ impl fmt::Display for ConfigErrorKind {
                 }
                 Ok(())
             }
+            K::TooManyNodes { count } => write!(
+                f,
+                "the node list has {count} nodes; a mesh holds at most {MAX_NODES} \
+                 (every node probes every other and keeps the whole matrix: see \
+                 docs/OPERATIONS.md, Mesh size)"
+            ),
             K::NoNodes => f.write_str(
                 "the node list is empty: list every node of the mesh, \
                  like `(name: \"alpha\", host: \"10.0.0.1\")`",
@@ -978,6 +994,11 @@ impl Checker<'_> {
         if raw.nodes.is_empty() {
             let at = self.layout.top_field("nodes").map(|f| f.key);
             return Err(self.err(at, K::NoNodes));
+        }
+        if raw.nodes.len() > MAX_NODES {
+            let at = self.layout.top_field("nodes").map(|f| f.key);
+            let count = raw.nodes.len();
+            return Err(self.err(at, K::TooManyNodes { count }));
         }
         let nodes = self.check_nodes(raw.nodes, port)?;
 

@@ -167,6 +167,172 @@ pub struct MatrixView {
     pub asymmetric: Vec<(usize, usize)>,
 }
 
+/// This node's own figures towards one peer: RTT p50 (µs), loss (%), state.
+pub(crate) type OwnCell = (Option<f64>, Option<f64>, PeerState);
+
+/// One row of a [`MatrixSnapshot`].
+#[derive(Clone, Debug)]
+enum SnapshotRow {
+    /// This node's own row, per display column (`None` on the diagonal).
+    Own(Vec<Option<OwnCell>>),
+    /// A row another node shared; cells are kept only while it is fresh.
+    Shared {
+        age_ms: u64,
+        fresh: bool,
+        cells: Vec<Cell>,
+    },
+    /// No row received from that node.
+    Missing,
+}
+
+/// A copy of what the matrix view needs, taken at one instant: about 8 bytes per cell,
+/// copied rather than converted, so taking it is cheap even for the largest mesh. Reports
+/// render from it in steps ([`crate::matrix_report::MatrixRender`]), so a large matrix never
+/// holds the event loop; [`MatrixSnapshot::view`] builds the whole [`MatrixView`].
+#[derive(Clone, Debug)]
+pub struct MatrixSnapshot {
+    node: String,
+    names: Vec<String>,
+    own: usize,
+    /// Display column `j` is internal column `columns[j]` (0: this node, key + 1: peer key).
+    columns: Vec<usize>,
+    rows: Vec<SnapshotRow>,
+}
+
+impl MatrixSnapshot {
+    /// `names[i]` and `columns[i]` per display position; `own_row` is this node's row; the
+    /// other rows come from `shared(internal column)`: `(age_ms, fresh, cells)` or `None`.
+    pub(crate) fn new<'a>(
+        node: &str,
+        names: Vec<String>,
+        columns: Vec<usize>,
+        own_row: Vec<Option<OwnCell>>,
+        shared: impl Fn(usize) -> Option<(u64, bool, &'a [Cell])>,
+    ) -> MatrixSnapshot {
+        let own = columns.iter().position(|&c| c == 0).unwrap_or(0);
+        let mut own_row = Some(own_row);
+        let rows = columns
+            .iter()
+            .map(|&from| match from {
+                0 => SnapshotRow::Own(own_row.take().unwrap_or_default()),
+                _ => match shared(from) {
+                    Some((age_ms, fresh, cells)) => SnapshotRow::Shared {
+                        age_ms,
+                        fresh,
+                        cells: if fresh { cells.to_vec() } else { Vec::new() },
+                    },
+                    None => SnapshotRow::Missing,
+                },
+            })
+            .collect();
+        MatrixSnapshot {
+            node: node.to_owned(),
+            names,
+            own,
+            columns,
+            rows,
+        }
+    }
+
+    /// The node whose view this is.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Node names in config order: row and column `i` are `names()[i]`.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How many nodes (rows, and columns).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the matrix has no node at all.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Node `i`'s figures towards node `j`: RTT p50 (µs), loss (%) and state; `None` on the
+    /// diagonal, when unknown, or when row `i` is not fresh.
+    pub fn cell(&self, i: usize, j: usize) -> Option<OwnCell> {
+        if i == j {
+            return None;
+        }
+        match self.rows.get(i)? {
+            SnapshotRow::Own(cells) => *cells.get(j)?,
+            SnapshotRow::Shared { fresh: false, .. } | SnapshotRow::Missing => None,
+            SnapshotRow::Shared { cells, .. } => {
+                let cell = cells.get(*self.columns.get(j)?).copied()?;
+                cell.is_present()
+                    .then(|| (cell.rtt_us().map(f64::from), cell.loss_pct(), cell.state()))
+            }
+        }
+    }
+
+    /// Milliseconds since row `i` was updated (0 for this node's own); `None`: never.
+    pub fn age_ms(&self, i: usize) -> Option<u64> {
+        match self.rows.get(i)? {
+            SnapshotRow::Own(_) => Some(0),
+            SnapshotRow::Shared { age_ms, .. } => Some(*age_ms),
+            SnapshotRow::Missing => None,
+        }
+    }
+
+    /// Whether row `i` counts (see [`MatrixView::fresh`]).
+    pub fn fresh(&self, i: usize) -> bool {
+        match self.rows.get(i) {
+            Some(SnapshotRow::Own(_)) => true,
+            Some(SnapshotRow::Shared { fresh, .. }) => *fresh,
+            _ => false,
+        }
+    }
+
+    /// The whole matrix as plain tables: O(N²) work and memory at once.
+    pub fn view(&self) -> MatrixView {
+        let n = self.len();
+        let mut rtt_us = vec![vec![None; n]; n];
+        let mut loss_pct = vec![vec![None; n]; n];
+        let mut state = vec![vec![None; n]; n];
+        for i in 0..n {
+            for j in 0..n {
+                if let Some((rtt, loss, st)) = self.cell(i, j) {
+                    rtt_us[i][j] = rtt;
+                    loss_pct[i][j] = loss;
+                    state[i][j] = Some(st);
+                }
+            }
+        }
+        let mut asymmetric = Vec::new();
+        for (i, row) in state.iter().enumerate() {
+            for (j, &cell) in row.iter().enumerate() {
+                if cell == Some(PeerState::Alive) && not_hearing(state[j][i]) {
+                    asymmetric.push((i, j));
+                }
+            }
+        }
+        MatrixView {
+            nodes: self.names.clone(),
+            own: self.own,
+            rtt_us,
+            loss_pct,
+            state,
+            age_ms: (0..n).map(|i| self.age_ms(i)).collect(),
+            fresh: (0..n).map(|i| self.fresh(i)).collect(),
+            asymmetric,
+        }
+    }
+}
+
+/// Whether a view of a peer says the viewer does not hear it (for one-way paths).
+pub(crate) fn not_hearing(state: Option<PeerState>) -> bool {
+    matches!(
+        state,
+        Some(PeerState::Unknown | PeerState::Suspect | PeerState::Dead | PeerState::Unreachable)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

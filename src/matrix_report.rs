@@ -1,7 +1,12 @@
 //! The latency matrix as a report: the `matrix --json` contract, an aligned N×N table, and
-//! an SVG heatmap. Pure presentation over [`MatrixView`].
+//! an SVG heatmap. Pure presentation over any [`MatrixCells`] source: a [`MatrixReport`]
+//! (built from a [`MatrixView`]) or a [`MatrixSnapshot`] taken from a running mesh.
+//!
+//! Rendering goes in steps ([`MatrixRender::next_chunk`]), a few rows at a time, so that the
+//! matrix of the largest mesh (a million cells) never holds a node's event loop: the control
+//! server writes one step, serves heartbeats, then renders the next.
 
-use crate::matrix::MatrixView;
+use crate::matrix::{not_hearing, MatrixSnapshot, MatrixView};
 use crate::peer::PeerState;
 use crate::status::human_us;
 use serde::Serialize;
@@ -28,6 +33,76 @@ pub struct MatrixReport {
     pub asymmetric: Vec<[usize; 2]>,
 }
 
+/// What a renderer reads: the names and every cell of an N×N matrix.
+pub trait MatrixCells {
+    /// The node whose view this is.
+    fn node(&self) -> &str;
+    /// Node names; row and column `i` are `names()[i]`.
+    fn names(&self) -> &[String];
+    /// Node `i`'s figures towards node `j`: RTT p50 (µs), loss (%), state; `None` on the
+    /// diagonal, when unknown, or when row `i` is not fresh.
+    fn cell(&self, i: usize, j: usize) -> Option<(Option<f64>, Option<f64>, PeerState)>;
+    /// Milliseconds since row `i` was updated; `None`: never received.
+    fn age_ms(&self, i: usize) -> Option<u64>;
+    /// Whether row `i` counts.
+    fn fresh(&self, i: usize) -> bool;
+}
+
+impl MatrixCells for MatrixSnapshot {
+    fn node(&self) -> &str {
+        MatrixSnapshot::node(self)
+    }
+    fn names(&self) -> &[String] {
+        MatrixSnapshot::names(self)
+    }
+    fn cell(&self, i: usize, j: usize) -> Option<(Option<f64>, Option<f64>, PeerState)> {
+        MatrixSnapshot::cell(self, i, j)
+    }
+    fn age_ms(&self, i: usize) -> Option<u64> {
+        MatrixSnapshot::age_ms(self, i)
+    }
+    fn fresh(&self, i: usize) -> bool {
+        MatrixSnapshot::fresh(self, i)
+    }
+}
+
+impl MatrixCells for MatrixReport {
+    fn node(&self) -> &str {
+        &self.node
+    }
+    fn names(&self) -> &[String] {
+        &self.nodes
+    }
+    fn cell(&self, i: usize, j: usize) -> Option<(Option<f64>, Option<f64>, PeerState)> {
+        let state = PeerState::from_name(self.state.get(i)?.get(j).copied()??)?;
+        Some((self.rtt_us[i][j], self.loss_pct[i][j], state))
+    }
+    fn age_ms(&self, i: usize) -> Option<u64> {
+        self.age_ms.get(i).copied().flatten()
+    }
+    fn fresh(&self, i: usize) -> bool {
+        self.fresh.get(i).copied().unwrap_or(false)
+    }
+}
+
+impl<T: MatrixCells + ?Sized> MatrixCells for &T {
+    fn node(&self) -> &str {
+        (**self).node()
+    }
+    fn names(&self) -> &[String] {
+        (**self).names()
+    }
+    fn cell(&self, i: usize, j: usize) -> Option<(Option<f64>, Option<f64>, PeerState)> {
+        (**self).cell(i, j)
+    }
+    fn age_ms(&self, i: usize) -> Option<u64> {
+        (**self).age_ms(i)
+    }
+    fn fresh(&self, i: usize) -> bool {
+        (**self).fresh(i)
+    }
+}
+
 impl MatrixReport {
     /// The report of `view`, as seen by `node`.
     pub fn new(node: &str, view: &MatrixView) -> MatrixReport {
@@ -52,82 +127,308 @@ impl MatrixReport {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// What one cell shows in the table: the RTT, or why there is none.
-    fn cell_text(&self, i: usize, j: usize) -> String {
-        if i == j {
-            return "·".to_owned();
-        }
-        match (self.rtt_us[i][j], self.state[i][j]) {
-            (_, Some("dead")) => "dead".to_owned(),
-            (_, Some("unreachable")) => "unreach".to_owned(),
-            (_, Some("left")) => "left".to_owned(),
-            (Some(rtt), _) => human_us(rtt),
-            _ => "-".to_owned(),
-        }
-    }
-
     /// An aligned N×N table (rows: from, columns: to) with row ages and a legend.
     pub fn to_table(&self) -> String {
-        let n = self.nodes.len();
-        let mut cells: Vec<Vec<String>> = Vec::with_capacity(n + 1);
-        let mut header = vec!["from \\ to".to_owned()];
-        header.extend(self.nodes.iter().cloned());
-        header.push("row age".to_owned());
-        cells.push(header);
-        for i in 0..n {
-            let mut row = vec![self.nodes[i].clone()];
-            row.extend((0..n).map(|j| self.cell_text(i, j)));
-            row.push(match (self.age_ms[i], self.fresh[i]) {
-                (Some(ms), true) => format!("{ms}ms"),
-                (Some(ms), false) => format!("{ms}ms stale"),
-                (None, _) => "never".to_owned(),
-            });
-            cells.push(row);
-        }
-        let cols = n + 2;
-        let mut widths = vec![0usize; cols];
-        for row in &cells {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "latency matrix as seen by {} (RTT p50, rows: from, columns: to)",
-            self.node
-        );
-        for row in &cells {
-            let mut line = String::new();
-            for (k, (c, w)) in row.iter().zip(&widths).enumerate() {
-                let pad = " ".repeat(w - c.chars().count());
-                if k == 0 {
-                    let _ = write!(line, "{c}{pad}  ");
-                } else {
-                    let _ = write!(line, "{pad}{c}  ");
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
-        let _ = writeln!(
-            out,
-            "legend: · self, - unknown, dead = nobody hears it, unreach = path broken (others hear it), stale = row older than dead_after"
-        );
-        if !self.asymmetric.is_empty() {
-            let pairs: Vec<String> = self
-                .asymmetric
-                .iter()
-                .map(|[i, j]| format!("{} hears {} but not back", self.nodes[*i], self.nodes[*j]))
-                .collect();
-            let _ = writeln!(out, "asymmetric: {}", pairs.join("; "));
-        }
-        out
+        MatrixRender::new(self, MatrixFormat::Table).render_all()
     }
 
     /// An SVG heatmap: log colour scale from green (fast) to red (slow) with a legend,
     /// names on both axes, dead / unreachable / unknown cells marked.
     pub fn to_svg(&self) -> String {
-        let n = self.nodes.len();
+        MatrixRender::new(self, MatrixFormat::Svg).render_all()
+    }
+}
+
+/// How a matrix is rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixFormat {
+    /// An aligned table.
+    Table,
+    /// The `matrix --json` contract (the same bytes as [`MatrixReport::to_json`]).
+    Json,
+    /// An SVG heatmap.
+    Svg,
+}
+
+/// Where a step-wise rendering is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Head,
+    /// JSON: the rows of `rtt_us` (0), `loss_pct` (1), `state` (2); table and SVG: 0 only.
+    Rows(u8),
+    Tail,
+    Done,
+}
+
+/// A rendering of a matrix in steps: each [`MatrixRender::next_chunk`] appends a few rows'
+/// worth (about [`STEP_BYTES`]), so a caller can interleave other work.
+#[derive(Debug)]
+pub struct MatrixRender<S> {
+    source: S,
+    format: MatrixFormat,
+    phase: Phase,
+    row: usize,
+    /// Pairs `(i, j)` found while rendering the states: i hears j, j does not hear i.
+    asymmetric: Vec<(usize, usize)>,
+    svg: SvgLayout,
+    /// Table column widths: names, then each node's column, then the row age.
+    widths: Vec<usize>,
+}
+
+/// A step appends at least one row and stops once it has appended this many bytes.
+pub const STEP_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SvgLayout {
+    cell: f64,
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+    lo: f64,
+    hi: f64,
+}
+
+/// The widest text a table cell shows for a value (`99.99ms`, `unreach`).
+const CELL_WIDTH: usize = 7;
+
+impl<S: MatrixCells> MatrixRender<S> {
+    /// Starts rendering `source` as `format`. Costs O(N) (SVG: O(N²) arithmetic for the
+    /// colour scale, no allocation per cell).
+    pub fn new(source: S, format: MatrixFormat) -> MatrixRender<S> {
+        let mut render = MatrixRender {
+            source,
+            format,
+            phase: Phase::Head,
+            row: 0,
+            asymmetric: Vec::new(),
+            svg: SvgLayout::default(),
+            widths: Vec::new(),
+        };
+        match format {
+            MatrixFormat::Svg => render.svg = render.svg_layout(),
+            MatrixFormat::Table => render.widths = render.table_widths(),
+            MatrixFormat::Json => {}
+        }
+        render
+    }
+
+    /// Whether everything has been rendered.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Appends the next part to `out`; returns `false` once there is nothing more.
+    pub fn next_chunk(&mut self, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        while self.phase != Phase::Done && out.len() - start < STEP_BYTES {
+            let mut text = String::new();
+            self.step(&mut text);
+            out.extend_from_slice(text.as_bytes());
+        }
+        self.phase != Phase::Done
+    }
+
+    /// The whole rendering at once.
+    pub fn render_all(mut self) -> String {
+        let mut out = Vec::new();
+        while self.next_chunk(&mut out) {}
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn n(&self) -> usize {
+        self.source.names().len()
+    }
+
+    /// One unit of work: the head, one row, or the tail.
+    fn step(&mut self, s: &mut String) {
+        let n = self.n();
+        match self.phase {
+            Phase::Head => {
+                match self.format {
+                    MatrixFormat::Json => self.json_head(s),
+                    MatrixFormat::Table => self.table_head(s),
+                    MatrixFormat::Svg => self.svg_head(s),
+                }
+                self.phase = Phase::Rows(0);
+                self.row = 0;
+            }
+            Phase::Rows(part) if self.row < n => {
+                match self.format {
+                    MatrixFormat::Json => self.json_row(s, part),
+                    MatrixFormat::Table => self.table_row(s),
+                    MatrixFormat::Svg => self.svg_row(s),
+                }
+                self.row += 1;
+            }
+            Phase::Rows(part) => {
+                if self.format == MatrixFormat::Json && part < 2 {
+                    s.push_str(if part == 0 {
+                        "],\"loss_pct\":["
+                    } else {
+                        "],\"state\":["
+                    });
+                    self.phase = Phase::Rows(part + 1);
+                    self.row = 0;
+                } else {
+                    self.phase = Phase::Tail;
+                }
+            }
+            Phase::Tail => {
+                match self.format {
+                    MatrixFormat::Json => self.json_tail(s),
+                    MatrixFormat::Table => self.table_tail(s),
+                    MatrixFormat::Svg => self.svg_tail(s),
+                }
+                self.phase = Phase::Done;
+            }
+            Phase::Done => {}
+        }
+    }
+
+    // ----- JSON: the same bytes serde writes for `MatrixReport` --------------------------
+
+    fn json_head(&self, s: &mut String) {
+        s.push_str("{\"node\":");
+        json(s, &self.source.node());
+        s.push_str(",\"nodes\":");
+        json(s, &self.source.names());
+        s.push_str(",\"rtt_us\":[");
+    }
+
+    fn json_row(&mut self, s: &mut String, part: u8) {
+        let (i, n) = (self.row, self.n());
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('[');
+        for j in 0..n {
+            if j > 0 {
+                s.push(',');
+            }
+            let cell = self.source.cell(i, j);
+            match part {
+                0 => json(s, &cell.and_then(|c| c.0)),
+                1 => json(s, &cell.and_then(|c| c.1)),
+                _ => {
+                    let state = cell.map(|c| c.2);
+                    json(s, &state.map(PeerState::as_str));
+                    let back = self.source.cell(j, i).map(|c| c.2);
+                    if state == Some(PeerState::Alive) && not_hearing(back) {
+                        self.asymmetric.push((i, j));
+                    }
+                }
+            }
+        }
+        s.push(']');
+    }
+
+    fn json_tail(&self, s: &mut String) {
+        let n = self.n();
+        s.push_str("],\"age_ms\":");
+        json(
+            s,
+            &(0..n).map(|i| self.source.age_ms(i)).collect::<Vec<_>>(),
+        );
+        s.push_str(",\"fresh\":");
+        json(s, &(0..n).map(|i| self.source.fresh(i)).collect::<Vec<_>>());
+        s.push_str(",\"asymmetric\":");
+        let pairs: Vec<[usize; 2]> = self.asymmetric.iter().map(|&(i, j)| [i, j]).collect();
+        json(s, &pairs);
+        s.push('}');
+    }
+
+    // ----- the table ----------------------------------------------------------------------
+
+    fn table_widths(&self) -> Vec<usize> {
+        let names = self.source.names();
+        let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+        let mut widths = vec![longest.max("from \\ to".len())];
+        widths.extend(names.iter().map(|s| s.chars().count().max(CELL_WIDTH)));
+        widths.push("row age".len());
+        widths
+    }
+
+    fn table_line(&self, s: &mut String, cells: impl Iterator<Item = String>) {
+        let mut line = String::new();
+        for (k, (c, w)) in cells.zip(&self.widths).enumerate() {
+            let pad = " ".repeat(w.saturating_sub(c.chars().count()));
+            if k == 0 {
+                let _ = write!(line, "{c}{pad}  ");
+            } else {
+                let _ = write!(line, "{pad}{c}  ");
+            }
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+
+    fn table_head(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "latency matrix as seen by {} (RTT p50, rows: from, columns: to)",
+            self.source.node()
+        );
+        let names = self.source.names();
+        let header = std::iter::once("from \\ to".to_owned())
+            .chain(names.iter().cloned())
+            .chain(std::iter::once("row age".to_owned()));
+        self.table_line(s, header);
+    }
+
+    /// What one cell shows in the table: the RTT, or why there is none.
+    fn cell_text(&self, i: usize, j: usize) -> String {
+        if i == j {
+            return "·".to_owned();
+        }
+        match self.source.cell(i, j) {
+            Some((_, _, PeerState::Dead)) => "dead".to_owned(),
+            Some((_, _, PeerState::Unreachable)) => "unreach".to_owned(),
+            Some((_, _, PeerState::Left)) => "left".to_owned(),
+            Some((Some(rtt), _, _)) => human_us(rtt),
+            _ => "-".to_owned(),
+        }
+    }
+
+    fn table_row(&mut self, s: &mut String) {
+        let (i, n) = (self.row, self.n());
+        let age = match (self.source.age_ms(i), self.source.fresh(i)) {
+            (Some(ms), true) => format!("{ms}ms"),
+            (Some(ms), false) => format!("{ms}ms stale"),
+            (None, _) => "never".to_owned(),
+        };
+        let cells = std::iter::once(self.source.names()[i].clone())
+            .chain((0..n).map(|j| self.cell_text(i, j)))
+            .chain(std::iter::once(age));
+        self.table_line(s, cells);
+        for j in 0..n {
+            let state = self.source.cell(i, j).map(|c| c.2);
+            if state == Some(PeerState::Alive) && not_hearing(self.source.cell(j, i).map(|c| c.2)) {
+                self.asymmetric.push((i, j));
+            }
+        }
+    }
+
+    fn table_tail(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "legend: · self, - unknown, dead = nobody hears it, unreach = path broken (others hear it), stale = row older than dead_after"
+        );
+        if !self.asymmetric.is_empty() {
+            let names = self.source.names();
+            let pairs: Vec<String> = self
+                .asymmetric
+                .iter()
+                .map(|&(i, j)| format!("{} hears {} but not back", names[i], names[j]))
+                .collect();
+            let _ = writeln!(s, "asymmetric: {}", pairs.join("; "));
+        }
+    }
+
+    // ----- the SVG heatmap ----------------------------------------------------------------
+
+    fn svg_layout(&self) -> SvgLayout {
+        let names = self.source.names();
+        let n = names.len();
         let cell = if n > 60 {
             8.0
         } else if n > 20 {
@@ -135,27 +436,62 @@ impl MatrixReport {
         } else {
             32.0
         };
-        let label = 12.0
-            * self
-                .nodes
-                .iter()
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(1)
-                .min(24) as f64
-            * 0.6
-            + 12.0;
+        let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(1);
+        let label = 12.0 * longest.min(24) as f64 * 0.6 + 12.0;
         let grid = cell * n as f64;
         let (left, top) = (label + 10.0, label + 50.0);
         let legend_h = 90.0;
-        let title = format!(
-            "Latency matrix (RTT p50) as seen by {} — rows: from, columns: to",
-            self.node
-        );
-        let width = (left + grid + 20.0).max(title.chars().count() as f64 * 7.8 + 20.0);
-        let height = top + grid + legend_h;
+        let width = (left + grid + 20.0).max(self.svg_title().chars().count() as f64 * 7.8 + 20.0);
         let (lo, hi) = self.rtt_range();
-        let mut s = String::new();
+        SvgLayout {
+            cell,
+            left,
+            top,
+            width,
+            height: top + grid + legend_h,
+            lo,
+            hi,
+        }
+    }
+
+    fn svg_title(&self) -> String {
+        format!(
+            "Latency matrix (RTT p50) as seen by {} — rows: from, columns: to",
+            self.source.node()
+        )
+    }
+
+    fn rtt_range(&self) -> (f64, f64) {
+        let n = self.n();
+        let (mut lo, mut hi) = (f64::MAX, 0.0f64);
+        for i in 0..n {
+            for j in 0..n {
+                if let Some((Some(v), _, _)) = self.source.cell(i, j) {
+                    if v > 0.0 {
+                        lo = lo.min(v);
+                        hi = hi.max(v);
+                    }
+                }
+            }
+        }
+        if hi <= 0.0 {
+            (1.0, 1000.0)
+        } else if hi / lo < 2.0 {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            (lo, hi)
+        }
+    }
+
+    fn svg_head(&self, s: &mut String) {
+        let SvgLayout {
+            cell,
+            left,
+            top,
+            width,
+            height,
+            ..
+        } = self.svg;
         let _ = writeln!(
             s,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
@@ -164,9 +500,9 @@ impl MatrixReport {
         let _ = writeln!(
             s,
             r#"<text x="10" y="20" font-size="14">{}</text>"#,
-            xml(&title)
+            xml(&self.svg_title())
         );
-        for (i, name) in self.nodes.iter().enumerate() {
+        for (i, name) in self.source.names().iter().enumerate() {
             let y = top + cell * (i as f64 + 0.5);
             let _ = writeln!(
                 s,
@@ -183,52 +519,67 @@ impl MatrixReport {
                 xml(name)
             );
         }
-        for i in 0..n {
-            for j in 0..n {
-                let (x, y) = (left + cell * j as f64, top + cell * i as f64);
-                let state = self.state[i][j];
-                let (fill, mark, title) = if i == j {
-                    ("#444444".to_owned(), None, "self".to_owned())
-                } else if matches!(state, Some("dead") | Some("unreachable") | Some("left")) {
-                    let st = state.unwrap_or("dead");
+    }
+
+    fn svg_row(&self, s: &mut String) {
+        let SvgLayout {
+            cell,
+            left,
+            top,
+            lo,
+            hi,
+            ..
+        } = self.svg;
+        let (i, n) = (self.row, self.n());
+        let names = self.source.names();
+        for j in 0..n {
+            let (x, y) = (left + cell * j as f64, top + cell * i as f64);
+            let value = self.source.cell(i, j);
+            let (fill, mark, title) = match value {
+                _ if i == j => ("#444444".to_owned(), None, "self".to_owned()),
+                Some((_, _, st @ (PeerState::Dead | PeerState::Unreachable | PeerState::Left))) => {
                     (
                         "#202020".to_owned(),
                         Some("×"),
-                        format!("{} → {}: {st}", self.nodes[i], self.nodes[j]),
+                        format!("{} → {}: {st}", names[i], names[j]),
                     )
-                } else if let Some(rtt) = self.rtt_us[i][j] {
-                    (
-                        colour(rtt, lo, hi),
-                        None,
-                        format!("{} → {}: {}", self.nodes[i], self.nodes[j], human_us(rtt)),
-                    )
-                } else {
-                    (
-                        "#dddddd".to_owned(),
-                        Some("?"),
-                        format!("{} → {}: unknown", self.nodes[i], self.nodes[j]),
-                    )
-                };
+                }
+                Some((Some(rtt), _, _)) => (
+                    colour(rtt, lo, hi),
+                    None,
+                    format!("{} → {}: {}", names[i], names[j], human_us(rtt)),
+                ),
+                _ => (
+                    "#dddddd".to_owned(),
+                    Some("?"),
+                    format!("{} → {}: unknown", names[i], names[j]),
+                ),
+            };
+            let _ = write!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{cell:.1}" height="{cell:.1}" fill="{fill}" stroke="white" stroke-width="0.5"><title>{}</title></rect>"#,
+                xml(&title)
+            );
+            if let Some(mark) = mark {
                 let _ = write!(
                     s,
-                    r#"<rect x="{x:.1}" y="{y:.1}" width="{cell:.1}" height="{cell:.1}" fill="{fill}" stroke="white" stroke-width="0.5"><title>{}</title></rect>"#,
-                    xml(&title)
+                    r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" dominant-baseline="middle" fill="{}" font-size="{:.0}">{mark}</text>"##,
+                    x + cell / 2.0,
+                    y + cell / 2.0,
+                    if mark == "×" { "#ff5050" } else { "#666666" },
+                    (cell * 0.7).max(6.0)
                 );
-                if let Some(mark) = mark {
-                    let _ = write!(
-                        s,
-                        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" dominant-baseline="middle" fill="{}" font-size="{:.0}">{mark}</text>"##,
-                        x + cell / 2.0,
-                        y + cell / 2.0,
-                        if mark == "×" { "#ff5050" } else { "#666666" },
-                        (cell * 0.7).max(6.0)
-                    );
-                }
-                s.push('\n');
             }
+            s.push('\n');
         }
+    }
+
+    fn svg_tail(&self, s: &mut String) {
+        let SvgLayout {
+            cell, top, lo, hi, ..
+        } = self.svg;
         // Legend: the colour scale with its end values, then the marks.
-        let ly = top + grid + 25.0;
+        let ly = top + cell * self.n() as f64 + 25.0;
         let _ = writeln!(s, r#"<defs><linearGradient id="scale">"#);
         for k in 0..=10 {
             let f = k as f64 / 10.0;
@@ -267,25 +618,14 @@ impl MatrixReport {
             ly + 48.0
         );
         s.push_str("</svg>\n");
-        s
     }
+}
 
-    fn rtt_range(&self) -> (f64, f64) {
-        let all = self
-            .rtt_us
-            .iter()
-            .flatten()
-            .flatten()
-            .copied()
-            .filter(|v| *v > 0.0);
-        let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        if hi <= 0.0 {
-            (1.0, 1000.0)
-        } else if hi / lo < 2.0 {
-            (lo / 1.5, hi * 1.5)
-        } else {
-            (lo, hi)
-        }
+/// Appends `value` as serde_json writes it (so streamed JSON equals the serialised report).
+fn json<T: Serialize + ?Sized>(s: &mut String, value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => s.push_str(&text),
+        Err(_) => s.push_str("null"),
     }
 }
 
@@ -338,5 +678,36 @@ mod tests {
         let svg = report.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("node3") && svg.contains("×"));
+    }
+
+    #[test]
+    fn streamed_renderings_of_a_snapshot_equal_the_whole_report() {
+        let mut sim = Sim::with_nodes(30, Duration::from_millis(100), 4);
+        sim.set_default_link(Link::latency(Duration::from_micros(700)));
+        sim.run_for(Duration::from_secs(2));
+        sim.crash(7);
+        sim.set_link_oneway(3, 4, Link::latency(Duration::from_millis(1)).with_loss(1.0));
+        sim.run_for(Duration::from_secs(2));
+        let mesh = sim.mesh(0).unwrap();
+        let report = MatrixReport::new(mesh.name(), &mesh.matrix());
+        let snapshot = mesh.matrix_snapshot();
+        for format in [MatrixFormat::Json, MatrixFormat::Table, MatrixFormat::Svg] {
+            let mut render = MatrixRender::new(&snapshot, format);
+            let (mut out, mut steps) = (Vec::new(), 0);
+            while render.next_chunk(&mut out) {
+                steps += 1;
+                assert!(steps < 10_000, "a rendering ends");
+            }
+            let streamed = String::from_utf8(out).unwrap();
+            let whole = match format {
+                MatrixFormat::Json => report.to_json(),
+                MatrixFormat::Table => report.to_table(),
+                MatrixFormat::Svg => report.to_svg(),
+            };
+            assert_eq!(streamed, whole, "{format:?}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert!(!json["asymmetric"].as_array().unwrap().is_empty(), "{json}");
+        assert_eq!(json["state"][0][7], "dead");
     }
 }

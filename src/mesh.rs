@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::identity::NodeId;
 use crate::keyring::Keyring;
-use crate::matrix::{Cell, Matrix, MatrixView};
+use crate::matrix::{Cell, Matrix, MatrixSnapshot, MatrixView};
 use crate::peer::{Peer, PeerState, PongMatch};
 use crate::replay::Verdict;
 use crate::rng::Rng;
@@ -444,6 +444,9 @@ pub struct Mesh {
     /// How many of a peer's newest probes may still be answered: ⌈suspect_after /
     /// interval⌉, at least 1 (fixed by the settings; used on every row refresh).
     in_flight: u32,
+    /// Per peer key: the latest time (centiseconds) another node's fresh row said it heard
+    /// the peer, as of the last interval (see `gather_witnesses`).
+    witness_heard_cs: Vec<Option<u64>>,
     /// Liveness deadlines are rounded up to a multiple of this many nanoseconds (an eighth
     /// of the shorter of interval and `suspect_after`, at least 1 ms), so that the checks of
     /// peers heard in the same burst share one wake-up instead of taking one each.
@@ -500,6 +503,7 @@ impl Mesh {
             peer_ips: HashSet::default(),
             in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
             liveness_grain_ns,
+            witness_heard_cs: Vec::new(),
         }
     }
 
@@ -904,7 +908,9 @@ impl Mesh {
             PeerState::Dead => Diagnosis::Dead,
             PeerState::Unreachable => Diagnosis::Unreachable,
             PeerState::Left => Diagnosis::Left,
-            PeerState::Unknown if self.heard_by_others(id.0) => Diagnosis::Unreachable,
+            // Witnesses as of the last interval: O(1) per peer, so a status report of a
+            // large mesh does not cost O(peers²).
+            PeerState::Unknown if self.witness_of(id.0) => Diagnosis::Unreachable,
             PeerState::Unknown => Diagnosis::Unknown,
         })
     }
@@ -912,85 +918,40 @@ impl Mesh {
     /// The whole latency matrix as this node knows it: its own row, live, and the rows the
     /// other nodes shared (aged out once older than `dead_after`).
     pub fn matrix(&self) -> MatrixView {
+        self.matrix_snapshot().view()
+    }
+
+    /// A copy of the matrix at this instant, cheap to take (the shared rows are copied as
+    /// stored), from which reports render in bounded steps.
+    pub fn matrix_snapshot(&self) -> MatrixSnapshot {
         // Internal columns: 0 is this node, key + 1 is peer `key`; shown in config order.
-        let mut order: Vec<usize> = self.peers.iter().map(|(k, _)| k + 1).collect();
-        order.insert(self.self_index.min(order.len()), 0);
-        let n = order.len();
-        let name_of = |col: usize| match col {
-            0 => self.name.clone(),
-            c => self.peers[c - 1].name.clone(),
-        };
-        let nodes: Vec<String> = order.iter().map(|&c| name_of(c)).collect();
-        let own = order.iter().position(|&c| c == 0).unwrap_or(0);
-        let mut rtt_us = vec![vec![None; n]; n];
-        let mut loss_pct = vec![vec![None; n]; n];
-        let mut state = vec![vec![None; n]; n];
-        let mut age_ms = vec![None; n];
-        let mut fresh = vec![false; n];
+        let mut columns: Vec<usize> = self.peers.iter().map(|(k, _)| k + 1).collect();
+        columns.insert(self.self_index.min(columns.len()), 0);
+        let names = columns
+            .iter()
+            .map(|&c| match c {
+                0 => self.name.clone(),
+                c => self.peers[c - 1].name.clone(),
+            })
+            .collect();
         let in_flight = self.probes_in_flight();
-        for (i, &from) in order.iter().enumerate() {
-            if from == 0 {
-                age_ms[i] = Some(0);
-                fresh[i] = true;
-                for (j, &to) in order.iter().enumerate() {
-                    if to == 0 {
-                        continue;
-                    }
-                    let peer = &self.peers[to - 1];
-                    rtt_us[i][j] = peer.rtt().map(|r| r.p50.as_nanos() as f64 / 1000.0);
-                    loss_pct[i][j] = peer.probes.loss_pct(in_flight);
-                    state[i][j] = Some(peer.state);
-                }
-                continue;
-            }
-            let Some(row) = self.matrix.row(from - 1) else {
-                continue;
-            };
+        let own_row = columns
+            .iter()
+            .map(|&to| {
+                let peer = self.peers.get(to.checked_sub(1)?)?;
+                Some((
+                    peer.rtt().map(|r| r.p50.as_nanos() as f64 / 1000.0),
+                    peer.probes.loss_pct(in_flight),
+                    peer.state,
+                ))
+            })
+            .collect();
+        MatrixSnapshot::new(&self.name, names, columns, own_row, |from| {
+            let row = self.matrix.row(from - 1)?;
             let age = self.now.saturating_duration_since(row.updated);
-            age_ms[i] = Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
-            fresh[i] = self.row_is_fresh(from - 1);
-            if !fresh[i] {
-                continue;
-            }
-            for (j, &to) in order.iter().enumerate() {
-                let cell = row.cells.get(to).copied().unwrap_or_default();
-                if to == from || !cell.is_present() {
-                    continue;
-                }
-                rtt_us[i][j] = cell.rtt_us().map(f64::from);
-                loss_pct[i][j] = cell.loss_pct();
-                state[i][j] = Some(cell.state());
-            }
-        }
-        let not_hearing = |s: Option<PeerState>| {
-            matches!(
-                s,
-                Some(
-                    PeerState::Unknown
-                        | PeerState::Suspect
-                        | PeerState::Dead
-                        | PeerState::Unreachable
-                )
-            )
-        };
-        let mut asymmetric = Vec::new();
-        for (i, row) in state.iter().enumerate() {
-            for (j, &cell) in row.iter().enumerate() {
-                if cell == Some(PeerState::Alive) && not_hearing(state[j][i]) {
-                    asymmetric.push((i, j));
-                }
-            }
-        }
-        MatrixView {
-            nodes,
-            own,
-            rtt_us,
-            loss_pct,
-            state,
-            age_ms,
-            fresh,
-            asymmetric,
-        }
+            let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+            Some((age_ms, self.row_is_fresh(from - 1), &row.cells[..]))
+        })
     }
 
     /// Datagrams dropped, by reason.
@@ -1569,44 +1530,106 @@ impl Mesh {
     }
 
     /// Whether another node heard `key` recently, and clearly later than this node did:
-    /// the witness of a broken path rather than of a dead peer.
+    /// the witness of a broken path rather than of a dead peer. O(peers): for one peer.
     fn heard_by_others(&self, key: usize) -> bool {
         let now_cs = centis(self.now_ns);
+        let column = key + 1;
+        let latest = self
+            .peers
+            .iter()
+            .filter(|&(origin, _)| origin != key && self.row_is_fresh(origin))
+            .filter_map(|(origin, _)| {
+                self.matrix
+                    .row(origin)?
+                    .cells
+                    .get(column)?
+                    .heard_age_cs(now_cs)
+            })
+            .map(|age| now_cs.saturating_sub(age))
+            .max();
+        self.witnessed(key, latest)
+    }
+
+    /// Whether `heard_cs`, the latest time (centiseconds on this node's clock) another node's
+    /// fresh row says it heard `key`, makes that node a witness that `key` lives.
+    fn witnessed(&self, key: usize, heard_cs: Option<u64>) -> bool {
+        let Some(heard) = heard_cs else {
+            return false;
+        };
         let window_cs = (self.settings.dead_after.as_millis() / 10) as u64;
         // A witness must have heard it at least two intervals after this node last did:
         // a crash is seen by everyone at about the same time, and is no such witness.
         let margin_cs = (self.settings.heartbeat_interval.as_millis() / 5) as u64;
         let peer = &self.peers[key];
         let mine = peer.last_heard.map(|_| centis(peer.last_heard_ns));
-        let column = key + 1;
-        self.peers.iter().any(|(origin, _)| {
-            if origin == key || !self.row_is_fresh(origin) {
-                return false;
+        centis(self.now_ns).saturating_sub(heard) < window_cs
+            && mine.is_none_or(|mine| heard > mine + margin_cs)
+    }
+
+    /// For every peer (by key), the latest time another node's fresh row says it heard it:
+    /// one pass over the rows, so judging every peer costs O(rows × peers) once an interval
+    /// instead of once per peer. Kept for [`Mesh::diagnosis`] until the next interval.
+    fn gather_witnesses(&mut self) {
+        let now_cs = centis(self.now_ns);
+        let mut latest = std::mem::take(&mut self.witness_heard_cs);
+        latest.clear();
+        latest.resize(self.peers.capacity(), None);
+        for (origin, _) in self.peers.iter() {
+            if !self.row_is_fresh(origin) {
+                continue;
             }
             let Some(row) = self.matrix.row(origin) else {
-                return false;
+                continue;
             };
-            let Some(age) = row.cells.get(column).and_then(|c| c.heard_age_cs(now_cs)) else {
-                return false;
-            };
-            let heard = now_cs.saturating_sub(age);
-            age < window_cs && mine.is_none_or(|mine| heard > mine + margin_cs)
-        })
+            // Column 0 is this node; column key + 1 is peer `key`.
+            for (key, cell) in row
+                .cells
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(c, x)| (c - 1, x))
+            {
+                let Some(age) = cell.heard_age_cs(now_cs) else {
+                    continue;
+                };
+                if key == origin || key >= latest.len() {
+                    continue;
+                }
+                let heard = now_cs.saturating_sub(age);
+                latest[key] = Some(latest[key].map_or(heard, |l: u64| l.max(heard)));
+            }
+        }
+        self.witness_heard_cs = latest;
+    }
+
+    fn witness_of(&self, key: usize) -> bool {
+        self.witnessed(key, self.witness_heard_cs.get(key).copied().flatten())
     }
 
     /// Every interval: dead and unreachable peers are re-judged as the other rows change,
     /// and alive peers checked for one-way paths.
     fn judge_by_witnesses(&mut self) {
+        // Witnesses only matter for peers not heard here; most intervals there are none.
+        if self.peers.iter().any(|(_, p)| {
+            matches!(
+                p.state,
+                PeerState::Unknown | PeerState::Dead | PeerState::Unreachable
+            )
+        }) {
+            self.gather_witnesses();
+        } else {
+            self.witness_heard_cs.clear();
+        }
         let settle = saturating_ns(self.settings.suspect_after * 2);
         for key in 0..self.peers.len() {
             if !self.peers.contains(key) {
                 continue;
             }
             match self.peers[key].state {
-                PeerState::Dead if self.heard_by_others(key) => {
+                PeerState::Dead if self.witness_of(key) => {
                     self.set_state(key, PeerState::Unreachable)
                 }
-                PeerState::Unreachable if !self.heard_by_others(key) => {
+                PeerState::Unreachable if !self.witness_of(key) => {
                     self.set_state(key, PeerState::Dead)
                 }
                 PeerState::Alive => {

@@ -43,6 +43,21 @@ impl PeerState {
             PeerState::Unreachable => "unreachable",
         }
     }
+
+    /// Every state, in the order of their wire codes.
+    pub const ALL: [PeerState; 6] = [
+        PeerState::Unknown,
+        PeerState::Alive,
+        PeerState::Suspect,
+        PeerState::Dead,
+        PeerState::Left,
+        PeerState::Unreachable,
+    ];
+
+    /// The state named `name` ([`PeerState::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<PeerState> {
+        PeerState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 impl fmt::Display for PeerState {
