@@ -117,7 +117,7 @@ struct Mesh {
 impl Mesh {
     /// `a` (behind the tap), `b` and `c`, keyed, 100 ms heartbeats.
     fn start(test: &str) -> Mesh {
-        let mut lab = Lab::new(test);
+        let lab = Lab::new(test);
         let addrs = host_loopback_addrs(4);
         let (a_front, b, c, a_real) = (addrs[0], addrs[1], addrs[2], addrs[3]);
         let keys = lab.dir.join("keyring");
