@@ -38,9 +38,10 @@ pub struct Settings {
     pub max_datagram: usize,
     /// This process's incarnation: random per start, so peers tell a restart apart.
     pub incarnation: u64,
-    /// Seed of this node's own random draws. The core makes none at present (heartbeat
-    /// jitter comes from the shared clock, so that nodes stay aligned); the field keeps the
-    /// simulator's runs reproducible should one be added.
+    /// Seed of this node's own random draws: where its seal counter starts and how far a
+    /// refutation steps its incarnation (heartbeat timing comes from the shared clock, so
+    /// that nodes stay aligned). Random per process in the driver; fixed in the simulator,
+    /// so runs are reproducible.
     pub seed: u64,
 }
 
@@ -466,6 +467,7 @@ impl fmt::Debug for Mesh {
 impl Mesh {
     /// A node called `name` with no peers yet; `now` is its start time.
     pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
+        let settings_seed = settings.seed;
         let timers = TimerWheel::new(0);
         let liveness_grain_ns = liveness_grain(&settings);
         let in_flight = settings
@@ -498,7 +500,10 @@ impl Mesh {
             refresh_slot: 0,
             phase_offset_ns: 0,
             keyring: None,
-            seal_counter: 0,
+            // Counters start at a point drawn from the seed (random per process in the
+            // driver): two processes that ever share an identity and an incarnation (after
+            // refutations) still do not share nonces.
+            seal_counter: crate::rng::Rng::new(settings_seed).next_u64() >> 2,
             scratch: Vec::new(),
             peer_ips: HashSet::default(),
             in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
@@ -1145,7 +1150,10 @@ impl Mesh {
     /// refutation). Sequence numbers start again, as for any new incarnation.
     fn refute(&mut self, held: u64, key: usize) {
         let own = self.settings.incarnation;
-        let Some(next) = held.checked_add(1) else {
+        // A step of 1 to 2^16 drawn from the seed and the claim: two processes that refute
+        // the same claim (three with one name) take different incarnations.
+        let step = 1 + (crate::rng::Rng::new(self.settings.seed ^ held).next_u64() & 0xffff);
+        let Some(next) = held.checked_add(step).or(held.checked_add(1)) else {
             error!(
                 "{}: peer {} holds this node at the largest incarnation there is; \
                  it cannot be refuted (restart that peer)",

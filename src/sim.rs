@@ -330,12 +330,18 @@ impl Sim {
     }
 
     /// Delivers `bytes` to node `to` now, as coming from `from`: an attacker's datagram
-    /// (forged, or replayed from [`Sim::captured`]). Lost if the node is not running.
+    /// (forged, or replayed from [`Sim::captured`]). A paused node finds it in its socket
+    /// buffer when it resumes; a node that is down loses it.
     pub fn inject(&mut self, to: usize, from: SocketAddr, bytes: &[u8]) {
-        if self.status(to) == NodeStatus::Up {
-            self.deliver(to, from, bytes);
-        } else {
-            self.lost += 1;
+        if to < self.nodes.len() {
+            self.order += 1;
+            self.arrive(Flight {
+                at: self.now,
+                order: self.order,
+                to,
+                from,
+                bytes: bytes.to_vec(),
+            });
         }
     }
 
