@@ -66,6 +66,10 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// The longest node name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 
+/// The largest configuration file read, in bytes (1 MiB). A 1,024-node mesh takes about
+/// 80 KB; the limit bounds the memory and time a stray or hostile file can cost.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// A peer silent for this many heartbeat intervals is suspected, unless `suspect_after_ms`
 /// says otherwise.
 const SUSPECT_INTERVALS: u64 = 3;
@@ -117,11 +121,20 @@ impl NodeEntry {
 impl Config {
     /// Reads and checks the configuration file at `path`.
     ///
-    /// Errors name the file as `path` shows it; an I/O error has no position.
+    /// Only a regular file is read (a FIFO or a device is refused without blocking, after
+    /// `fstat` on the opened file), and at most [`MAX_CONFIG_BYTES`] of it. Errors name the
+    /// file as `path` shows it; an I/O, file-type or size error has no position.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use crate::files::{read_regular, ReadError};
         let label = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|error| ConfigError::new(&label, None, ConfigErrorKind::Io(error)))?;
+        let bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(|error| {
+            let kind = match error {
+                ReadError::Io(error) => ConfigErrorKind::Io(error),
+                ReadError::NotRegular(what) => ConfigErrorKind::NotRegularFile { what },
+                ReadError::TooLarge(bytes) => ConfigErrorKind::TooLarge { bytes },
+            };
+            ConfigError::new(&label, None, kind)
+        })?;
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(error) => {
@@ -322,6 +335,17 @@ impl std::error::Error for ConfigError {
 pub enum ConfigErrorKind {
     /// The file could not be read. No position.
     Io(io::Error),
+    /// The path names something other than a regular file (a FIFO, a device, a directory):
+    /// refused without reading it. No position.
+    NotRegularFile {
+        /// What it is instead, e.g. `"a FIFO"`.
+        what: &'static str,
+    },
+    /// The file is larger than [`MAX_CONFIG_BYTES`]. No position.
+    TooLarge {
+        /// Its size as `fstat` gave it; `None` when it only proved too large while read.
+        bytes: Option<u64>,
+    },
     /// The text is not valid RON (or not UTF-8); `message` says what the parser expected.
     Syntax {
         /// The parser's complaint.
@@ -522,6 +546,14 @@ impl fmt::Display for ConfigErrorKind {
         use ConfigErrorKind as K;
         match self {
             K::Io(error) => write!(f, "cannot read the configuration file: {error}"),
+            K::NotRegularFile { what } => write!(f, "not a regular file ({what})"),
+            K::TooLarge { bytes: Some(bytes) } => write!(
+                f,
+                "{bytes} bytes, more than the {MAX_CONFIG_BYTES} a config may have"
+            ),
+            K::TooLarge { bytes: None } => {
+                write!(f, "more than the {MAX_CONFIG_BYTES} bytes a config may have")
+            }
             K::Syntax { message } => write!(f, "syntax error: {message}"),
             K::UnknownField {
                 field,

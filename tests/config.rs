@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use peermesh::config::{
     Config, ConfigError, ConfigErrorKind, NodeEntry, DEFAULT_MAX_DATAGRAM, DEFAULT_PORT,
+    MAX_CONFIG_BYTES,
 };
 use peermesh::identity::NodeId;
 use proptest::prelude::*;
@@ -931,6 +932,60 @@ fn loading_a_missing_file_names_the_path() {
     let prefix = format!("{}: cannot read the configuration file: ", path.display());
     assert!(message.starts_with(&prefix), "{message}");
     assert!(std::error::Error::source(&error).is_some());
+}
+
+#[test]
+fn loading_a_fifo_a_device_or_a_huge_file_is_refused_unread() {
+    let dir = std::env::temp_dir().join(format!("peermesh-config-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.ron");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let huge = dir.join("huge.ron");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_CONFIG_BYTES + 1)
+        .unwrap();
+    for (path, what) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (dir.as_path(), "a directory"),
+    ] {
+        let error = Config::load(path).unwrap_err();
+        assert!(
+            matches!(error.kind(), ConfigErrorKind::NotRegularFile { what: w } if *w == what),
+            "{error}"
+        );
+        assert_eq!(error.position(), None);
+        assert_eq!(
+            error.to_string(),
+            format!("{}: not a regular file ({what})", path.display())
+        );
+    }
+    let error = Config::load(&huge).unwrap_err();
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::TooLarge {
+            bytes: Some(1_048_577)
+        }
+    ));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: 1048577 bytes, more than the 1048576 a config may have",
+            huge.display()
+        )
+    );
+    // At the limit, it is read (and here refused as text, not for its size).
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_CONFIG_BYTES)
+        .unwrap();
+    assert!(matches!(
+        Config::load(&huge).unwrap_err().kind(),
+        ConfigErrorKind::Syntax { .. }
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---- 10. Which node am I ------------------------------------------------------------------
