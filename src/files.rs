@@ -81,9 +81,26 @@ pub(crate) fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError
     read_limited(file, &meta, limit)
 }
 
+/// Cuts `text` to its first `max` characters, with `…` when something was cut: for echoing
+/// a value someone else wrote into a message a person reads.
+pub(crate) fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_character() {
+        assert_eq!(clip("alpha", 5), "alpha");
+        assert_eq!(clip("alphabet", 5), "alpha…");
+        assert_eq!(clip("ééééé", 2), "éé…");
+        assert_eq!(clip("", 0), "");
+    }
 
     #[test]
     fn a_fifo_is_refused_without_blocking_and_a_device_is_not_read() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use peermesh::config::{
     Config, ConfigError, ConfigErrorKind, NodeEntry, DEFAULT_MAX_DATAGRAM, DEFAULT_PORT,
-    MAX_CONFIG_BYTES,
+    ECHOED_CHARS, MAX_CONFIG_BYTES,
 };
 use peermesh::identity::NodeId;
 use proptest::prelude::*;
@@ -986,6 +986,59 @@ fn loading_a_fifo_a_device_or_a_huge_file_is_refused_unread() {
         ConfigErrorKind::Syntax { .. }
     ));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_value_an_error_echoes_is_clipped() {
+    let long = "v".repeat(200_000);
+    let texts = [
+        format!(r#"(nodes: [(name: "{long} x", host: "h")])"#),
+        format!(r#"(nodes: [(name: "{long}", host: "h")])"#),
+        format!(r#"(nodes: [(name: "a", host: "{long} x")])"#),
+        format!(r#"(nodes: [(name: "a", host: "{long}"), (name: "b", host: "{long}")])"#),
+        format!(r#"(nodes: [(name: "a", host: "h", {long}: 1)])"#),
+        format!(r#"({long}: 1, nodes: [(name: "a", host: "h")])"#),
+        format!(r#"(port: "{long}", nodes: [(name: "a", host: "h")])"#),
+        format!(r#"(nodes: [(name: "a", host: "h", port: "{long}")])"#),
+        format!(r#"(keyring: 5{long}, nodes: [(name: "a", host: "h")])"#),
+        format!(r#"(nodes: [{long}])"#),
+        format!(r#"(nodes: [(name: "a", host: "h")], {long})"#),
+    ];
+    let mut messages: Vec<String> = texts.iter().map(|t| rejected(t).to_string()).collect();
+    let config = mesh(&[("alpha", "10.0.0.1"), ("bad", &format!("{long}\0"))]);
+    let errors = [
+        config.find_self(Some(&long), "alpha").unwrap_err(),
+        config.find_self(None, &long).unwrap_err(),
+        config
+            .find_self(None, &format!("{long}.example.com"))
+            .unwrap_err(),
+        config.resolve(1).unwrap_err(),
+    ];
+    messages.extend(errors.iter().map(|e| e.to_string()));
+    for message in messages {
+        assert!(
+            message.len() < 500,
+            "{} bytes: {}",
+            message.len(),
+            &message[..500]
+        );
+        assert!(
+            !message.contains(&"v".repeat(ECHOED_CHARS + 1)),
+            "{message}"
+        );
+    }
+    // Short values are shown whole, with no ellipsis.
+    let message = rejected(r#"(nodes: [(name: "a b", host: "h")])"#).to_string();
+    assert!(
+        message.contains(r#"node name "a b" contains a space"#),
+        "{message}"
+    );
+    let name = "n".repeat(65);
+    let message = rejected(&format!(r#"(nodes: [(name: "{name}", host: "h")])"#)).to_string();
+    assert!(
+        message.contains(&format!(r#"node name "{}…" is 65 bytes long"#, &name[..64])),
+        "{message}"
+    );
 }
 
 // ---- 10. Which node am I ------------------------------------------------------------------

@@ -228,3 +228,53 @@ fn a_key_file_replaced_by_a_fifo_on_sighup_keeps_the_keys_and_the_node_running()
     let status = lab.status("alpha").unwrap();
     assert_eq!(status["dropped"]["auth_failed"], 0);
 }
+
+// ---- Values echoed in errors ---------------------------------------------------------------
+
+#[test]
+fn a_very_long_value_is_echoed_clipped() {
+    let lab = Lab::new("longvalue");
+    let long = "n".repeat(1_000_000);
+    let cases = [
+        (
+            format!("(nodes: [(name: \"{long}\", host: \"127.0.0.2\")])"),
+            "is 1000000 bytes long: at most 64",
+        ),
+        (
+            format!("(nodes: [(name: \"a\", host: \"127.0.0.2 {long}\")])"),
+            "contains a space",
+        ),
+        (
+            format!("(nodes: [(name: \"a\", {long}: 1)])"),
+            "unknown field",
+        ),
+        (
+            format!("(port: \"{long}\", nodes: [(name: \"a\", host: \"h\")])"),
+            "wrong type for `port`",
+        ),
+    ];
+    for (text, says) in cases {
+        let path = lab.write_config(&text);
+        let ran = run_in(&lab, &["check", "--config", path_str(&path)], &[]);
+        assert_exit(&ran, 2);
+        assert!(ran.stderr.contains(says), "{:?}", ran.stderr);
+        assert!(ran.stderr.contains('…'), "{:?}", ran.stderr);
+        assert!(
+            ran.stderr.len() < 600,
+            "{} bytes: {:?}",
+            ran.stderr.len(),
+            &ran.stderr[..600.min(ran.stderr.len())]
+        );
+    }
+    // A name from the command line is clipped too.
+    let path = lab.write_config("(nodes: [(name: \"a\", host: \"127.0.0.2\")])");
+    let long_name = "x".repeat(100_000);
+    let ran = run_in(
+        &lab,
+        &["check", "--config", path_str(&path), "--name", &long_name],
+        &[],
+    );
+    assert_exit(&ran, 2);
+    assert!(ran.stderr.contains("no node is named \"xxxx"), "{ran:?}");
+    assert!(ran.stderr.len() < 600, "{}", ran.stderr.len());
+}
