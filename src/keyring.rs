@@ -93,6 +93,13 @@ pub enum KeyringError {
         /// 1-based line number.
         line: usize,
     },
+    /// A line is the all-zero key: a placeholder, never a secret.
+    ZeroKey {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
     /// No key in the file.
     Empty(PathBuf),
     /// More than [`MAX_KEYS`] keys.
@@ -127,6 +134,12 @@ impl fmt::Display for KeyringError {
                 "{}:{line}: not a key: want 64 hex digits (make one with `peermesh keygen`)",
                 file.display()
             ),
+            KeyringError::ZeroKey { file, line } => write!(
+                f,
+                "{}:{line}: the all-zero key is a placeholder, not a secret \
+                 (make a key with `peermesh keygen`)",
+                file.display()
+            ),
             KeyringError::Empty(p) => write!(
                 f,
                 "keyring {}: no key in it (make one with `peermesh keygen`)",
@@ -148,14 +161,17 @@ impl std::error::Error for KeyringError {
     }
 }
 
+/// 64 hex digits (`[0-9a-fA-F]` only: no sign, no prefix) as 32 bytes.
 fn parse_hex_key(text: &str) -> Option<[u8; KEY_LEN]> {
-    let text = text.trim();
-    if text.len() != KEY_LEN * 2 || !text.is_ascii() {
+    let digits = text.trim().as_bytes();
+    if digits.len() != KEY_LEN * 2 {
         return None;
     }
     let mut key = [0u8; KEY_LEN];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    // `char::to_digit(16)` takes `[0-9a-fA-F]` and nothing else.
+    let digit = |d: u8| char::from(d).to_digit(16);
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = u8::try_from((digit(pair[0])? << 4) | digit(pair[1])?).ok()?;
     }
     Some(key)
 }
@@ -178,6 +194,12 @@ impl Keyring {
                 file: file.to_owned(),
                 line: i + 1,
             })?;
+            if bytes == [0; KEY_LEN] {
+                return Err(KeyringError::ZeroKey {
+                    file: file.to_owned(),
+                    line: i + 1,
+                });
+            }
             if keys.len() == MAX_KEYS {
                 return Err(KeyringError::TooMany(file.to_owned()));
             }
@@ -270,6 +292,29 @@ mod tests {
             Keyring::parse(&many, Path::new("k")),
             Err(KeyringError::TooMany(_))
         ));
+    }
+
+    #[test]
+    fn only_hex_digits_make_a_key_and_the_zero_key_is_refused() {
+        // `u8::from_str_radix` would take "+0" as a digit pair.
+        let plus = format!("+{}", &A[1..]);
+        assert!(parse_hex_key(&plus).is_none());
+        assert!(parse_hex_key(&format!("{}-1", &A[..62])).is_none());
+        assert!(parse_hex_key(&A.to_uppercase()).is_some());
+        assert!(matches!(
+            Keyring::parse(&plus, Path::new("k")),
+            Err(KeyringError::BadKey { line: 1, .. })
+        ));
+        let zero = "0".repeat(64);
+        let err = Keyring::parse(&format!("{A}\n{zero}\n"), Path::new("k")).unwrap_err();
+        assert!(
+            matches!(err, KeyringError::ZeroKey { line: 2, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("k:2: the all-zero key"),
+            "{err}"
+        );
     }
 
     #[test]

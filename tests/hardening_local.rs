@@ -143,9 +143,19 @@ fn a_bad_key_file_is_refused_at_start() {
     let lab = Lab::new("badkeys");
     let config = keyed_config(&lab);
     let keys = lab.dir.join("keyring");
+    let plus = format!("+{}\n", &KEY[1..]);
+    let zero = format!("{}\n", "0".repeat(64));
     let big = format!("{KEY}\n{}", "#\n".repeat(40_000));
     let cases = [
         (None, "not a regular file (a FIFO)".to_owned()),
+        (
+            Some(&plus),
+            "keyring:1: not a key: want 64 hex digits".to_owned(),
+        ),
+        (
+            Some(&zero),
+            "keyring:1: the all-zero key is a placeholder".to_owned(),
+        ),
         (
             Some(&big),
             format!(
