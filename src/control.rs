@@ -3,16 +3,20 @@
 //!
 //! One request per connection: a single line of at most [`MAX_REQUEST`] bytes, e.g.
 //! `status --json\n`. The node answers with the text and closes. Requests are parsed by the
-//! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash. The
-//! socket file is created with mode 0600; connections are limited in number and in time.
+//! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash.
+//! Connections are limited in number and in time.
+//!
+//! The socket file is created with mode 0600, and only a stale socket is ever replaced
+//! ([`ControlServer::bind`]).
 
+use crate::files::describe;
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{event::Event, Interest, Registry, Token};
 use slab::Slab;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -146,6 +150,8 @@ pub fn default_path(name: &str) -> PathBuf {
     dir.join(format!("peermesh-{safe}.sock"))
 }
 
+// ---- The server ---------------------------------------------------------------------------
+
 struct Conn {
     stream: UnixStream,
     request: Vec<u8>,
@@ -158,6 +164,8 @@ struct Conn {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file this server created: only that is removed.
+    created: (u64, u64),
     listener_token: Token,
     first_conn_token: usize,
     conns: Slab<Conn>,
@@ -172,11 +180,20 @@ impl fmt::Debug for ControlServer {
     }
 }
 
-/// Why the control socket could not be opened.
+/// Why the control socket could not be opened. Nothing at the path was changed, except a
+/// stale socket that was replaced.
 #[derive(Debug)]
 pub enum ControlError {
     /// Another node answers on this path.
     InUse(PathBuf),
+    /// Something other than a socket is at the path (a regular file, a directory, a FIFO,
+    /// a symbolic link, ...): it is left alone.
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+        /// What is there, e.g. `"a regular file"`.
+        what: &'static str,
+    },
     /// The OS refused.
     Io(PathBuf, io::Error),
 }
@@ -189,39 +206,78 @@ impl fmt::Display for ControlError {
                 "control socket {} is in use by a running node (pass --control PATH)",
                 p.display()
             ),
+            ControlError::NotASocket { path, what } => write!(
+                f,
+                "control socket {}: {what} is there, not a socket; refusing to replace it \
+                 (pass another --control PATH, or move it away)",
+                path.display()
+            ),
             ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
         }
     }
 }
 
-impl std::error::Error for ControlError {}
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ControlError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Device and inode of the file at `path`, not following a symbolic link.
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+}
 
 impl ControlServer {
-    /// Listens on `path` (mode 0600). A stale socket file nobody answers on is replaced.
+    /// Listens on `path` (mode 0600).
+    ///
+    /// Only a stale socket nobody answers on is replaced; anything else at the path is
+    /// refused and left alone. The socket is made under a temporary name, set to 0600 and
+    /// then linked into place, so no client connects while it has the default mode and
+    /// nothing that appears at the path meanwhile is overwritten. On drop, the socket file
+    /// is removed only if it is still the one this server made (same device and inode).
     pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
         let io_err = |e| ControlError::Io(path.to_owned(), e);
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                // Stale only when the kernel says nobody listens: a socket this user may not
+                // even connect to is not for it to remove.
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(_) => return Err(ControlError::InUse(path.to_owned())),
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+                std::fs::remove_file(path).map_err(io_err)?;
+            }
+            Ok(meta) => {
+                return Err(ControlError::NotASocket {
+                    path: path.to_owned(),
+                    what: describe(meta.file_type()),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let (listener, staging) = bind_staging(path)?;
+        let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| file_id(&staging))
+            .and_then(|id| std::fs::hard_link(&staging, path).map(|()| id));
+        let _ = std::fs::remove_file(&staging);
+        let created = match placed {
+            Ok(id) => id,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Something took the path since it was checked: leave it alone.
                 return Err(ControlError::InUse(path.to_owned()));
             }
-            std::fs::remove_file(path).map_err(io_err)?;
-        }
-        // Bound under a temporary name, made 0600, then renamed into place: no client can
-        // connect while the socket still has the default mode.
-        let mut staging = path.as_os_str().to_owned();
-        staging.push(format!(".{}.tmp", std::process::id()));
-        let staging = PathBuf::from(staging);
-        let _ = std::fs::remove_file(&staging);
-        let listener = UnixListener::bind(&staging).map_err(io_err)?;
-        let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::rename(&staging, path));
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&staging);
-            return Err(io_err(e));
-        }
+            Err(e) => return Err(io_err(e)),
+        };
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
+            created,
             listener_token: Token(usize::MAX),
             first_conn_token: usize::MAX,
             conns: Slab::with_capacity(MAX_CONNECTIONS),
@@ -401,9 +457,33 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Remove the socket only if it is still the one this server made: someone may
+        // have replaced it (the listener still holds the inode, so it cannot be reused).
+        if file_id(&self.path).is_ok_and(|id| id == self.created) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
+
+/// Bind a listener under a fresh temporary name next to `path` (never removing anything
+/// already there); returns it and the name.
+fn bind_staging(path: &Path) -> Result<(UnixListener, PathBuf), ControlError> {
+    let mut last = None;
+    for attempt in 0..8u32 {
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".{}.{attempt}.tmp", std::process::id()));
+        let staging = PathBuf::from(staging);
+        match UnixListener::bind(&staging) {
+            Ok(listener) => return Ok((listener, staging)),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => last = Some((staging, e)),
+            Err(e) => return Err(ControlError::Io(path.to_owned(), e)),
+        }
+    }
+    let (staging, e) = last.unwrap_or_else(|| (path.to_owned(), ErrorKind::AddrInUse.into()));
+    Err(ControlError::Io(staging, e))
+}
+
+// ---- The client ---------------------------------------------------------------------------
 
 /// Why a client request failed.
 #[derive(Debug)]

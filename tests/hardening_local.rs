@@ -6,17 +6,22 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{loopback_config, run_bounded, wait_until, Lab, Ran, BIN};
+use support::{loopback_config, peermesh, run_bounded, wait_until, Lab, Ran, BIN};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
 fn assert_exit(ran: &Ran, code: i32) {
     assert_eq!(ran.code, Some(code), "{ran:?}");
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -55,6 +60,13 @@ fn run_in(lab: &Lab, args: &[&str], env: &[(&str, Option<&str>)]) -> Ran {
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+/// A lab with a config of `names` (alpha's peer never runs unless started).
+fn lab_with(test: &str, names: &[&str]) -> (Lab, PathBuf) {
+    let lab = Lab::new(test);
+    let config = lab.write_config(&loopback_config(names, 300, 800));
+    (lab, config)
 }
 
 // ---- Config and key files: FIFOs, devices, huge files ------------------------------------
@@ -287,4 +299,146 @@ fn a_very_long_value_is_echoed_clipped() {
     assert_exit(&ran, 2);
     assert!(ran.stderr.contains("no node is named \"xxxx"), "{ran:?}");
     assert!(ran.stderr.len() < 600, "{}", ran.stderr.len());
+}
+
+// ---- `--control PATH` replaces only a stale socket, and removes only its own ---------------
+
+#[test]
+fn run_refuses_a_control_path_that_is_not_a_socket_and_leaves_it_alone() {
+    let (lab, config) = lab_with("notasocket", &["alpha", "beta"]);
+    let before = fs::read(&config).unwrap();
+    let dir = lab.dir.join("a-dir");
+    fs::create_dir(&dir).unwrap();
+    let fifo = lab.dir.join("a-fifo");
+    mkfifo(&fifo);
+    let target = lab.dir.join("target.txt");
+    fs::write(&target, b"keep me").unwrap();
+    let link = lab.dir.join("a-link");
+    symlink(&target, &link).unwrap();
+    let dangling = lab.dir.join("dangling");
+    symlink(lab.dir.join("nowhere.sock"), &dangling).unwrap();
+    let cases = [
+        (&config, "a regular file"),
+        (&dir, "a directory"),
+        (&fifo, "a FIFO"),
+        (&link, "a symbolic link"),
+        (&dangling, "a symbolic link"),
+    ];
+    for (path, what) in cases {
+        let started = Instant::now();
+        let args = [
+            "run",
+            "--config",
+            path_str(&config),
+            "--name",
+            "alpha",
+            "--control",
+            path_str(path),
+        ];
+        let ran = run_in(&lab, &args, &[]);
+        assert_exit(&ran, 1);
+        let says = format!(
+            "error: control socket {}: {what} is there, not a socket; refusing to replace it",
+            path.display()
+        );
+        assert!(ran.stderr.contains(&says), "{what}: {:?}", ran.stderr);
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+        let meta = fs::symlink_metadata(path).expect("still there");
+        assert!(!meta.file_type().is_socket(), "{what}");
+    }
+    // Nothing was touched: the config, the directory, the FIFO, both links and the target.
+    assert_eq!(fs::read(&config).unwrap(), before);
+    assert!(fs::symlink_metadata(&dir).unwrap().is_dir());
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(fs::read_link(&link).unwrap(), target);
+    assert_eq!(fs::read(&target).unwrap(), b"keep me");
+    assert!(fs::symlink_metadata(&dangling).unwrap().is_symlink());
+    // No staging socket was left behind either.
+    let left: Vec<_> = fs::read_dir(&lab.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_swapped_one_is_left_at_exit() {
+    let (mut lab, config) = lab_with("stale", &["alpha", "beta"]);
+    // A socket file left by a node that died: nobody answers on it.
+    // (Its inode is freed once it is removed, so the node's new socket may well reuse it:
+    // that it answers is the proof.)
+    let stale = lab.control("alpha");
+    drop(UnixListener::bind(&stale).unwrap());
+    lab.start(&config, "alpha");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.status("alpha").is_some()),
+        "{}",
+        lab.logs()
+    );
+    assert_eq!(mode(&stale), 0o600);
+
+    // Someone replaces the node's socket with their own: the node must not remove it.
+    fs::remove_file(&stale).unwrap();
+    let theirs = UnixListener::bind(&stale).unwrap();
+    let their_inode = fs::symlink_metadata(&stale).unwrap().ino();
+    lab.signal("alpha", "TERM");
+    assert_eq!(lab.wait_exit("alpha", Duration::from_secs(5)), Some(0));
+    let meta = fs::symlink_metadata(&stale).expect("the replacement survived");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.ino(), their_inode);
+    drop(theirs);
+
+    // Its own socket, untouched, it removes at exit.
+    lab.start(&config, "beta");
+    lab.signal("beta", "TERM");
+    assert_eq!(lab.wait_exit("beta", Duration::from_secs(5)), Some(0));
+    assert!(!lab.control("beta").exists());
+}
+
+#[test]
+fn a_control_socket_in_use_is_not_replaced() {
+    let (mut lab, config) = lab_with("inuse", &["alpha", "beta"]);
+    lab.start(&config, "alpha");
+    let path = lab.control("alpha");
+    let inode = fs::symlink_metadata(&path).unwrap().ino();
+    let args = [
+        "run",
+        "--config",
+        path_str(&config),
+        "--name",
+        "beta",
+        "--control",
+        path_str(&path),
+    ];
+    let ran = run_in(&lab, &args, &[]);
+    assert_exit(&ran, 1);
+    assert!(
+        ran.stderr.contains("is in use by a running node"),
+        "{ran:?}"
+    );
+    assert_eq!(fs::symlink_metadata(&path).unwrap().ino(), inode);
+    assert!(lab.status("alpha").is_some());
+}
+
+#[test]
+fn status_on_a_fifo_or_a_file_finds_no_node_and_touches_neither() {
+    let lab = Lab::new("clientnotsock");
+    let fifo = lab.dir.join("fifo.sock");
+    mkfifo(&fifo);
+    let file = lab.dir.join("file.sock");
+    fs::write(&file, b"data").unwrap();
+    for path in [&fifo, &file] {
+        let started = Instant::now();
+        let ran = peermesh(&["status", "--control", path_str(path)]);
+        assert_exit(&ran, 1);
+        let says = format!(
+            "error: no peermesh node at {} (is it running?)",
+            path.display()
+        );
+        assert!(ran.stderr.contains(&says), "{ran:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"data");
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 }
