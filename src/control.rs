@@ -4,7 +4,8 @@
 //! One request per connection: a single line of at most [`MAX_REQUEST`] bytes, e.g.
 //! `status --json\n`. The node answers with the text and closes. Requests are parsed by the
 //! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash.
-//! Connections are limited in number and in time.
+//! Connections are limited in number (a client over [`MAX_CONNECTIONS`] is told so) and in
+//! time ([`CLIENT_TIMEOUT`]).
 //!
 //! The socket file is created with mode 0600, and only a stale socket is ever replaced
 //! ([`ControlServer::bind`]).
@@ -355,6 +356,7 @@ impl ControlServer {
                 Ok((mut stream, _)) => {
                     if self.conns.len() >= MAX_CONNECTIONS {
                         warn!("control: {MAX_CONNECTIONS} clients already; refusing one");
+                        refuse(stream);
                         continue;
                     }
                     let entry = self.conns.vacant_entry();
@@ -440,17 +442,34 @@ impl ControlServer {
 
     fn close(&mut self, registry: &Registry, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            // Closing with unread input makes the kernel reset the connection, and the
-            // client would lose the reply it has not read yet: discard what is waiting.
-            let mut sink = [0u8; 1024];
-            for _ in 0..64 {
-                match conn.stream.read(&mut sink) {
-                    Ok(n) if n > 0 => continue,
-                    _ => break,
-                }
-            }
+            discard_input(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
             let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+}
+
+/// The line a client over [`MAX_CONNECTIONS`] gets before it is closed.
+fn too_many_clients() -> String {
+    format!("error: {TOO_MANY_CLIENTS} ({MAX_CONNECTIONS} at once); try again\n")
+}
+
+/// Turns away a client over the limit: one `error:` line if the socket takes it at once
+/// (the stream is non-blocking: the node never waits for it), then close.
+fn refuse(mut stream: UnixStream) {
+    let _ = stream.write(too_many_clients().as_bytes());
+    discard_input(&mut stream);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Closing with unread input makes the kernel reset the connection, and the client could
+/// lose the reply it has not read yet: discard what is waiting (bounded, non-blocking).
+fn discard_input(stream: &mut UnixStream) {
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
         }
     }
 }
@@ -485,12 +504,23 @@ fn bind_staging(path: &Path) -> Result<(UnixListener, PathBuf), ControlError> {
 
 // ---- The client ---------------------------------------------------------------------------
 
+/// What the server says to a client over [`MAX_CONNECTIONS`], after `error: `.
+const TOO_MANY_CLIENTS: &str = "too many clients";
+
 /// Why a client request failed.
 #[derive(Debug)]
 pub enum ClientError {
     /// Nothing listens at the path.
     NoNode(PathBuf),
-    /// Connected, but the exchange failed.
+    /// The node took no request, or gave no answer, within [`CLIENT_TIMEOUT`].
+    Timeout(PathBuf),
+    /// The node serves [`MAX_CONNECTIONS`] clients already.
+    TooManyClients(PathBuf),
+    /// The node closed the connection without an answer.
+    EmptyReply(PathBuf),
+    /// The node reset the connection before it answered.
+    Reset(PathBuf),
+    /// Connected, but the exchange failed otherwise.
     Io(PathBuf, io::Error),
 }
 
@@ -500,17 +530,79 @@ impl fmt::Display for ClientError {
             ClientError::NoNode(p) => {
                 write!(f, "no peermesh node at {} (is it running?)", p.display())
             }
+            ClientError::Timeout(p) => write!(
+                f,
+                "the node at {} is busy: no answer within {} s; try again",
+                p.display(),
+                CLIENT_TIMEOUT.as_secs()
+            ),
+            ClientError::TooManyClients(p) => write!(
+                f,
+                "the node at {} has too many clients ({MAX_CONNECTIONS} at once); try again",
+                p.display()
+            ),
+            ClientError::EmptyReply(p) => write!(
+                f,
+                "the node at {} closed the connection with an empty reply (is it stopping?)",
+                p.display()
+            ),
+            ClientError::Reset(p) => write!(
+                f,
+                "the node at {} reset the connection before answering (overloaded or \
+                 stopping?); try again",
+                p.display()
+            ),
             ClientError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Writes all of `bytes` with `MSG_NOSIGNAL`: a node that closed early must give this
+/// process an error, not a SIGPIPE (a program embedding the client may not ignore it).
+fn send_all(stream: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until the end, a timeout, or an error; what came before an error is kept.
+fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Sends one request line to the node at `path` and returns its whole answer.
+///
+/// Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]), too many clients, an empty
+/// reply, a reset.
 pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
         _ => ClientError::Io(path.to_owned(), e),
     })?;
     let io_err = |e| ClientError::Io(path.to_owned(), e);
@@ -520,11 +612,37 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     stream
         .set_write_timeout(Some(CLIENT_TIMEOUT))
         .map_err(io_err)?;
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .map_err(io_err)?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).map_err(io_err)?;
+    // A node over its limit may answer and close before the request is even written:
+    // whatever happens to the write, read what it said.
+    let sent = send_all(&stream, format!("{line}\n").as_bytes());
+    let mut reply = Vec::new();
+    let read = read_reply(&mut stream, &mut reply);
+    let failed = |e: io::Error| match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => ClientError::Reset(path.to_owned()),
+        _ => ClientError::Io(path.to_owned(), e),
+    };
+    if reply.is_empty() {
+        return Err(match (sent, read) {
+            (_, Err(e)) | (Err(e), Ok(())) => failed(e),
+            (Ok(()), Ok(())) => ClientError::EmptyReply(path.to_owned()),
+        });
+    }
+    if let Err(e) = read {
+        // The whole answer or nothing: a reset after it is harmless, a timeout is not.
+        if !matches!(e.kind(), ErrorKind::ConnectionReset) {
+            return Err(failed(e));
+        }
+    }
+    let reply = String::from_utf8(reply).map_err(|_| {
+        io_err(io::Error::new(
+            ErrorKind::InvalidData,
+            "the reply is not UTF-8 text",
+        ))
+    })?;
+    if reply.starts_with(&format!("error: {TOO_MANY_CLIENTS}")) {
+        return Err(ClientError::TooManyClients(path.to_owned()));
+    }
     Ok(reply)
 }
 
@@ -567,5 +685,13 @@ mod tests {
         let p = default_path("a/b c");
         assert!(p.to_string_lossy().ends_with("peermesh-a_b_c.sock"));
         assert_eq!(default_path("ALPHA"), default_path("alpha"));
+    }
+
+    #[test]
+    fn the_over_limit_line_names_the_limit() {
+        assert_eq!(
+            too_many_clients(),
+            "error: too many clients (32 at once); try again\n"
+        );
     }
 }

@@ -5,9 +5,11 @@
 
 mod support;
 
+use peermesh::control::{self, ClientError, MAX_CONNECTIONS};
 use std::fs;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -441,4 +443,131 @@ fn status_on_a_fifo_or_a_file_finds_no_node_and_touches_neither() {
     }
     assert_eq!(fs::read(&file).unwrap(), b"data");
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+// ---- Busy and broken nodes: told apart -----------------------------------------------------
+
+#[test]
+fn a_client_over_the_limit_is_told_too_many_clients() {
+    let (mut lab, config) = lab_with("toomany", &["alpha", "beta"]);
+    lab.start(&config, "alpha");
+    let path = lab.control("alpha");
+    // Clients that connect and never send hold every slot (for CLIENT_TIMEOUT).
+    let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    let ran = peermesh(&["status", "--control", path_str(&path)]);
+    assert_exit(&ran, 1);
+    assert_eq!(
+        ran.stderr,
+        format!(
+            "error: the node at {} has too many clients (32 at once); try again\n",
+            path.display()
+        )
+    );
+    assert!(matches!(
+        control::request(&path, "ping"),
+        Err(ClientError::TooManyClients(_))
+    ));
+    drop(idle);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            control::request(&path, "ping").is_ok_and(|r| r == "pong\n")
+        }),
+        "{}",
+        lab.logs()
+    );
+}
+
+#[test]
+fn two_hundred_clients_at_once_each_get_an_answer_or_too_many_clients() {
+    let (mut lab, config) = lab_with("twohundred", &["alpha", "beta"]);
+    lab.start(&config, "alpha");
+    let path = lab.control("alpha");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(200));
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                control::request(&path, "status")
+            })
+        })
+        .collect();
+    let (mut answered, mut busy) = (0, 0);
+    for client in clients {
+        match client.join().unwrap() {
+            Ok(reply) if reply.starts_with("node alpha ") => answered += 1,
+            Err(ClientError::TooManyClients(_)) => busy += 1,
+            other => panic!("neither an answer nor too many clients: {other:?}"),
+        }
+    }
+    eprintln!("200 clients at once: {answered} answered, {busy} told too many clients");
+    assert_eq!(answered + busy, 200);
+    assert!(answered >= MAX_CONNECTIONS, "{answered}");
+}
+
+/// A fake node at `path` that treats each client as `serve` says, for `clients` clients.
+fn fake_node(path: &Path, clients: usize, serve: fn(UnixStream)) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).unwrap();
+    chmod(path, 0o600);
+    std::thread::spawn(move || {
+        for _ in 0..clients {
+            match listener.accept() {
+                Ok((stream, _)) => serve(stream),
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    })
+}
+
+#[test]
+fn a_stuck_silent_or_resetting_node_is_named_for_what_it_did() {
+    let lab = Lab::new("fakenodes");
+    // Says nothing and holds the connection past the client's 5 s.
+    let stuck = lab.dir.join("stuck.sock");
+    let held = fake_node(&stuck, 1, |stream| {
+        let started = Instant::now();
+        let mut stream = stream;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut sink = [0u8; 64];
+        while started.elapsed() < Duration::from_secs(7) {
+            match stream.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    // Reads the request and closes without a word.
+    let silent = lab.dir.join("silent.sock");
+    let silent_node = fake_node(&silent, 1, |mut stream| {
+        let mut line = [0u8; 64];
+        let _ = stream.read(&mut line);
+    });
+    // Closes at once, the request unread: the kernel resets the connection (or, if the
+    // request comes later, refuses it). No shutdown first: that would tell the client the
+    // end of the stream before the reset, and it would see an empty reply.
+    let reset = lab.dir.join("reset.sock");
+    let reset_node = fake_node(&reset, 1, drop);
+    let cases = [
+        (&silent, "closed the connection with an empty reply"),
+        (&reset, "reset the connection before answering"),
+        (&stuck, "is busy: no answer within 5 s; try again"),
+    ];
+    for (path, says) in cases {
+        let started = Instant::now();
+        let ran = peermesh(&["status", "--control", path_str(path)]);
+        assert_exit(&ran, 1);
+        let expected = format!("error: the node at {} {says}", path.display());
+        assert!(ran.stderr.starts_with(&expected), "{:?}", ran.stderr);
+        assert_eq!(ran.stderr.lines().count(), 1, "{:?}", ran.stderr);
+        assert!(started.elapsed() < Duration::from_secs(8));
+    }
+    for node in [held, silent_node, reset_node] {
+        node.join().unwrap();
+    }
 }
