@@ -7,8 +7,10 @@
 //! Connections are limited in number (a client over [`MAX_CONNECTIONS`] is told so) and in
 //! time ([`CLIENT_TIMEOUT`]).
 //!
-//! The socket file is created with mode 0600, and only a stale socket is ever replaced
-//! ([`ControlServer::bind`]).
+//! The socket file is created with mode 0600, in a directory others cannot write to (or a
+//! sticky one), and only a stale socket is ever replaced ([`ControlServer::bind`]). The
+//! client believes only a node run by root, by the caller, or by the owner of a private
+//! directory the socket is in ([`request`]), so no other local user can pose as the node.
 
 use crate::files::describe;
 use log::{debug, warn};
@@ -130,6 +132,22 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+// ---- Where the socket lives ------------------------------------------------------------
+
+/// The effective uid of this process: whom files it creates belong to, and what
+/// `SO_PEERCRED` reports for it.
+fn my_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// A user as a person reads it: `nobody (uid 65534)`, or `uid 1234` when it has no name.
+fn describe_uid(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("{} (uid {uid})", clip(&user.name)),
+        _ => format!("uid {uid}"),
+    }
+}
+
 /// The default control socket path for node `name`: `$XDG_RUNTIME_DIR/peermesh-NAME.sock`
 /// when that is set, else `/tmp/peermesh-NAME.sock`.
 pub fn default_path(name: &str) -> PathBuf {
@@ -149,6 +167,58 @@ pub fn default_path(name: &str) -> PathBuf {
         })
         .collect();
     dir.join(format!("peermesh-{safe}.sock"))
+}
+
+/// What is wrong with the directory of a control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirProblem {
+    /// It belongs to a user who is neither root, nor the caller, nor (for a directory only
+    /// its owner may write to) the user the node runs as: that user could put any socket
+    /// in it.
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// This process's uid.
+        me: u32,
+    },
+    /// Group or others may write to it and it has no sticky bit, so they could replace
+    /// the socket.
+    Writable {
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl fmt::Display for DirProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirProblem::Owner { owner, me } => write!(
+                f,
+                "it belongs to {}, who is neither root, nor you (uid {me}), nor the user \
+                 the node runs as",
+                describe_uid(*owner)
+            ),
+            DirProblem::Writable { mode } => write!(
+                f,
+                "group or others may write to it (mode {mode:o}) and it has no sticky bit, \
+                 so another user could replace the socket (chmod go-w, or chmod +t)"
+            ),
+        }
+    }
+}
+
+/// The directory a socket path is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Group or others may write to a directory with these permission bits, and no sticky bit
+/// keeps them from removing or renaming what others put in it.
+fn writable_by_others(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
 }
 
 // ---- The server ---------------------------------------------------------------------------
@@ -195,6 +265,13 @@ pub enum ControlError {
         /// What is there, e.g. `"a regular file"`.
         what: &'static str,
     },
+    /// The socket's directory is unsafe (see [`DirProblem`]).
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: DirProblem,
+    },
     /// The OS refused.
     Io(PathBuf, io::Error),
 }
@@ -212,6 +289,12 @@ impl fmt::Display for ControlError {
                 "control socket {}: {what} is there, not a socket; refusing to replace it \
                  (pass another --control PATH, or move it away)",
                 path.display()
+            ),
+            ControlError::Directory { dir, problem } => write!(
+                f,
+                "control socket directory {}: {problem}; refusing to listen there \
+                 (pass --control PATH in a directory of your own)",
+                dir.display()
             ),
             ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
         }
@@ -235,6 +318,7 @@ fn file_id(path: &Path) -> io::Result<(u64, u64)> {
 impl ControlServer {
     /// Listens on `path` (mode 0600).
     ///
+    /// Refuses a directory group or others may write to unless it is sticky (`/tmp` is).
     /// Only a stale socket nobody answers on is replaced; anything else at the path is
     /// refused and left alone. The socket is made under a temporary name, set to 0600 and
     /// then linked into place, so no client connects while it has the default mode and
@@ -242,6 +326,15 @@ impl ControlServer {
     /// is removed only if it is still the one this server made (same device and inode).
     pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
         let io_err = |e| ControlError::Io(path.to_owned(), e);
+        let dir = parent_dir(path);
+        let dir_meta = std::fs::metadata(&dir).map_err(|e| ControlError::Io(dir.clone(), e))?;
+        let mode = dir_meta.mode() & 0o7777;
+        if writable_by_others(mode) {
+            return Err(ControlError::Directory {
+                dir,
+                problem: DirProblem::Writable { mode },
+            });
+        }
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 // Stale only when the kernel says nobody listens: a socket this user may not
@@ -512,6 +605,26 @@ const TOO_MANY_CLIENTS: &str = "too many clients";
 pub enum ClientError {
     /// Nothing listens at the path.
     NoNode(PathBuf),
+    /// The socket's directory is not safe to trust (see [`DirProblem`]); nothing was sent.
+    Directory {
+        /// The socket.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: DirProblem,
+    },
+    /// The process listening on the socket runs as a user who is neither root, nor the
+    /// caller, nor the owner of the socket's private directory: someone else may have put
+    /// it there to pose as the node. Nothing was sent.
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// The listening process's uid (`SO_PEERCRED`).
+        server: u32,
+        /// This process's uid.
+        me: u32,
+    },
     /// The node took no request, or gave no answer, within [`CLIENT_TIMEOUT`].
     Timeout(PathBuf),
     /// The node serves [`MAX_CONNECTIONS`] clients already.
@@ -530,6 +643,19 @@ impl fmt::Display for ClientError {
             ClientError::NoNode(p) => {
                 write!(f, "no peermesh node at {} (is it running?)", p.display())
             }
+            ClientError::Directory { path, dir, problem } => write!(
+                f,
+                "control socket {}: not trusting directory {}: {problem}",
+                path.display(),
+                dir.display()
+            ),
+            ClientError::Untrusted { path, server, me } => write!(
+                f,
+                "control socket {} is served by {}, not by root or by you (uid {me}): \
+                 another user may have put it there to pose as the node; not asking it",
+                path.display(),
+                describe_uid(*server)
+            ),
             ClientError::Timeout(p) => write!(
                 f,
                 "the node at {} is busy: no answer within {} s; try again",
@@ -566,6 +692,44 @@ impl std::error::Error for ClientError {
     }
 }
 
+/// Whether the node behind `stream`, at `path`, may be believed: see [`request`].
+fn check_server(path: &Path, stream: &std::os::unix::net::UnixStream) -> Result<(), ClientError> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let creds = getsockopt(stream, PeerCredentials)
+        .map_err(|e| ClientError::Io(path.to_owned(), e.into()))?;
+    let (server, me) = (creds.uid(), my_uid());
+    // Where the socket really is: a symbolic link is followed to it.
+    let real = std::fs::canonicalize(path).map_err(|e| ClientError::Io(path.to_owned(), e))?;
+    let dir = parent_dir(&real);
+    let meta = std::fs::metadata(&dir).map_err(|e| ClientError::Io(path.to_owned(), e))?;
+    let mode = meta.mode() & 0o7777;
+    let owner = meta.uid();
+    let directory = |problem| ClientError::Directory {
+        path: path.to_owned(),
+        dir: dir.clone(),
+        problem,
+    };
+    if writable_by_others(mode) {
+        return Err(directory(DirProblem::Writable { mode }));
+    }
+    // Only its owner (and root) can put a socket in a directory nobody else may write to:
+    // such a directory's owner is trusted as the server (a service user's `/run/NAME`). In
+    // a sticky shared one (`/tmp`) anyone can, so there only root and the caller are.
+    let shared = mode & 0o022 != 0;
+    let trusted_owner = !shared && owner == server;
+    if owner != 0 && owner != me && !trusted_owner {
+        return Err(directory(DirProblem::Owner { owner, me }));
+    }
+    if server != 0 && server != me && !trusted_owner {
+        return Err(ClientError::Untrusted {
+            path: path.to_owned(),
+            server,
+            me,
+        });
+    }
+    Ok(())
+}
+
 /// Writes all of `bytes` with `MSG_NOSIGNAL`: a node that closed early must give this
 /// process an error, not a SIGPIPE (a program embedding the client may not ignore it).
 fn send_all(stream: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> io::Result<()> {
@@ -597,14 +761,19 @@ fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) 
 
 /// Sends one request line to the node at `path` and returns its whole answer.
 ///
-/// Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]), too many clients, an empty
-/// reply, a reset.
+/// Before it sends anything, it checks whom it talks to: the listening process (by
+/// `SO_PEERCRED`) must run as root or as the caller, or as the owner of the socket's
+/// directory when nobody else may write to that directory (a service's `/run/NAME`); the
+/// directory must belong to root, the caller or that owner, and group and others may not
+/// write to it unless it is sticky. Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]),
+/// too many clients, an empty reply, a reset.
 pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
         ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
         _ => ClientError::Io(path.to_owned(), e),
     })?;
+    check_server(path, &stream)?;
     let io_err = |e| ClientError::Io(path.to_owned(), e);
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT))

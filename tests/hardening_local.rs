@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{loopback_config, peermesh, run_bounded, wait_until, Lab, Ran, BIN};
 
@@ -20,6 +20,10 @@ const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111
 
 fn assert_exit(ran: &Ran, code: i32) {
     assert_eq!(ran.code, Some(code), "{ran:?}");
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -58,6 +62,27 @@ fn command(lab: &Lab, args: &[&str], env: &[(&str, Option<&str>)]) -> Command {
 /// Runs `peermesh ARGS` in the lab to its end (bounded by 10 s).
 fn run_in(lab: &Lab, args: &[&str], env: &[(&str, Option<&str>)]) -> Ran {
     run_bounded(&mut command(lab, args, env), Duration::from_secs(10))
+}
+
+/// Starts a node in the lab, its log in the lab, and leaves it to the lab to stop.
+fn start(lab: &mut Lab, name: &str, args: &[&str], env: &[(&str, Option<&str>)]) {
+    let log = fs::File::create(lab.log(name)).unwrap();
+    let child: Child = command(lab, args, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    lab.adopt(name, child);
+}
+
+fn wait_for(path: &Path, lab: &Lab) {
+    assert!(
+        wait_until(Duration::from_secs(10), || path.exists()),
+        "{} never appeared\n{}",
+        path.display(),
+        lab.logs()
+    );
 }
 
 fn path_str(path: &Path) -> &str {
@@ -443,6 +468,154 @@ fn status_on_a_fifo_or_a_file_finds_no_node_and_touches_neither() {
     }
     assert_eq!(fs::read(&file).unwrap(), b"data");
     assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+// ---- Nobody else can pose as the node ------------------------------------------------------
+
+/// Starts node alpha as user `nobody`, listening on `socket` (whose directory nobody may
+/// write to), and waits for the socket.
+fn start_as_nobody(lab: &mut Lab, config: &Path, socket: &Path) {
+    let log = fs::File::create(lab.log("nobody")).unwrap();
+    let mut cmd = match &lab.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "setpriv"]);
+            c
+        }
+        None => Command::new("setpriv"),
+    };
+    let child = cmd
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", BIN])
+        .args(["run", "--config", path_str(config), "--name", "alpha"])
+        .args(["--control", path_str(socket)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    lab.adopt("nobody", child);
+    wait_for(socket, lab);
+    let owner = fs::symlink_metadata(socket).unwrap().uid();
+    assert_eq!(owner, 65534, "the socket is nobody's");
+}
+
+#[test]
+fn status_refuses_a_node_run_by_another_user_and_says_who() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a process as nobody");
+        return;
+    }
+    let (mut lab, config) = lab_with("impostor", &["alpha", "beta"]);
+    // The lab directory and the config must be readable by nobody.
+    chmod(&lab.dir, 0o755);
+    chmod(&config, 0o644);
+    // A shared sticky directory, as /tmp is: anyone may create a socket in it.
+    let shared = lab.dir.join("shared");
+    fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o1777);
+    let socket = shared.join("alpha.sock");
+    start_as_nobody(&mut lab, &config, &socket);
+
+    for args in [
+        &["status", "--control", path_str(&socket)][..],
+        &["status", "--json", "--control", path_str(&socket)],
+        &["matrix", "--control", path_str(&socket)],
+        &["top", "--count", "1", "--control", path_str(&socket)],
+    ] {
+        let ran = peermesh(args);
+        assert_exit(&ran, 1);
+        let says = format!(
+            "error: control socket {} is served by nobody (uid 65534), not by root or by you \
+             (uid 0): another user may have put it there",
+            socket.display()
+        );
+        assert!(ran.stderr.contains(&says), "{args:?}: {:?}", ran.stderr);
+        assert!(
+            ran.stdout.is_empty(),
+            "{args:?}: the forged table was shown"
+        );
+    }
+    assert!(matches!(
+        control::request(&socket, "status"),
+        Err(ClientError::Untrusted {
+            server: 65534,
+            me: 0,
+            ..
+        })
+    ));
+
+    // The same socket moved into root's own directory: still nobody's process behind it.
+    let roots = lab.dir.join("roots");
+    fs::create_dir(&roots).unwrap();
+    chmod(&roots, 0o755);
+    let moved = roots.join("alpha.sock");
+    fs::rename(&socket, &moved).unwrap();
+    let ran = peermesh(&["status", "--control", path_str(&moved)]);
+    assert_exit(&ran, 1);
+    assert!(
+        ran.stderr.contains("served by nobody (uid 65534)"),
+        "{ran:?}"
+    );
+
+    // In a directory that only its owner may write to, the owner is the one who put the
+    // socket there: a service user's /run/NAME, as the systemd unit makes. That is trusted.
+    let own = lab.dir.join("nobodys");
+    fs::create_dir(&own).unwrap();
+    chmod(&own, 0o700);
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534)).unwrap();
+    let theirs = own.join("alpha.sock");
+    fs::rename(&moved, &theirs).unwrap();
+    let ran = peermesh(&["status", "--control", path_str(&theirs)]);
+    assert_exit(&ran, 0);
+    assert!(ran.stdout.starts_with("node alpha"), "{ran:?}");
+}
+
+#[test]
+fn a_control_directory_others_can_write_is_refused_by_node_and_client() {
+    let (mut lab, config) = lab_with("openmode", &["alpha", "beta"]);
+    let open = lab.dir.join("open");
+    fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let socket = open.join("alpha.sock");
+    let args = [
+        "run",
+        "--config",
+        path_str(&config),
+        "--name",
+        "alpha",
+        "--control",
+        path_str(&socket),
+    ];
+    let ran = run_in(&lab, &args, &[]);
+    assert_exit(&ran, 1);
+    let says = format!(
+        "error: control socket directory {}: group or others may write to it (mode 777) and \
+         it has no sticky bit",
+        open.display()
+    );
+    assert!(ran.stderr.contains(&says), "{ran:?}");
+    assert!(!socket.exists());
+
+    // A sticky one (as /tmp) is accepted: others cannot remove or rename the socket.
+    chmod(&open, 0o1777);
+    start(&mut lab, "alpha", &args, &[]);
+    wait_for(&socket, &lab);
+    assert!(wait_until(Duration::from_secs(5), || {
+        control::request(&socket, "ping").is_ok_and(|r| r == "pong\n")
+    }));
+
+    // Made writable afterwards: the client does not trust what is in it any more.
+    chmod(&open, 0o777);
+    let ran = peermesh(&["status", "--control", path_str(&socket)]);
+    assert_exit(&ran, 1);
+    assert!(
+        ran.stderr.contains(&format!(
+            "not trusting directory {}: group or others may write to it (mode 777)",
+            open.display()
+        )),
+        "{ran:?}"
+    );
+    chmod(&open, 0o1777);
 }
 
 // ---- Busy and broken nodes: told apart -----------------------------------------------------
