@@ -28,7 +28,7 @@ commands:
 
 common options: --config PATH (default ./peers.ron), --name NAME (default: by hostname),
 and for run/status/top/matrix --control PATH (default $XDG_RUNTIME_DIR/peermesh-NAME.sock,
-or under /tmp)
+else /tmp/peermesh-UID/NAME.sock)
 ";
 
 const RUN_USAGE: &str = "\
@@ -38,7 +38,8 @@ Runs this node until SIGINT/SIGTERM, then tells every peer it leaves.
   --config PATH    the mesh config (default ./peers.ron)
   --name NAME      which node of the config this is (default: by hostname)
   --bind ADDR:PORT bind this address instead of the node's own entry
-  --control PATH   control socket (default $XDG_RUNTIME_DIR or /tmp, peermesh-NAME.sock)
+  --control PATH   control socket (default $XDG_RUNTIME_DIR/peermesh-NAME.sock, else
+                   /tmp/peermesh-UID/NAME.sock); only a stale socket there is replaced
 Logs go to stderr; set RUST_LOG (default info; trace shows every datagram).
 ";
 
@@ -250,10 +251,11 @@ fn run(opts: Options) -> Result<(), Failure> {
     let config = load_config(&opts)?;
     let me = find_self(&config, &opts)?;
     init_logging();
-    let control = opts
-        .control
-        .clone()
-        .unwrap_or_else(|| control::default_path(&config.nodes[me].name));
+    let control = match &opts.control {
+        Some(path) => path.clone(),
+        None => control::prepare_default_path(&config.nodes[me].name)
+            .map_err(|e| Failure::Runtime(e.to_string()))?,
+    };
     daemon::run(RunOptions {
         config,
         me,

@@ -11,6 +11,8 @@
 //! sticky one), and only a stale socket is ever replaced ([`ControlServer::bind`]). The
 //! client believes only a node run by root, by the caller, or by the owner of a private
 //! directory the socket is in ([`request`]), so no other local user can pose as the node.
+//! The default path ([`default_path`]) is in `$XDG_RUNTIME_DIR` or in a private per-user
+//! directory, never directly in `/tmp`.
 
 use crate::files::describe;
 use log::{debug, warn};
@@ -19,7 +21,7 @@ use mio::{event::Event, Interest, Registry, Token};
 use slab::Slab;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -148,34 +150,93 @@ fn describe_uid(uid: u32) -> String {
     }
 }
 
+/// The longest file-name form of a node name before it is shortened with its identity.
+const MAX_FILE_NAME: usize = 64;
+
+/// The file-name form of node `name`, one-to-one: ASCII letters lower-cased (names compare
+/// case-insensitively on ASCII, as [`crate::NodeId::from_name`] does), ASCII digits and
+/// `-`, `_`, `.` kept, every other byte written `%xx` (`ä` is `%c3%a4`, `%` is `%25`). A
+/// form longer than 64 bytes keeps its first 40 and adds `~` and the node's identity in hex;
+/// `~` is never kept as itself, and the config refuses two names of one identity, so no two
+/// names of a mesh share a socket.
+fn file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.".contains(&byte) {
+            out.push(char::from(byte.to_ascii_lowercase()));
+        } else {
+            out.push_str(&format!("%{byte:02x}"));
+        }
+    }
+    if out.len() > MAX_FILE_NAME {
+        out.truncate(40);
+        out.push_str(&format!("~{}", crate::NodeId::from_name(name)));
+    }
+    out
+}
+
+/// The private directory that holds this user's control sockets when there is no
+/// `$XDG_RUNTIME_DIR`: `/tmp/peermesh-UID` (mode 0700, created by the node).
+pub fn private_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/peermesh-{}", my_uid()))
+}
+
+/// `$XDG_RUNTIME_DIR`, when it is set to an absolute path of a directory this user owns.
+fn runtime_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
+    let meta = std::fs::metadata(&dir).ok()?;
+    (dir.is_absolute() && meta.is_dir() && meta.uid() == my_uid()).then_some(dir)
+}
+
 /// The default control socket path for node `name`: `$XDG_RUNTIME_DIR/peermesh-NAME.sock`
-/// when that is set, else `/tmp/peermesh-NAME.sock`.
+/// when `XDG_RUNTIME_DIR` is a directory owned by this user, else
+/// `PRIVATE_DIR/NAME.sock` in this user's [`private_dir`]. NAME is the name's one-to-one
+/// file-name form: lower-cased ASCII, other bytes as `%xx`.
+///
+/// Computes the path only; [`prepare_default_path`] also makes the private directory.
 pub fn default_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    // Lower-cased, as names match case-insensitively: `--name ALPHA` finds alpha's socket.
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(format!("peermesh-{safe}.sock"))
+    let file = file_name(name);
+    match runtime_dir() {
+        Some(dir) => dir.join(format!("peermesh-{file}.sock")),
+        None => private_dir().join(format!("{file}.sock")),
+    }
+}
+
+/// [`default_path`] for a node about to listen: creates the [`private_dir`] (mode 0700)
+/// when the path is in it, and refuses one that is a symbolic link, not a directory, owned
+/// by another user, or open to group or others (someone else made it to catch the socket).
+pub fn prepare_default_path(name: &str) -> Result<PathBuf, ControlError> {
+    let path = default_path(name);
+    let private = private_dir();
+    if path.parent() == Some(private.as_path()) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&private) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ControlError::Io(private, e)),
+        }
+        check_private_dir(&private).map_err(|e| e.for_server())?;
+    }
+    Ok(path)
 }
 
 /// What is wrong with the directory of a control socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirProblem {
+    /// The private directory is a symbolic link (it could point anywhere).
+    Symlink,
+    /// The private directory's name is taken by something else: what it is.
+    NotADirectory(&'static str),
     /// It belongs to a user who is neither root, nor the caller, nor (for a directory only
     /// its owner may write to) the user the node runs as: that user could put any socket
     /// in it.
     Owner {
+        /// Its owner.
+        owner: u32,
+        /// This process's uid.
+        me: u32,
+    },
+    /// The private directory belongs to another user, who made it to catch the socket.
+    NotYours {
         /// Its owner.
         owner: u32,
         /// This process's uid.
@@ -187,15 +248,27 @@ pub enum DirProblem {
         /// Its permission bits.
         mode: u32,
     },
+    /// The private directory lets group or others in at all.
+    NotPrivate {
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 impl fmt::Display for DirProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DirProblem::Symlink => f.write_str("it is a symbolic link, not a directory"),
+            DirProblem::NotADirectory(what) => write!(f, "it is {what}, not a directory"),
             DirProblem::Owner { owner, me } => write!(
                 f,
                 "it belongs to {}, who is neither root, nor you (uid {me}), nor the user \
                  the node runs as",
+                describe_uid(*owner)
+            ),
+            DirProblem::NotYours { owner, me } => write!(
+                f,
+                "it belongs to {}, not to you (uid {me}): someone else made it",
                 describe_uid(*owner)
             ),
             DirProblem::Writable { mode } => write!(
@@ -203,7 +276,58 @@ impl fmt::Display for DirProblem {
                 "group or others may write to it (mode {mode:o}) and it has no sticky bit, \
                  so another user could replace the socket (chmod go-w, or chmod +t)"
             ),
+            DirProblem::NotPrivate { mode } => write!(
+                f,
+                "group or others may enter it (mode {mode:o}); it must be mode 700"
+            ),
         }
+    }
+}
+
+/// A [`DirProblem`] found, or the directory could not be examined.
+enum DirCheck {
+    Problem(PathBuf, DirProblem),
+    Io(PathBuf, io::Error),
+}
+
+impl DirCheck {
+    fn for_server(self) -> ControlError {
+        match self {
+            DirCheck::Problem(dir, problem) => ControlError::Directory { dir, problem },
+            DirCheck::Io(dir, e) => ControlError::Io(dir, e),
+        }
+    }
+
+    fn for_client(self, path: &Path) -> ClientError {
+        match self {
+            DirCheck::Problem(dir, problem) => ClientError::Directory {
+                path: path.to_owned(),
+                dir,
+                problem,
+            },
+            DirCheck::Io(_, e) => ClientError::Io(path.to_owned(), e),
+        }
+    }
+}
+
+/// The [`private_dir`] must be a real directory of this user that nobody else may enter.
+fn check_private_dir(dir: &Path) -> Result<(), DirCheck> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| DirCheck::Io(dir.to_owned(), e))?;
+    let problem = |p| Err(DirCheck::Problem(dir.to_owned(), p));
+    let mode = meta.mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        problem(DirProblem::Symlink)
+    } else if !meta.is_dir() {
+        problem(DirProblem::NotADirectory(describe(meta.file_type())))
+    } else if meta.uid() != my_uid() {
+        problem(DirProblem::NotYours {
+            owner: meta.uid(),
+            me: my_uid(),
+        })
+    } else if mode & 0o077 != 0 {
+        problem(DirProblem::NotPrivate { mode })
+    } else {
+        Ok(())
     }
 }
 
@@ -765,9 +889,18 @@ fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) 
 /// `SO_PEERCRED`) must run as root or as the caller, or as the owner of the socket's
 /// directory when nobody else may write to that directory (a service's `/run/NAME`); the
 /// directory must belong to root, the caller or that owner, and group and others may not
-/// write to it unless it is sticky. Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]),
+/// write to it unless it is sticky. In the default [`private_dir`], the directory must be
+/// the caller's own, mode 0700. Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]),
 /// too many clients, an empty reply, a reset.
 pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
+    if path.parent() == Some(private_dir().as_path()) {
+        check_private_dir(&private_dir()).map_err(|e| match e {
+            DirCheck::Io(_, e) if e.kind() == ErrorKind::NotFound => {
+                ClientError::NoNode(path.to_owned())
+            }
+            other => other.for_client(path),
+        })?;
+    }
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
         ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
@@ -851,9 +984,89 @@ mod tests {
 
     #[test]
     fn default_path_is_per_node_and_safe() {
-        let p = default_path("a/b c");
-        assert!(p.to_string_lossy().ends_with("peermesh-a_b_c.sock"));
+        assert_eq!(file_name("a/b c"), "a%2fb%20c");
         assert_eq!(default_path("ALPHA"), default_path("alpha"));
+        let p = default_path("x");
+        assert!(p.to_string_lossy().ends_with("x.sock"), "{p:?}");
+    }
+
+    #[test]
+    fn file_names_are_one_to_one_beyond_ascii_case() {
+        assert_eq!(file_name("Alpha-1_b.c"), "alpha-1_b.c");
+        assert_eq!(file_name("ä1"), "%c3%a41");
+        assert_eq!(file_name("ö1"), "%c3%b61");
+        assert_eq!(file_name("%c3%a41"), "%25c3%25a41");
+        assert_eq!(file_name("~"), "%7e");
+        // Names that differ other than by ASCII case never share a file name.
+        let names = [
+            "ä1", "ö1", "_1", "Ä1", "%", "%25", "a b", "a_b", "a%20b", "..", ".",
+        ];
+        let forms: std::collections::HashSet<String> = names.iter().map(|n| file_name(n)).collect();
+        assert_eq!(forms.len(), names.len(), "{forms:?}");
+        // Long forms are cut, end in the identity, and stay distinct.
+        let long_a = "é".repeat(32);
+        let long_b = format!("{}è", "é".repeat(31));
+        let (a, b) = (file_name(&long_a), file_name(&long_b));
+        assert!(
+            a.len() <= MAX_FILE_NAME && b.len() <= MAX_FILE_NAME,
+            "{a} {b}"
+        );
+        assert!(a.ends_with(&format!("~{}", crate::NodeId::from_name(&long_a))));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_private_dir_must_be_a_real_directory_of_ours_and_closed_to_others() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("peermesh-pdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let problem = |dir: &Path| match check_private_dir(dir) {
+            Err(DirCheck::Problem(_, p)) => Some(p),
+            Err(DirCheck::Io(_, e)) => panic!("{e}"),
+            Ok(()) => None,
+        };
+        let good = base.join("good");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&good)
+            .unwrap();
+        assert_eq!(problem(&good), None);
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(problem(&open), Some(DirProblem::NotPrivate { mode: 0o755 }));
+        let link = base.join("link");
+        symlink(&good, &link).unwrap();
+        assert_eq!(problem(&link), Some(DirProblem::Symlink));
+        let file = base.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(
+            problem(&file),
+            Some(DirProblem::NotADirectory("a regular file"))
+        );
+        if my_uid() == 0 {
+            let theirs = base.join("theirs");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&theirs)
+                .unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            assert_eq!(
+                problem(&theirs),
+                Some(DirProblem::NotYours {
+                    owner: 65534,
+                    me: 0
+                })
+            );
+            let shown = DirProblem::NotYours {
+                owner: 65534,
+                me: 0,
+            }
+            .to_string();
+            assert!(shown.contains("(uid 65534), not to you (uid 0)"), "{shown}");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

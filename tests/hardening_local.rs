@@ -618,6 +618,215 @@ fn a_control_directory_others_can_write_is_refused_by_node_and_client() {
     chmod(&open, 0o1777);
 }
 
+// ---- The default path: private, and one per name -------------------------------------------
+
+/// `ARGS` (a program and its arguments) in a mount namespace of its own with a fresh, empty
+/// `/tmp`, after the shell commands `setup` ran there: what a node does to its default
+/// directory in `/tmp` stays out of the real one. Needs root.
+fn with_private_tmp(setup: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("unshare");
+    let script = format!("mount -t tmpfs -o mode=1777 peermesh-test /tmp && {setup} exec \"$@\"");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .args(args);
+    cmd
+}
+
+/// `peermesh ARGS` in the lab's network namespace, as a list of words.
+fn node_words<'a>(lab: &'a Lab, args: &[&'a str]) -> Vec<&'a str> {
+    let mut words = Vec::new();
+    if let Some(ns) = &lab.netns {
+        words.extend(["ip", "netns", "exec", ns.as_str()]);
+    }
+    words.push(BIN);
+    words.extend(args);
+    words
+}
+
+/// A config outside `/tmp` (which the node will not see), with alpha and beta.
+fn config_outside_tmp(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("hardening-{test}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("peers.ron");
+    fs::write(&path, loopback_config(&["alpha", "beta"], 300, 800)).unwrap();
+    path
+}
+
+/// Starts `peermesh ARGS` with a private `/tmp` and returns the path under which the test
+/// sees that `/tmp` (through `/proc/PID/root`).
+fn start_with_private_tmp(
+    lab: &mut Lab,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> PathBuf {
+    let log = fs::File::create(lab.log(name)).unwrap();
+    let mut cmd = with_private_tmp("", &node_words(lab, args));
+    cmd.env("RUST_LOG", "debug")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let child = cmd.spawn().unwrap();
+    let root = PathBuf::from(format!("/proc/{}/root/tmp", child.id()));
+    lab.adopt(name, child);
+    root
+}
+
+#[test]
+fn the_default_socket_is_in_a_private_0700_directory_not_in_tmp() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a private /tmp");
+        return;
+    }
+    let mut lab = Lab::new("defaultdir");
+    let config = config_outside_tmp("defaultdir");
+    let args = ["run", "--config", path_str(&config), "--name", "alpha"];
+    let tmp = start_with_private_tmp(&mut lab, "alpha", &args, &[]);
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = tmp.join(format!("peermesh-{uid}"));
+    let socket = dir.join("alpha.sock");
+    wait_for(&socket, &lab);
+    let meta = fs::symlink_metadata(&dir).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.uid(), uid);
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    assert!(!tmp.join("peermesh-alpha.sock").exists());
+
+    // The client finds it by name, in the same /tmp.
+    let pid = lab.pid("alpha").to_string();
+    let ran = run_bounded(
+        Command::new("nsenter")
+            .args(["-t", &pid, "-m", BIN, "status", "--name", "ALPHA"])
+            .env_remove("XDG_RUNTIME_DIR"),
+        Duration::from_secs(10),
+    );
+    assert_exit(&ran, 0);
+    assert!(ran.stdout.starts_with("node alpha "), "{ran:?}");
+    lab.signal("alpha", "TERM");
+    assert!(wait_until(Duration::from_secs(5), || !socket.exists()));
+    assert_eq!(lab.wait_exit("alpha", Duration::from_secs(5)), Some(0));
+    let _ = fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn an_xdg_runtime_dir_is_used_only_when_it_is_ones_own() {
+    let mut lab = Lab::new("xdg");
+    let config = config_outside_tmp("xdg");
+    let xdg = lab.dir.join("xdg");
+    fs::create_dir(&xdg).unwrap();
+    chmod(&xdg, 0o700);
+    let env = [("XDG_RUNTIME_DIR", Some(path_str(&xdg)))];
+    let args = ["run", "--config", path_str(&config), "--name", "alpha"];
+    start(&mut lab, "alpha", &args, &env);
+    let in_xdg = xdg.join("peermesh-alpha.sock");
+    wait_for(&in_xdg, &lab);
+    let ran = run_bounded(
+        Command::new(BIN)
+            .args(["status", "--name", "alpha"])
+            .env("XDG_RUNTIME_DIR", &xdg),
+        Duration::from_secs(10),
+    );
+    assert_exit(&ran, 0);
+    lab.signal("alpha", "TERM");
+    assert_eq!(lab.wait_exit("alpha", Duration::from_secs(5)), Some(0));
+    assert!(!in_xdg.exists());
+    if is_root() {
+        // Another user's XDG_RUNTIME_DIR (a stale variable after su, say) is not used.
+        std::os::unix::fs::chown(&xdg, Some(65534), None).unwrap();
+        let tmp = start_with_private_tmp(&mut lab, "beta", &args, &env);
+        let uid = nix::unistd::geteuid().as_raw();
+        wait_for(&tmp.join(format!("peermesh-{uid}/alpha.sock")), &lab);
+        assert!(!in_xdg.exists());
+    }
+    let _ = fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn a_default_directory_someone_else_made_is_refused_by_node_and_client() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a private /tmp");
+        return;
+    }
+    let lab = Lab::new("baddefault");
+    let config = config_outside_tmp("baddefault");
+    let dir = "/tmp/peermesh-0";
+    let cases = [
+        (
+            "mkdir -m 755 /tmp/peermesh-0 && chown nobody /tmp/peermesh-0 &&",
+            "it belongs to nobody (uid 65534), not to you (uid 0): someone else made it",
+        ),
+        (
+            "mkdir -m 755 /tmp/peermesh-0 &&",
+            "group or others may enter it (mode 755); it must be mode 700",
+        ),
+        (
+            "mkdir -m 700 /tmp/elsewhere && ln -s /tmp/elsewhere /tmp/peermesh-0 &&",
+            "it is a symbolic link, not a directory",
+        ),
+        (
+            "touch /tmp/peermesh-0 &&",
+            "it is a regular file, not a directory",
+        ),
+    ];
+    for (setup, says) in cases {
+        let args = ["run", "--config", path_str(&config), "--name", "alpha"];
+        let ran = run_bounded(
+            with_private_tmp(setup, &node_words(&lab, &args)).env_remove("XDG_RUNTIME_DIR"),
+            Duration::from_secs(10),
+        );
+        assert_exit(&ran, 1);
+        let expected = format!("error: control socket directory {dir}: {says}");
+        assert!(ran.stderr.contains(&expected), "{setup}: {:?}", ran.stderr);
+
+        let ran = run_bounded(
+            with_private_tmp(setup, &[BIN, "status", "--name", "alpha"])
+                .env_remove("XDG_RUNTIME_DIR"),
+            Duration::from_secs(10),
+        );
+        assert_exit(&ran, 1);
+        let expected =
+            format!("error: control socket {dir}/alpha.sock: not trusting directory {dir}: {says}");
+        assert!(ran.stderr.contains(&expected), "{setup}: {:?}", ran.stderr);
+    }
+    let _ = fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn non_ascii_names_get_sockets_of_their_own() {
+    let (mut lab, config) = lab_with("nonascii", &["ä1", "ö1"]);
+    let xdg = lab.dir.join("xdg");
+    fs::create_dir(&xdg).unwrap();
+    chmod(&xdg, 0o700);
+    let env = [("XDG_RUNTIME_DIR", Some(path_str(&xdg)))];
+    for name in ["ä1", "ö1"] {
+        let args = ["run", "--config", path_str(&config), "--name", name];
+        start(&mut lab, name, &args, &env);
+    }
+    let a = xdg.join("peermesh-%c3%a41.sock");
+    let o = xdg.join("peermesh-%c3%b61.sock");
+    wait_for(&a, &lab);
+    wait_for(&o, &lab);
+    for name in ["ä1", "ö1"] {
+        let ran = run_bounded(
+            Command::new(BIN)
+                .args(["status", "--name", name])
+                .env("XDG_RUNTIME_DIR", &xdg),
+            Duration::from_secs(10),
+        );
+        assert_exit(&ran, 0);
+        assert!(ran.stdout.starts_with(&format!("node {name} ")), "{ran:?}");
+    }
+}
+
 // ---- Busy and broken nodes: told apart -----------------------------------------------------
 
 #[test]
