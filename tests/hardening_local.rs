@@ -953,3 +953,69 @@ fn a_stuck_silent_or_resetting_node_is_named_for_what_it_did() {
         node.join().unwrap();
     }
 }
+
+// ---- A closed stdout ------------------------------------------------------------------------
+
+/// Runs `peermesh ARGS` with stdout a pipe whose read end is already closed.
+fn with_closed_stdout(args: &[&str]) -> Ran {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} hangs"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    Ran {
+        code: status.code(),
+        stdout: String::new(),
+        stderr,
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let (mut lab, config) = lab_with("closedpipe", &["alpha", "beta"]);
+    lab.start(&config, "alpha");
+    let control = lab.control("alpha");
+    let (config, control) = (path_str(&config), path_str(&control));
+    for args in [
+        &["--help"][..],
+        &["help"],
+        &["--version"],
+        &["status", "--help"],
+        &["run", "-h"],
+        &["keygen"],
+        &["check", "--config", config, "--name", "alpha"],
+        &["status", "--control", control],
+        &["status", "--json", "--control", control],
+        &["matrix", "--control", control],
+        &["matrix", "--json", "--control", control],
+        &["top", "--count", "2", "--control", control],
+    ] {
+        let ran = with_closed_stdout(args);
+        assert_exit(&ran, 0);
+        assert!(
+            !ran.stderr.contains("panicked"),
+            "{args:?}: {:?}",
+            ran.stderr
+        );
+        assert!(ran.stderr.is_empty(), "{args:?}: {:?}", ran.stderr);
+    }
+}
