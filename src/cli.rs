@@ -262,11 +262,10 @@ fn run(opts: Options) -> Result<(), Failure> {
     let config = load_config(&opts)?;
     let me = find_self(&config, &opts)?;
     init_logging();
-    let control = match &opts.control {
-        Some(path) => path.clone(),
-        None => control::prepare_default_path(&config.nodes[me].name)
-            .map_err(|e| Failure::Runtime(e.to_string()))?,
-    };
+    let control = opts
+        .control
+        .clone()
+        .unwrap_or_else(|| control::default_path(&config.nodes[me].name));
     daemon::run(RunOptions {
         config,
         me,

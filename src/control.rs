@@ -193,7 +193,8 @@ fn runtime_dir() -> Option<PathBuf> {
 /// `PRIVATE_DIR/NAME.sock` in this user's [`private_dir`]. NAME is the name's one-to-one
 /// file-name form: lower-cased ASCII, other bytes as `%xx`.
 ///
-/// Computes the path only; [`prepare_default_path`] also makes the private directory.
+/// Computes the path only: [`ControlServer::bind`] makes the private directory when it
+/// listens there, so a node that fails before (a bad key file, say) leaves nothing behind.
 pub fn default_path(name: &str) -> PathBuf {
     let file = file_name(name);
     match runtime_dir() {
@@ -202,21 +203,16 @@ pub fn default_path(name: &str) -> PathBuf {
     }
 }
 
-/// [`default_path`] for a node about to listen: creates the [`private_dir`] (mode 0700)
-/// when the path is in it, and refuses one that is a symbolic link, not a directory, owned
-/// by another user, or open to group or others (someone else made it to catch the socket).
-pub fn prepare_default_path(name: &str) -> Result<PathBuf, ControlError> {
-    let path = default_path(name);
-    let private = private_dir();
-    if path.parent() == Some(private.as_path()) {
-        match std::fs::DirBuilder::new().mode(0o700).create(&private) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(ControlError::Io(private, e)),
-        }
-        check_private_dir(&private).map_err(|e| e.for_server())?;
+/// Creates this user's [`private_dir`] (mode 0700) if it is missing, and refuses one that
+/// is a symbolic link, not a directory, another user's, or open to group or others
+/// (someone else made it to catch the socket).
+fn ensure_private_dir(dir: &Path) -> Result<(), ControlError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ControlError::Io(dir.to_owned(), e)),
     }
-    Ok(path)
+    check_private_dir(dir).map_err(DirCheck::for_server)
 }
 
 /// What is wrong with the directory of a control socket.
@@ -443,6 +439,8 @@ impl ControlServer {
     /// Listens on `path` (mode 0600).
     ///
     /// Refuses a directory group or others may write to unless it is sticky (`/tmp` is).
+    /// In this user's [`private_dir`] (the default), first creates that directory (mode
+    /// 0700) or refuses it if it is not a private directory of this user's own.
     /// Only a stale socket nobody answers on is replaced; anything else at the path is
     /// refused and left alone. The socket is made under a temporary name, set to 0600 and
     /// then linked into place, so no client connects while it has the default mode and
@@ -451,6 +449,9 @@ impl ControlServer {
     pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
         let io_err = |e| ControlError::Io(path.to_owned(), e);
         let dir = parent_dir(path);
+        if dir == private_dir() {
+            ensure_private_dir(&dir)?;
+        }
         let dir_meta = std::fs::metadata(&dir).map_err(|e| ControlError::Io(dir.clone(), e))?;
         let mode = dir_meta.mode() & 0o7777;
         if writable_by_others(mode) {

@@ -718,6 +718,36 @@ fn the_default_socket_is_in_a_private_0700_directory_not_in_tmp() {
 }
 
 #[test]
+fn a_node_that_cannot_start_leaves_no_default_directory_behind() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a private /tmp");
+        return;
+    }
+    let lab = Lab::new("nodefaultdir");
+    let config = config_outside_tmp("nodefaultdir");
+    let text = fs::read_to_string(&config).unwrap().replacen(
+        "    nodes:",
+        "    keyring: \"no-such-keyring\",\n    nodes:",
+        1,
+    );
+    fs::write(&config, text).unwrap();
+    // The node fails on its key file, then the shell lists what is in its /tmp.
+    let script = format!(
+        "{} run --config {} --name alpha; code=$?; ls -A /tmp; exit $code",
+        node_words(&lab, &[]).join(" "),
+        config.display()
+    );
+    let ran = run_bounded(
+        with_private_tmp("", &["sh", "-c", &script]).env_remove("XDG_RUNTIME_DIR"),
+        Duration::from_secs(10),
+    );
+    assert_exit(&ran, 2);
+    assert!(ran.stderr.contains("no-such-keyring"), "{ran:?}");
+    assert_eq!(ran.stdout, "", "left in /tmp");
+    let _ = fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
 fn an_xdg_runtime_dir_is_used_only_when_it_is_ones_own() {
     let mut lab = Lab::new("xdg");
     let config = config_outside_tmp("xdg");
