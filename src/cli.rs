@@ -1,13 +1,14 @@
 //! The `peermesh` command line: argument parsing and the subcommands.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config. A reader that goes
+//! away (`peermesh status | head -0`) is not a failure: the command stops quietly, exit 0.
 
 use peermesh::config::{default_hostname, Config};
 use peermesh::control;
 use peermesh::daemon::{self, RunOptions};
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,7 +29,7 @@ commands:
 
 common options: --config PATH (default ./peers.ron), --name NAME (default: by hostname),
 and for run/status/top/matrix --control PATH (default $XDG_RUNTIME_DIR/peermesh-NAME.sock,
-or under /tmp)
+else /tmp/peermesh-UID/NAME.sock)
 ";
 
 const RUN_USAGE: &str = "\
@@ -38,7 +39,8 @@ Runs this node until SIGINT/SIGTERM, then tells every peer it leaves.
   --config PATH    the mesh config (default ./peers.ron)
   --name NAME      which node of the config this is (default: by hostname)
   --bind ADDR:PORT bind this address instead of the node's own entry
-  --control PATH   control socket (default $XDG_RUNTIME_DIR or /tmp, peermesh-NAME.sock)
+  --control PATH   control socket (default $XDG_RUNTIME_DIR/peermesh-NAME.sock, else
+                   /tmp/peermesh-UID/NAME.sock); only a stale socket there is replaced
 Logs go to stderr; set RUST_LOG (default info; trace shows every datagram).
 ";
 
@@ -79,6 +81,8 @@ enum Failure {
     Config(String),
     /// Anything at run time: exit 1.
     Runtime(String),
+    /// Standard output is a pipe nobody reads any more: stop quietly, exit 0.
+    ClosedPipe,
 }
 
 impl fmt::Display for Failure {
@@ -86,6 +90,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Usage(msg, usage) => write!(f, "error: {msg}\n\n{usage}"),
             Failure::Config(msg) | Failure::Runtime(msg) => write!(f, "error: {msg}"),
+            Failure::ClosedPipe => f.write_str("standard output was closed"),
         }
     }
 }
@@ -106,14 +111,29 @@ struct Options {
 pub fn main(args: Vec<OsString>) -> i32 {
     match dispatch(args) {
         Ok(()) => 0,
+        Err(Failure::ClosedPipe) => 0,
         Err(failure) => {
-            let _ = std::io::stdout().flush();
-            eprintln!("{failure}");
+            let _ = io::stdout().flush();
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(io::stderr(), "{failure}");
             match failure {
                 Failure::Usage(..) | Failure::Config(_) => 2,
-                Failure::Runtime(_) => 1,
+                Failure::Runtime(_) | Failure::ClosedPipe => 1,
             }
         }
+    }
+}
+
+/// Writes `text` to stdout and flushes. Every output of the CLI goes through here, never
+/// `print!`, which panics on a closed pipe.
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(Failure::ClosedPipe),
+        Err(e) => Err(Failure::Runtime(format!(
+            "cannot write to standard output: {e}"
+        ))),
     }
 }
 
@@ -131,27 +151,19 @@ fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
         "matrix" => MATRIX_USAGE,
         "keygen" => {
             return match peermesh::keyring::generate_hex() {
-                Ok(key) => {
-                    println!("{key}");
-                    Ok(())
-                }
+                Ok(key) => emit(&format!("{key}\n")),
                 Err(e) => Err(Failure::Runtime(format!("no random source: {e}"))),
             };
         }
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            return Ok(());
-        }
+        "help" | "--help" | "-h" => return emit(USAGE),
         "--version" | "-V" => {
-            println!("peermesh {}", env!("CARGO_PKG_VERSION"));
-            return Ok(());
+            return emit(&format!("peermesh {}\n", env!("CARGO_PKG_VERSION")));
         }
         other => return Err(Failure::Usage(format!("unknown command {other:?}"), USAGE)),
     };
     let opts = parse_options(&command, args.collect(), usage)?;
     if opts.help {
-        print!("{usage}");
-        return Ok(());
+        return emit(usage);
     }
     match command.as_str() {
         "run" => run(opts),
@@ -302,8 +314,7 @@ fn status(opts: Options) -> Result<(), Failure> {
         (false, true) => "status --color",
         (false, false) => "status",
     };
-    print!("{}", ask(&path, line)?);
-    Ok(())
+    emit(&ask(&path, line)?)
 }
 
 fn top(opts: Options) -> Result<(), Failure> {
@@ -312,17 +323,12 @@ fn top(opts: Options) -> Result<(), Failure> {
     let mut shown = 0u64;
     loop {
         let table = ask(&path, if tty { "status --color" } else { "status" })?;
-        let mut out = std::io::stdout().lock();
-        let written = if tty {
+        if tty {
             // Home the cursor and clear, like top and mtr.
-            writeln!(out, "\x1b[H\x1b[2J{table}(Ctrl-C to quit)")
+            emit(&format!("\x1b[H\x1b[2J{table}(Ctrl-C to quit)\n"))?;
         } else {
-            writeln!(out, "{table}")
-        };
-        if written.and_then(|()| out.flush()).is_err() {
-            return Ok(()); // the reader went away (a closed pipe)
+            emit(&format!("{table}\n"))?;
         }
-        drop(out);
         shown += 1;
         if opts.count.is_some_and(|n| shown >= n) {
             return Ok(());
@@ -344,14 +350,13 @@ fn matrix(opts: Options) -> Result<(), Failure> {
             let svg = ask(&path, "matrix --svg")?;
             std::fs::write(file, svg)
                 .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
-            println!("wrote {}", file.display());
+            emit(&format!("wrote {}\n", file.display()))
         }
-        None => print!(
-            "{}",
-            ask(&path, if opts.json { "matrix --json" } else { "matrix" })?
-        ),
+        None => emit(&ask(
+            &path,
+            if opts.json { "matrix --json" } else { "matrix" },
+        )?),
     }
-    Ok(())
 }
 
 fn check(opts: Options) -> Result<(), Failure> {
@@ -370,35 +375,43 @@ fn check(opts: Options) -> Result<(), Failure> {
         Some(_) => "from --name".to_owned(),
         None => format!("from hostname {hostname:?}"),
     };
-    println!("config {} is valid", path.display());
-    println!("this node: {} ({how})", node.name);
-    println!(
+    // Written as a whole at the end: an error half-way prints no half report.
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!("config {} is valid", path.display()));
+    line(format!("this node: {} ({how})", node.name));
+    line(format!(
         "binds: udp {own} (the wildcard address with that port if {} is not local)",
         own.ip()
-    );
-    println!(
+    ));
+    line(format!(
         "heartbeat every {} ms; suspect after {} ms, dead after {} ms; datagrams up to {} bytes",
         config.heartbeat_interval.as_millis(),
         config.suspect_after.as_millis(),
         config.dead_after.as_millis(),
         config.max_datagram
-    );
+    ));
     match daemon::load_keyring(&config) {
-        Ok(Some(ring)) => println!(
+        Ok(Some(ring)) => line(format!(
             "keyring: {} keys, sealing with key {}",
             ring.keys().len(),
             ring.primary().id_hex()
-        ),
-        Ok(None) => println!("keyring: none: the mesh is NOT authenticated (see docs/SECURITY.md)"),
+        )),
+        Ok(None) => {
+            line("keyring: none: the mesh is NOT authenticated (see docs/SECURITY.md)".to_owned())
+        }
         Err(e) => return Err(Failure::Config(e.to_string())),
     }
-    println!("peers ({}):", config.nodes.len() - 1);
+    line(format!("peers ({}):", config.nodes.len() - 1));
     for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
         let addr = config
             .resolve(i)
             .map(|a| a.to_string())
             .map_err(|e| Failure::Config(e.to_string()))?;
-        println!("  {:<20} {addr}", peer.name);
+        line(format!("  {:<20} {addr}", peer.name));
     }
-    Ok(())
+    emit(&out)
 }

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::files::clip;
 use crate::identity::NodeId;
 
 /// The UDP port of a node that gives none, unless the file sets another default with `port`.
@@ -70,6 +71,14 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// and 8 MiB of matrix per node, and a control request is still served in bounded steps
 /// (docs/PERFORMANCE.md). Sampled probing for larger meshes is future work.
 pub const MAX_NODES: usize = 1024;
+
+/// The largest configuration file read, in bytes (1 MiB). A 1,024-node mesh takes about
+/// 80 KB; the limit bounds the memory and time a stray or hostile file can cost.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// How many characters of a value from the file (or the command line) an error message
+/// echoes before it cuts the rest off with `…`.
+pub const ECHOED_CHARS: usize = 64;
 
 /// A peer silent for this many heartbeat intervals is suspected, unless `suspect_after_ms`
 /// says otherwise.
@@ -122,11 +131,20 @@ impl NodeEntry {
 impl Config {
     /// Reads and checks the configuration file at `path`.
     ///
-    /// Errors name the file as `path` shows it; an I/O error has no position.
+    /// Only a regular file is read (a FIFO or a device is refused without blocking, after
+    /// `fstat` on the opened file), and at most [`MAX_CONFIG_BYTES`] of it. Errors name the
+    /// file as `path` shows it; an I/O, file-type or size error has no position.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use crate::files::{read_regular, ReadError};
         let label = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|error| ConfigError::new(&label, None, ConfigErrorKind::Io(error)))?;
+        let bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(|error| {
+            let kind = match error {
+                ReadError::Io(error) => ConfigErrorKind::Io(error),
+                ReadError::NotRegular(what) => ConfigErrorKind::NotRegularFile { what },
+                ReadError::TooLarge(bytes) => ConfigErrorKind::TooLarge { bytes },
+            };
+            ConfigError::new(&label, None, kind)
+        })?;
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
             Err(error) => {
@@ -327,6 +345,17 @@ impl std::error::Error for ConfigError {
 pub enum ConfigErrorKind {
     /// The file could not be read. No position.
     Io(io::Error),
+    /// The path names something other than a regular file (a FIFO, a device, a directory):
+    /// refused without reading it. No position.
+    NotRegularFile {
+        /// What it is instead, e.g. `"a FIFO"`.
+        what: &'static str,
+    },
+    /// The file is larger than [`MAX_CONFIG_BYTES`]. No position.
+    TooLarge {
+        /// Its size as `fstat` gave it; `None` when it only proved too large while read.
+        bytes: Option<u64>,
+    },
     /// The text is not valid RON (or not UTF-8); `message` says what the parser expected.
     Syntax {
         /// The parser's complaint.
@@ -532,14 +561,24 @@ impl fmt::Display for ConfigErrorKind {
         use ConfigErrorKind as K;
         match self {
             K::Io(error) => write!(f, "cannot read the configuration file: {error}"),
-            K::Syntax { message } => write!(f, "syntax error: {message}"),
+            K::NotRegularFile { what } => write!(f, "not a regular file ({what})"),
+            K::TooLarge { bytes: Some(bytes) } => write!(
+                f,
+                "{bytes} bytes, more than the {MAX_CONFIG_BYTES} a config may have"
+            ),
+            K::TooLarge { bytes: None } => write!(
+                f,
+                "more than the {MAX_CONFIG_BYTES} bytes a config may have"
+            ),
+            // ron's messages may quote the text at fault: keep them to a line.
+            K::Syntax { message } => write!(f, "syntax error: {}", clip(message, 4 * ECHOED_CHARS)),
             K::UnknownField {
                 field,
                 allowed,
                 in_node,
             } => {
                 let place = if *in_node { " in a node" } else { "" };
-                write!(f, "unknown field `{field}`{place}")?;
+                write!(f, "unknown field `{}`{place}", echo(field))?;
                 if let Some(close) = suggest(field, allowed) {
                     write!(f, " (did you mean `{close}`?)")?;
                 }
@@ -552,7 +591,7 @@ impl fmt::Display for ConfigErrorKind {
                 write!(f, "; {whose} are {allowed}")
             }
             K::DuplicateField { field, first_line } => {
-                write!(f, "field `{field}` is given twice")?;
+                write!(f, "field `{}` is given twice", echo(field))?;
                 if let Some(line) = first_line {
                     write!(f, " (first at line {line})")?;
                 }
@@ -577,13 +616,13 @@ impl fmt::Display for ConfigErrorKind {
                 expected,
                 found,
             } => {
-                write!(f, "wrong type for `{field}`")?;
+                write!(f, "wrong type for `{}`", echo(field))?;
                 if let Some(node) = node {
                     write!(f, " of node #{}", node + 1)?;
                 }
                 write!(f, ": expected {expected}")?;
                 if !found.is_empty() {
-                    write!(f, ", found `{found}`")?;
+                    write!(f, ", found `{}`", echo(found))?;
                 }
                 Ok(())
             }
@@ -651,21 +690,26 @@ impl fmt::Display for ConfigErrorKind {
             K::EmptyName { node } => write!(f, "node #{} has an empty name", node + 1),
             K::InvalidName { name, bad } => write!(
                 f,
-                "node name {name:?} contains {}: names may not contain whitespace or control characters",
+                "node name {:?} contains {}: names may not contain whitespace or control characters",
+                echo(name),
                 describe_char(*bad)
             ),
             K::NameTooLong { name } => write!(
                 f,
-                "node name {name:?} is {} bytes long: at most {MAX_NAME_BYTES}",
+                "node name {:?} is {} bytes long: at most {MAX_NAME_BYTES}",
+                echo(name),
                 name.len()
             ),
             K::EmptyHost { name } => write!(
                 f,
-                "node {name:?} has an empty host: give an IP address or a DNS name"
+                "node {:?} has an empty host: give an IP address or a DNS name",
+                echo(name)
             ),
             K::InvalidHost { name, host, bad } => write!(
                 f,
-                "host {host:?} of node {name:?} contains {}: give an IP address or a DNS name",
+                "host {:?} of node {:?} contains {}: give an IP address or a DNS name",
+                echo(host),
+                echo(name),
                 describe_char(*bad)
             ),
             K::DuplicateName {
@@ -673,7 +717,12 @@ impl fmt::Display for ConfigErrorKind {
                 first,
                 first_line,
             } => {
-                write!(f, "duplicate node name {name:?}: {first:?} is already listed")?;
+                write!(
+                    f,
+                    "duplicate node name {:?}: {:?} is already listed",
+                    echo(name),
+                    echo(first)
+                )?;
                 write_line(f, *first_line)?;
                 f.write_str(" (names are compared case-insensitively)")
             }
@@ -683,7 +732,12 @@ impl fmt::Display for ConfigErrorKind {
                 first_line,
                 id,
             } => {
-                write!(f, "node name {name:?} has the same identity ({id}) as {first:?}")?;
+                write!(
+                    f,
+                    "node name {:?} has the same identity ({id}) as {:?}",
+                    echo(name),
+                    echo(first)
+                )?;
                 write_line(f, *first_line)?;
                 f.write_str(": peers could not tell them apart; rename one of them")
             }
@@ -695,9 +749,14 @@ impl fmt::Display for ConfigErrorKind {
                 first,
                 first_line,
             } => {
-                write!(f, "node {name:?} has the same address as node {first:?}")?;
+                write!(
+                    f,
+                    "node {:?} has the same address as node {:?}",
+                    echo(name),
+                    echo(first)
+                )?;
                 write_line(f, *first_line)?;
-                write!(f, ": host {host:?}, port {port}")?;
+                write!(f, ": host {:?}, port {port}", echo(host))?;
                 if *port_default {
                     f.write_str(" (the default port)")?;
                 }
@@ -709,7 +768,8 @@ impl fmt::Display for ConfigErrorKind {
                 ..
             } => write!(
                 f,
-                "no node is named {name:?}; the nodes are: {}; pass --name NAME with one of them",
+                "no node is named {:?}; the nodes are: {}; pass --name NAME with one of them",
+                echo(name),
                 list_names(nodes)
             ),
             K::SelfNotFound {
@@ -717,11 +777,15 @@ impl fmt::Display for ConfigErrorKind {
                 hostname,
                 nodes,
             } => {
-                write!(f, "no node matches this machine's hostname {hostname:?}")?;
+                write!(
+                    f,
+                    "no node matches this machine's hostname {:?}",
+                    echo(hostname)
+                )?;
                 let full = hostname.trim().trim_end_matches('.');
                 let label = full.split('.').next().unwrap_or(full);
                 if label != full {
-                    write!(f, " (nor its first label {label:?})")?;
+                    write!(f, " (nor its first label {:?})", echo(label))?;
                 }
                 write!(
                     f,
@@ -731,8 +795,9 @@ impl fmt::Display for ConfigErrorKind {
             }
             K::AmbiguousHostname { hostname, nodes } => write!(
                 f,
-                "this machine's hostname {hostname:?} matches several nodes: {}; \
+                "this machine's hostname {:?} matches several nodes: {}; \
                  pass --name NAME to say which node this is",
+                echo(hostname),
                 list_names(nodes)
             ),
             K::NoSuchIndex { index, len } => {
@@ -745,10 +810,19 @@ impl fmt::Display for ConfigErrorKind {
                 reason,
             } => write!(
                 f,
-                "cannot resolve host {host:?} (port {port}) of node {name:?}: {reason}"
+                "cannot resolve host {:?} (port {port}) of node {:?}: {}",
+                echo(host),
+                echo(name),
+                clip(reason, 4 * ECHOED_CHARS)
             ),
         }
     }
+}
+
+/// A value someone wrote, as an error message shows it: its first [`ECHOED_CHARS`]
+/// characters, then `…` if there was more.
+fn echo(value: &str) -> std::borrow::Cow<'_, str> {
+    clip(value, ECHOED_CHARS)
 }
 
 fn write_line(f: &mut fmt::Formatter<'_>, line: Option<usize>) -> fmt::Result {
@@ -774,7 +848,7 @@ fn list_names(names: &[String]) -> String {
     let mut list = names
         .iter()
         .take(LISTED_NAMES)
-        .map(String::as_str)
+        .map(|name| echo(name))
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > LISTED_NAMES {
@@ -785,6 +859,11 @@ fn list_names(names: &[String]) -> String {
 
 /// The allowed field closest to `field`, if it is close enough to be a typo.
 fn suggest<'a>(field: &str, allowed: &'a [String]) -> Option<&'a str> {
+    // No field name is long: a long word is no typo, and the distance would cost
+    // its length times every allowed name's.
+    if field.len() > ECHOED_CHARS {
+        return None;
+    }
     allowed
         .iter()
         .map(|a| (edit_distance(field, a), a))

@@ -3,16 +3,25 @@
 //!
 //! One request per connection: a single line of at most [`MAX_REQUEST`] bytes, e.g.
 //! `status --json\n`. The node answers with the text and closes. Requests are parsed by the
-//! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash. The
-//! socket file is created with mode 0600; connections are limited in number and in time.
+//! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash.
+//! Connections are limited in number (a client over [`MAX_CONNECTIONS`] is told so) and in
+//! time ([`CLIENT_TIMEOUT`]).
+//!
+//! The socket file is created with mode 0600, in a directory others cannot write to (or a
+//! sticky one), and only a stale socket is ever replaced ([`ControlServer::bind`]). The
+//! client believes only a node run by root, by the caller, or by the owner of a private
+//! directory the socket is in ([`request`]), so no other local user can pose as the node.
+//! The default path ([`default_path`]) is in `$XDG_RUNTIME_DIR` or in a private per-user
+//! directory, never directly in `/tmp`.
 
+use crate::files::describe;
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{event::Event, Interest, Registry, Token};
 use slab::Slab;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -125,26 +134,214 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// The default control socket path for node `name`: `$XDG_RUNTIME_DIR/peermesh-NAME.sock`
-/// when that is set, else `/tmp/peermesh-NAME.sock`.
-pub fn default_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    // Lower-cased, as names match case-insensitively: `--name ALPHA` finds alpha's socket.
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(format!("peermesh-{safe}.sock"))
+// ---- Where the socket lives ------------------------------------------------------------
+
+/// The effective uid of this process: whom files it creates belong to, and what
+/// `SO_PEERCRED` reports for it.
+fn my_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
 }
+
+/// A user as a person reads it: `nobody (uid 65534)`, or `uid 1234` when it has no name.
+fn describe_uid(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("{} (uid {uid})", clip(&user.name)),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// The longest file-name form of a node name before it is shortened with its identity.
+const MAX_FILE_NAME: usize = 64;
+
+/// The file-name form of node `name`, one-to-one: ASCII letters lower-cased (names compare
+/// case-insensitively on ASCII, as [`crate::NodeId::from_name`] does), ASCII digits and
+/// `-`, `_`, `.` kept, every other byte written `%xx` (`ä` is `%c3%a4`, `%` is `%25`). A
+/// form longer than 64 bytes keeps its first 40 and adds `~` and the node's identity in hex;
+/// `~` is never kept as itself, and the config refuses two names of one identity, so no two
+/// names of a mesh share a socket.
+fn file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.".contains(&byte) {
+            out.push(char::from(byte.to_ascii_lowercase()));
+        } else {
+            out.push_str(&format!("%{byte:02x}"));
+        }
+    }
+    if out.len() > MAX_FILE_NAME {
+        out.truncate(40);
+        out.push_str(&format!("~{}", crate::NodeId::from_name(name)));
+    }
+    out
+}
+
+/// The private directory that holds this user's control sockets when there is no
+/// `$XDG_RUNTIME_DIR`: `/tmp/peermesh-UID` (mode 0700, created by the node).
+pub fn private_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/peermesh-{}", my_uid()))
+}
+
+/// `$XDG_RUNTIME_DIR`, when it is set to an absolute path of a directory this user owns.
+fn runtime_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
+    let meta = std::fs::metadata(&dir).ok()?;
+    (dir.is_absolute() && meta.is_dir() && meta.uid() == my_uid()).then_some(dir)
+}
+
+/// The default control socket path for node `name`: `$XDG_RUNTIME_DIR/peermesh-NAME.sock`
+/// when `XDG_RUNTIME_DIR` is a directory owned by this user, else
+/// `PRIVATE_DIR/NAME.sock` in this user's [`private_dir`]. NAME is the name's one-to-one
+/// file-name form: lower-cased ASCII, other bytes as `%xx`.
+///
+/// Computes the path only: [`ControlServer::bind`] makes the private directory when it
+/// listens there, so a node that fails before (a bad key file, say) leaves nothing behind.
+pub fn default_path(name: &str) -> PathBuf {
+    let file = file_name(name);
+    match runtime_dir() {
+        Some(dir) => dir.join(format!("peermesh-{file}.sock")),
+        None => private_dir().join(format!("{file}.sock")),
+    }
+}
+
+/// Creates this user's [`private_dir`] (mode 0700) if it is missing, and refuses one that
+/// is a symbolic link, not a directory, another user's, or open to group or others
+/// (someone else made it to catch the socket).
+fn ensure_private_dir(dir: &Path) -> Result<(), ControlError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ControlError::Io(dir.to_owned(), e)),
+    }
+    check_private_dir(dir).map_err(DirCheck::for_server)
+}
+
+/// What is wrong with the directory of a control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirProblem {
+    /// The private directory is a symbolic link (it could point anywhere).
+    Symlink,
+    /// The private directory's name is taken by something else: what it is.
+    NotADirectory(&'static str),
+    /// It belongs to a user who is neither root, nor the caller, nor (for a directory only
+    /// its owner may write to) the user the node runs as: that user could put any socket
+    /// in it.
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// This process's uid.
+        me: u32,
+    },
+    /// The private directory belongs to another user, who made it to catch the socket.
+    NotYours {
+        /// Its owner.
+        owner: u32,
+        /// This process's uid.
+        me: u32,
+    },
+    /// Group or others may write to it and it has no sticky bit, so they could replace
+    /// the socket.
+    Writable {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The private directory lets group or others in at all.
+    NotPrivate {
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl fmt::Display for DirProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirProblem::Symlink => f.write_str("it is a symbolic link, not a directory"),
+            DirProblem::NotADirectory(what) => write!(f, "it is {what}, not a directory"),
+            DirProblem::Owner { owner, me } => write!(
+                f,
+                "it belongs to {}, who is neither root, nor you (uid {me}), nor the user \
+                 the node runs as",
+                describe_uid(*owner)
+            ),
+            DirProblem::NotYours { owner, me } => write!(
+                f,
+                "it belongs to {}, not to you (uid {me}): someone else made it",
+                describe_uid(*owner)
+            ),
+            DirProblem::Writable { mode } => write!(
+                f,
+                "group or others may write to it (mode {mode:o}) and it has no sticky bit, \
+                 so another user could replace the socket (chmod go-w, or chmod +t)"
+            ),
+            DirProblem::NotPrivate { mode } => write!(
+                f,
+                "group or others may enter it (mode {mode:o}); it must be mode 700"
+            ),
+        }
+    }
+}
+
+/// A [`DirProblem`] found, or the directory could not be examined.
+enum DirCheck {
+    Problem(PathBuf, DirProblem),
+    Io(PathBuf, io::Error),
+}
+
+impl DirCheck {
+    fn for_server(self) -> ControlError {
+        match self {
+            DirCheck::Problem(dir, problem) => ControlError::Directory { dir, problem },
+            DirCheck::Io(dir, e) => ControlError::Io(dir, e),
+        }
+    }
+
+    fn for_client(self, path: &Path) -> ClientError {
+        match self {
+            DirCheck::Problem(dir, problem) => ClientError::Directory {
+                path: path.to_owned(),
+                dir,
+                problem,
+            },
+            DirCheck::Io(_, e) => ClientError::Io(path.to_owned(), e),
+        }
+    }
+}
+
+/// The [`private_dir`] must be a real directory of this user that nobody else may enter.
+fn check_private_dir(dir: &Path) -> Result<(), DirCheck> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| DirCheck::Io(dir.to_owned(), e))?;
+    let problem = |p| Err(DirCheck::Problem(dir.to_owned(), p));
+    let mode = meta.mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        problem(DirProblem::Symlink)
+    } else if !meta.is_dir() {
+        problem(DirProblem::NotADirectory(describe(meta.file_type())))
+    } else if meta.uid() != my_uid() {
+        problem(DirProblem::NotYours {
+            owner: meta.uid(),
+            me: my_uid(),
+        })
+    } else if mode & 0o077 != 0 {
+        problem(DirProblem::NotPrivate { mode })
+    } else {
+        Ok(())
+    }
+}
+
+/// The directory a socket path is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Group or others may write to a directory with these permission bits, and no sticky bit
+/// keeps them from removing or renaming what others put in it.
+fn writable_by_others(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
+}
+
+// ---- The server ---------------------------------------------------------------------------
 
 struct Conn {
     stream: UnixStream,
@@ -158,6 +355,8 @@ struct Conn {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file this server created: only that is removed.
+    created: (u64, u64),
     listener_token: Token,
     first_conn_token: usize,
     conns: Slab<Conn>,
@@ -172,11 +371,27 @@ impl fmt::Debug for ControlServer {
     }
 }
 
-/// Why the control socket could not be opened.
+/// Why the control socket could not be opened. Nothing at the path was changed, except a
+/// stale socket that was replaced.
 #[derive(Debug)]
 pub enum ControlError {
     /// Another node answers on this path.
     InUse(PathBuf),
+    /// Something other than a socket is at the path (a regular file, a directory, a FIFO,
+    /// a symbolic link, ...): it is left alone.
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+        /// What is there, e.g. `"a regular file"`.
+        what: &'static str,
+    },
+    /// The socket's directory is unsafe (see [`DirProblem`]).
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: DirProblem,
+    },
     /// The OS refused.
     Io(PathBuf, io::Error),
 }
@@ -189,39 +404,99 @@ impl fmt::Display for ControlError {
                 "control socket {} is in use by a running node (pass --control PATH)",
                 p.display()
             ),
+            ControlError::NotASocket { path, what } => write!(
+                f,
+                "control socket {}: {what} is there, not a socket; refusing to replace it \
+                 (pass another --control PATH, or move it away)",
+                path.display()
+            ),
+            ControlError::Directory { dir, problem } => write!(
+                f,
+                "control socket directory {}: {problem}; refusing to listen there \
+                 (pass --control PATH in a directory of your own)",
+                dir.display()
+            ),
             ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
         }
     }
 }
 
-impl std::error::Error for ControlError {}
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ControlError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Device and inode of the file at `path`, not following a symbolic link.
+fn file_id(path: &Path) -> io::Result<(u64, u64)> {
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+}
 
 impl ControlServer {
-    /// Listens on `path` (mode 0600). A stale socket file nobody answers on is replaced.
+    /// Listens on `path` (mode 0600).
+    ///
+    /// Refuses a directory group or others may write to unless it is sticky (`/tmp` is).
+    /// In this user's [`private_dir`] (the default), first creates that directory (mode
+    /// 0700) or refuses it if it is not a private directory of this user's own.
+    /// Only a stale socket nobody answers on is replaced; anything else at the path is
+    /// refused and left alone. The socket is made under a temporary name, set to 0600 and
+    /// then linked into place, so no client connects while it has the default mode and
+    /// nothing that appears at the path meanwhile is overwritten. On drop, the socket file
+    /// is removed only if it is still the one this server made (same device and inode).
     pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
         let io_err = |e| ControlError::Io(path.to_owned(), e);
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        let dir = parent_dir(path);
+        if dir == private_dir() {
+            ensure_private_dir(&dir)?;
+        }
+        let dir_meta = std::fs::metadata(&dir).map_err(|e| ControlError::Io(dir.clone(), e))?;
+        let mode = dir_meta.mode() & 0o7777;
+        if writable_by_others(mode) {
+            return Err(ControlError::Directory {
+                dir,
+                problem: DirProblem::Writable { mode },
+            });
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                // Stale only when the kernel says nobody listens: a socket this user may not
+                // even connect to is not for it to remove.
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(_) => return Err(ControlError::InUse(path.to_owned())),
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+                std::fs::remove_file(path).map_err(io_err)?;
+            }
+            Ok(meta) => {
+                return Err(ControlError::NotASocket {
+                    path: path.to_owned(),
+                    what: describe(meta.file_type()),
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let (listener, staging) = bind_staging(path)?;
+        let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| file_id(&staging))
+            .and_then(|id| std::fs::hard_link(&staging, path).map(|()| id));
+        let _ = std::fs::remove_file(&staging);
+        let created = match placed {
+            Ok(id) => id,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // Something took the path since it was checked: leave it alone.
                 return Err(ControlError::InUse(path.to_owned()));
             }
-            std::fs::remove_file(path).map_err(io_err)?;
-        }
-        // Bound under a temporary name, made 0600, then renamed into place: no client can
-        // connect while the socket still has the default mode.
-        let mut staging = path.as_os_str().to_owned();
-        staging.push(format!(".{}.tmp", std::process::id()));
-        let staging = PathBuf::from(staging);
-        let _ = std::fs::remove_file(&staging);
-        let listener = UnixListener::bind(&staging).map_err(io_err)?;
-        let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::rename(&staging, path));
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&staging);
-            return Err(io_err(e));
-        }
+            Err(e) => return Err(io_err(e)),
+        };
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
+            created,
             listener_token: Token(usize::MAX),
             first_conn_token: usize::MAX,
             conns: Slab::with_capacity(MAX_CONNECTIONS),
@@ -299,6 +574,7 @@ impl ControlServer {
                 Ok((mut stream, _)) => {
                     if self.conns.len() >= MAX_CONNECTIONS {
                         warn!("control: {MAX_CONNECTIONS} clients already; refusing one");
+                        refuse(stream);
                         continue;
                     }
                     let entry = self.conns.vacant_entry();
@@ -384,33 +660,105 @@ impl ControlServer {
 
     fn close(&mut self, registry: &Registry, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            // Closing with unread input makes the kernel reset the connection, and the
-            // client would lose the reply it has not read yet: discard what is waiting.
-            let mut sink = [0u8; 1024];
-            for _ in 0..64 {
-                match conn.stream.read(&mut sink) {
-                    Ok(n) if n > 0 => continue,
-                    _ => break,
-                }
-            }
+            discard_input(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
             let _ = registry.deregister(&mut conn.stream);
         }
     }
 }
 
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+/// The line a client over [`MAX_CONNECTIONS`] gets before it is closed.
+fn too_many_clients() -> String {
+    format!("error: {TOO_MANY_CLIENTS} ({MAX_CONNECTIONS} at once); try again\n")
+}
+
+/// Turns away a client over the limit: one `error:` line if the socket takes it at once
+/// (the stream is non-blocking: the node never waits for it), then close.
+fn refuse(mut stream: UnixStream) {
+    let _ = stream.write(too_many_clients().as_bytes());
+    discard_input(&mut stream);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Closing with unread input makes the kernel reset the connection, and the client could
+/// lose the reply it has not read yet: discard what is waiting (bounded, non-blocking).
+fn discard_input(stream: &mut UnixStream) {
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
     }
 }
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Remove the socket only if it is still the one this server made: someone may
+        // have replaced it (the listener still holds the inode, so it cannot be reused).
+        if file_id(&self.path).is_ok_and(|id| id == self.created) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Bind a listener under a fresh temporary name next to `path` (never removing anything
+/// already there); returns it and the name.
+fn bind_staging(path: &Path) -> Result<(UnixListener, PathBuf), ControlError> {
+    let mut last = None;
+    for attempt in 0..8u32 {
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".{}.{attempt}.tmp", std::process::id()));
+        let staging = PathBuf::from(staging);
+        match UnixListener::bind(&staging) {
+            Ok(listener) => return Ok((listener, staging)),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => last = Some((staging, e)),
+            Err(e) => return Err(ControlError::Io(path.to_owned(), e)),
+        }
+    }
+    let (staging, e) = last.unwrap_or_else(|| (path.to_owned(), ErrorKind::AddrInUse.into()));
+    Err(ControlError::Io(staging, e))
+}
+
+// ---- The client ---------------------------------------------------------------------------
+
+/// What the server says to a client over [`MAX_CONNECTIONS`], after `error: `.
+const TOO_MANY_CLIENTS: &str = "too many clients";
 
 /// Why a client request failed.
 #[derive(Debug)]
 pub enum ClientError {
     /// Nothing listens at the path.
     NoNode(PathBuf),
-    /// Connected, but the exchange failed.
+    /// The socket's directory is not safe to trust (see [`DirProblem`]); nothing was sent.
+    Directory {
+        /// The socket.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: DirProblem,
+    },
+    /// The process listening on the socket runs as a user who is neither root, nor the
+    /// caller, nor the owner of the socket's private directory: someone else may have put
+    /// it there to pose as the node. Nothing was sent.
+    Untrusted {
+        /// The socket.
+        path: PathBuf,
+        /// The listening process's uid (`SO_PEERCRED`).
+        server: u32,
+        /// This process's uid.
+        me: u32,
+    },
+    /// The node took no request, or gave no answer, within [`CLIENT_TIMEOUT`].
+    Timeout(PathBuf),
+    /// The node serves [`MAX_CONNECTIONS`] clients already.
+    TooManyClients(PathBuf),
+    /// The node closed the connection without an answer.
+    EmptyReply(PathBuf),
+    /// The node reset the connection before it answered.
+    Reset(PathBuf),
+    /// Connected, but the exchange failed otherwise.
     Io(PathBuf, io::Error),
 }
 
@@ -420,19 +768,146 @@ impl fmt::Display for ClientError {
             ClientError::NoNode(p) => {
                 write!(f, "no peermesh node at {} (is it running?)", p.display())
             }
+            ClientError::Directory { path, dir, problem } => write!(
+                f,
+                "control socket {}: not trusting directory {}: {problem}",
+                path.display(),
+                dir.display()
+            ),
+            ClientError::Untrusted { path, server, me } => write!(
+                f,
+                "control socket {} is served by {}, not by root or by you (uid {me}): \
+                 another user may have put it there to pose as the node; not asking it",
+                path.display(),
+                describe_uid(*server)
+            ),
+            ClientError::Timeout(p) => write!(
+                f,
+                "the node at {} is busy: no answer within {} s; try again",
+                p.display(),
+                CLIENT_TIMEOUT.as_secs()
+            ),
+            ClientError::TooManyClients(p) => write!(
+                f,
+                "the node at {} has too many clients ({MAX_CONNECTIONS} at once); try again",
+                p.display()
+            ),
+            ClientError::EmptyReply(p) => write!(
+                f,
+                "the node at {} closed the connection with an empty reply (is it stopping?)",
+                p.display()
+            ),
+            ClientError::Reset(p) => write!(
+                f,
+                "the node at {} reset the connection before answering (overloaded or \
+                 stopping?); try again",
+                p.display()
+            ),
             ClientError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
         }
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the node behind `stream`, at `path`, may be believed: see [`request`].
+fn check_server(path: &Path, stream: &std::os::unix::net::UnixStream) -> Result<(), ClientError> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let creds = getsockopt(stream, PeerCredentials)
+        .map_err(|e| ClientError::Io(path.to_owned(), e.into()))?;
+    let (server, me) = (creds.uid(), my_uid());
+    // Where the socket really is: a symbolic link is followed to it.
+    let real = std::fs::canonicalize(path).map_err(|e| ClientError::Io(path.to_owned(), e))?;
+    let dir = parent_dir(&real);
+    let meta = std::fs::metadata(&dir).map_err(|e| ClientError::Io(path.to_owned(), e))?;
+    let mode = meta.mode() & 0o7777;
+    let owner = meta.uid();
+    let directory = |problem| ClientError::Directory {
+        path: path.to_owned(),
+        dir: dir.clone(),
+        problem,
+    };
+    if writable_by_others(mode) {
+        return Err(directory(DirProblem::Writable { mode }));
+    }
+    // Only its owner (and root) can put a socket in a directory nobody else may write to:
+    // such a directory's owner is trusted as the server (a service user's `/run/NAME`). In
+    // a sticky shared one (`/tmp`) anyone can, so there only root and the caller are.
+    let shared = mode & 0o022 != 0;
+    let trusted_owner = !shared && owner == server;
+    if owner != 0 && owner != me && !trusted_owner {
+        return Err(directory(DirProblem::Owner { owner, me }));
+    }
+    if server != 0 && server != me && !trusted_owner {
+        return Err(ClientError::Untrusted {
+            path: path.to_owned(),
+            server,
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` with `MSG_NOSIGNAL`: a node that closed early must give this
+/// process an error, not a SIGPIPE (a program embedding the client may not ignore it).
+fn send_all(stream: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until the end, a timeout, or an error; what came before an error is kept.
+fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// Sends one request line to the node at `path` and returns its whole answer.
+///
+/// Before it sends anything, it checks whom it talks to: the listening process (by
+/// `SO_PEERCRED`) must run as root or as the caller, or as the owner of the socket's
+/// directory when nobody else may write to that directory (a service's `/run/NAME`); the
+/// directory must belong to root, the caller or that owner, and group and others may not
+/// write to it unless it is sticky. In the default [`private_dir`], the directory must be
+/// the caller's own, mode 0700. Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]),
+/// too many clients, an empty reply, a reset.
 pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
+    if path.parent() == Some(private_dir().as_path()) {
+        check_private_dir(&private_dir()).map_err(|e| match e {
+            DirCheck::Io(_, e) if e.kind() == ErrorKind::NotFound => {
+                ClientError::NoNode(path.to_owned())
+            }
+            other => other.for_client(path),
+        })?;
+    }
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
         _ => ClientError::Io(path.to_owned(), e),
     })?;
+    check_server(path, &stream)?;
     let io_err = |e| ClientError::Io(path.to_owned(), e);
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT))
@@ -440,11 +915,37 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     stream
         .set_write_timeout(Some(CLIENT_TIMEOUT))
         .map_err(io_err)?;
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .map_err(io_err)?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).map_err(io_err)?;
+    // A node over its limit may answer and close before the request is even written:
+    // whatever happens to the write, read what it said.
+    let sent = send_all(&stream, format!("{line}\n").as_bytes());
+    let mut reply = Vec::new();
+    let read = read_reply(&mut stream, &mut reply);
+    let failed = |e: io::Error| match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
+        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => ClientError::Reset(path.to_owned()),
+        _ => ClientError::Io(path.to_owned(), e),
+    };
+    if reply.is_empty() {
+        return Err(match (sent, read) {
+            (_, Err(e)) | (Err(e), Ok(())) => failed(e),
+            (Ok(()), Ok(())) => ClientError::EmptyReply(path.to_owned()),
+        });
+    }
+    if let Err(e) = read {
+        // The whole answer or nothing: a reset after it is harmless, a timeout is not.
+        if !matches!(e.kind(), ErrorKind::ConnectionReset) {
+            return Err(failed(e));
+        }
+    }
+    let reply = String::from_utf8(reply).map_err(|_| {
+        io_err(io::Error::new(
+            ErrorKind::InvalidData,
+            "the reply is not UTF-8 text",
+        ))
+    })?;
+    if reply.starts_with(&format!("error: {TOO_MANY_CLIENTS}")) {
+        return Err(ClientError::TooManyClients(path.to_owned()));
+    }
     Ok(reply)
 }
 
@@ -484,8 +985,96 @@ mod tests {
 
     #[test]
     fn default_path_is_per_node_and_safe() {
-        let p = default_path("a/b c");
-        assert!(p.to_string_lossy().ends_with("peermesh-a_b_c.sock"));
+        assert_eq!(file_name("a/b c"), "a%2fb%20c");
         assert_eq!(default_path("ALPHA"), default_path("alpha"));
+        let p = default_path("x");
+        assert!(p.to_string_lossy().ends_with("x.sock"), "{p:?}");
+    }
+
+    #[test]
+    fn file_names_are_one_to_one_beyond_ascii_case() {
+        assert_eq!(file_name("Alpha-1_b.c"), "alpha-1_b.c");
+        assert_eq!(file_name("ä1"), "%c3%a41");
+        assert_eq!(file_name("ö1"), "%c3%b61");
+        assert_eq!(file_name("%c3%a41"), "%25c3%25a41");
+        assert_eq!(file_name("~"), "%7e");
+        // Names that differ other than by ASCII case never share a file name.
+        let names = [
+            "ä1", "ö1", "_1", "Ä1", "%", "%25", "a b", "a_b", "a%20b", "..", ".",
+        ];
+        let forms: std::collections::HashSet<String> = names.iter().map(|n| file_name(n)).collect();
+        assert_eq!(forms.len(), names.len(), "{forms:?}");
+        // Long forms are cut, end in the identity, and stay distinct.
+        let long_a = "é".repeat(32);
+        let long_b = format!("{}è", "é".repeat(31));
+        let (a, b) = (file_name(&long_a), file_name(&long_b));
+        assert!(
+            a.len() <= MAX_FILE_NAME && b.len() <= MAX_FILE_NAME,
+            "{a} {b}"
+        );
+        assert!(a.ends_with(&format!("~{}", crate::NodeId::from_name(&long_a))));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_private_dir_must_be_a_real_directory_of_ours_and_closed_to_others() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("peermesh-pdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let problem = |dir: &Path| match check_private_dir(dir) {
+            Err(DirCheck::Problem(_, p)) => Some(p),
+            Err(DirCheck::Io(_, e)) => panic!("{e}"),
+            Ok(()) => None,
+        };
+        let good = base.join("good");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&good)
+            .unwrap();
+        assert_eq!(problem(&good), None);
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(problem(&open), Some(DirProblem::NotPrivate { mode: 0o755 }));
+        let link = base.join("link");
+        symlink(&good, &link).unwrap();
+        assert_eq!(problem(&link), Some(DirProblem::Symlink));
+        let file = base.join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(
+            problem(&file),
+            Some(DirProblem::NotADirectory("a regular file"))
+        );
+        if my_uid() == 0 {
+            let theirs = base.join("theirs");
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&theirs)
+                .unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            assert_eq!(
+                problem(&theirs),
+                Some(DirProblem::NotYours {
+                    owner: 65534,
+                    me: 0
+                })
+            );
+            let shown = DirProblem::NotYours {
+                owner: 65534,
+                me: 0,
+            }
+            .to_string();
+            assert!(shown.contains("(uid 65534), not to you (uid 0)"), "{shown}");
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_over_limit_line_names_the_limit() {
+        assert_eq!(
+            too_many_clients(),
+            "error: too many clients (32 at once); try again\n"
+        );
     }
 }

@@ -63,7 +63,17 @@ impl fmt::Display for RunError {
     }
 }
 
-impl std::error::Error for RunError {}
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The wrappers show their inner error's message as their own: its source is theirs.
+        match self {
+            RunError::Start(e) => e.source(),
+            RunError::Control(e) => e.source(),
+            RunError::Keyring(e) => e.source(),
+            RunError::Io(e) => Some(e),
+        }
+    }
+}
 
 impl From<io::Error> for RunError {
     fn from(e: io::Error) -> RunError {

@@ -4,7 +4,8 @@
 //! starting with `#` are ignored. Every key opens datagrams; the **first** seals what this
 //! node sends. Keys rotate with no downtime, as with Serf's keyring: add the new key on
 //! every node (second line), then make it first everywhere, then remove the old one, with
-//! a `SIGHUP` (reload) after each step. The file must not be readable by group or others.
+//! a `SIGHUP` (reload) after each step. The file must be a regular file of at most
+//! [`MAX_KEY_FILE_BYTES`], not readable by group or others.
 
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
@@ -15,6 +16,9 @@ use std::path::{Path, PathBuf};
 pub const KEY_LEN: usize = 32;
 /// Keys a keyring may hold (a rotation needs two; a few more is plenty).
 pub const MAX_KEYS: usize = 8;
+/// The largest key file read, in bytes (64 KiB): eight keys take 520, the rest is room for
+/// comments. A larger file is refused unread.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
 /// One mesh key, ready to seal and open.
 #[derive(Clone)]
@@ -74,10 +78,23 @@ pub struct Keyring {
 pub enum KeyringError {
     /// The file could not be read.
     Io(PathBuf, std::io::Error),
+    /// The path names something other than a regular file (a FIFO, a device, a
+    /// directory): what it is instead. Refused without reading it.
+    NotRegularFile(PathBuf, &'static str),
+    /// Larger than [`MAX_KEY_FILE_BYTES`]: its size, or `None` when it only proved too
+    /// large while read.
+    TooLarge(PathBuf, Option<u64>),
     /// Group or others may read it.
     Permissions(PathBuf, u32),
     /// A line is not 64 hex digits.
     BadKey {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A line is the all-zero key: a placeholder, never a secret.
+    ZeroKey {
         /// The file.
         file: PathBuf,
         /// 1-based line number.
@@ -93,6 +110,19 @@ impl fmt::Display for KeyringError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyringError::Io(p, e) => write!(f, "keyring {}: {e}", p.display()),
+            KeyringError::NotRegularFile(p, what) => {
+                write!(f, "keyring {}: not a regular file ({what})", p.display())
+            }
+            KeyringError::TooLarge(p, Some(bytes)) => write!(
+                f,
+                "keyring {}: {bytes} bytes, more than the {MAX_KEY_FILE_BYTES} a key file may have",
+                p.display()
+            ),
+            KeyringError::TooLarge(p, None) => write!(
+                f,
+                "keyring {}: more than the {MAX_KEY_FILE_BYTES} bytes a key file may have",
+                p.display()
+            ),
             KeyringError::Permissions(p, mode) => write!(
                 f,
                 "keyring {}: mode {mode:o} lets others read the mesh key; run chmod 600 {}",
@@ -102,6 +132,12 @@ impl fmt::Display for KeyringError {
             KeyringError::BadKey { file, line } => write!(
                 f,
                 "{}:{line}: not a key: want 64 hex digits (make one with `peermesh keygen`)",
+                file.display()
+            ),
+            KeyringError::ZeroKey { file, line } => write!(
+                f,
+                "{}:{line}: the all-zero key is a placeholder, not a secret \
+                 (make a key with `peermesh keygen`)",
                 file.display()
             ),
             KeyringError::Empty(p) => write!(
@@ -116,16 +152,26 @@ impl fmt::Display for KeyringError {
     }
 }
 
-impl std::error::Error for KeyringError {}
+impl std::error::Error for KeyringError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyringError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
+/// 64 hex digits (`[0-9a-fA-F]` only: no sign, no prefix) as 32 bytes.
 fn parse_hex_key(text: &str) -> Option<[u8; KEY_LEN]> {
-    let text = text.trim();
-    if text.len() != KEY_LEN * 2 || !text.is_ascii() {
+    let digits = text.trim().as_bytes();
+    if digits.len() != KEY_LEN * 2 {
         return None;
     }
     let mut key = [0u8; KEY_LEN];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    // `char::to_digit(16)` takes `[0-9a-fA-F]` and nothing else.
+    let digit = |d: u8| char::from(d).to_digit(16);
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = u8::try_from((digit(pair[0])? << 4) | digit(pair[1])?).ok()?;
     }
     Some(key)
 }
@@ -148,6 +194,12 @@ impl Keyring {
                 file: file.to_owned(),
                 line: i + 1,
             })?;
+            if bytes == [0; KEY_LEN] {
+                return Err(KeyringError::ZeroKey {
+                    file: file.to_owned(),
+                    line: i + 1,
+                });
+            }
             if keys.len() == MAX_KEYS {
                 return Err(KeyringError::TooMany(file.to_owned()));
             }
@@ -156,16 +208,27 @@ impl Keyring {
         Keyring::new(keys).ok_or_else(|| KeyringError::Empty(file.to_owned()))
     }
 
-    /// Reads a key file, refusing one that group or others may read.
+    /// Reads a key file, refusing one that group or others may read, anything but a
+    /// regular file (without blocking on a FIFO), and a file over [`MAX_KEY_FILE_BYTES`].
+    /// The mode and type are checked on the opened file, so they are those of what is read.
     pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
+        use crate::files::{open_regular, read_limited, ReadError};
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| KeyringError::Io(path.to_owned(), e))?;
+        let refused = |e| match e {
+            ReadError::Io(e) => KeyringError::Io(path.to_owned(), e),
+            ReadError::NotRegular(what) => KeyringError::NotRegularFile(path.to_owned(), what),
+            ReadError::TooLarge(bytes) => KeyringError::TooLarge(path.to_owned(), bytes),
+        };
+        let (file, meta) = open_regular(path).map_err(refused)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyringError::Permissions(path.to_owned(), mode));
         }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| KeyringError::Io(path.to_owned(), e))?;
+        let bytes = read_limited(file, &meta, MAX_KEY_FILE_BYTES).map_err(refused)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text");
+            KeyringError::Io(path.to_owned(), e)
+        })?;
         Keyring::parse(&text, path)
     }
 
@@ -229,6 +292,29 @@ mod tests {
             Keyring::parse(&many, Path::new("k")),
             Err(KeyringError::TooMany(_))
         ));
+    }
+
+    #[test]
+    fn only_hex_digits_make_a_key_and_the_zero_key_is_refused() {
+        // `u8::from_str_radix` would take "+0" as a digit pair.
+        let plus = format!("+{}", &A[1..]);
+        assert!(parse_hex_key(&plus).is_none());
+        assert!(parse_hex_key(&format!("{}-1", &A[..62])).is_none());
+        assert!(parse_hex_key(&A.to_uppercase()).is_some());
+        assert!(matches!(
+            Keyring::parse(&plus, Path::new("k")),
+            Err(KeyringError::BadKey { line: 1, .. })
+        ));
+        let zero = "0".repeat(64);
+        let err = Keyring::parse(&format!("{A}\n{zero}\n"), Path::new("k")).unwrap_err();
+        assert!(
+            matches!(err, KeyringError::ZeroKey { line: 2, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().starts_with("k:2: the all-zero key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod driver;
+mod files;
 pub mod identity;
 pub mod keyring;
 pub mod matrix;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use peermesh::config::{
     Config, ConfigError, ConfigErrorKind, NodeEntry, DEFAULT_MAX_DATAGRAM, DEFAULT_PORT,
+    ECHOED_CHARS, MAX_CONFIG_BYTES,
 };
 use peermesh::identity::NodeId;
 use proptest::prelude::*;
@@ -931,6 +932,113 @@ fn loading_a_missing_file_names_the_path() {
     let prefix = format!("{}: cannot read the configuration file: ", path.display());
     assert!(message.starts_with(&prefix), "{message}");
     assert!(std::error::Error::source(&error).is_some());
+}
+
+#[test]
+fn loading_a_fifo_a_device_or_a_huge_file_is_refused_unread() {
+    let dir = std::env::temp_dir().join(format!("peermesh-config-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.ron");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let huge = dir.join("huge.ron");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_CONFIG_BYTES + 1)
+        .unwrap();
+    for (path, what) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+        (dir.as_path(), "a directory"),
+    ] {
+        let error = Config::load(path).unwrap_err();
+        assert!(
+            matches!(error.kind(), ConfigErrorKind::NotRegularFile { what: w } if *w == what),
+            "{error}"
+        );
+        assert_eq!(error.position(), None);
+        assert_eq!(
+            error.to_string(),
+            format!("{}: not a regular file ({what})", path.display())
+        );
+    }
+    let error = Config::load(&huge).unwrap_err();
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::TooLarge {
+            bytes: Some(1_048_577)
+        }
+    ));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: 1048577 bytes, more than the 1048576 a config may have",
+            huge.display()
+        )
+    );
+    // At the limit, it is read (and here refused as text, not for its size).
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_CONFIG_BYTES)
+        .unwrap();
+    assert!(matches!(
+        Config::load(&huge).unwrap_err().kind(),
+        ConfigErrorKind::Syntax { .. }
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_value_an_error_echoes_is_clipped() {
+    let long = "v".repeat(200_000);
+    let texts = [
+        format!(r#"(nodes: [(name: "{long} x", host: "h")])"#),
+        format!(r#"(nodes: [(name: "{long}", host: "h")])"#),
+        format!(r#"(nodes: [(name: "a", host: "{long} x")])"#),
+        format!(r#"(nodes: [(name: "a", host: "{long}"), (name: "b", host: "{long}")])"#),
+        format!(r#"(nodes: [(name: "a", host: "h", {long}: 1)])"#),
+        format!(r#"({long}: 1, nodes: [(name: "a", host: "h")])"#),
+        format!(r#"(port: "{long}", nodes: [(name: "a", host: "h")])"#),
+        format!(r#"(nodes: [(name: "a", host: "h", port: "{long}")])"#),
+        format!(r#"(keyring: 5{long}, nodes: [(name: "a", host: "h")])"#),
+        format!(r#"(nodes: [{long}])"#),
+        format!(r#"(nodes: [(name: "a", host: "h")], {long})"#),
+    ];
+    let mut messages: Vec<String> = texts.iter().map(|t| rejected(t).to_string()).collect();
+    let config = mesh(&[("alpha", "10.0.0.1"), ("bad", &format!("{long}\0"))]);
+    let errors = [
+        config.find_self(Some(&long), "alpha").unwrap_err(),
+        config.find_self(None, &long).unwrap_err(),
+        config
+            .find_self(None, &format!("{long}.example.com"))
+            .unwrap_err(),
+        config.resolve(1).unwrap_err(),
+    ];
+    messages.extend(errors.iter().map(|e| e.to_string()));
+    for message in messages {
+        assert!(
+            message.len() < 500,
+            "{} bytes: {}",
+            message.len(),
+            &message[..500]
+        );
+        assert!(
+            !message.contains(&"v".repeat(ECHOED_CHARS + 1)),
+            "{message}"
+        );
+    }
+    // Short values are shown whole, with no ellipsis.
+    let message = rejected(r#"(nodes: [(name: "a b", host: "h")])"#).to_string();
+    assert!(
+        message.contains(r#"node name "a b" contains a space"#),
+        "{message}"
+    );
+    let name = "n".repeat(65);
+    let message = rejected(&format!(r#"(nodes: [(name: "{name}", host: "h")])"#)).to_string();
+    assert!(
+        message.contains(&format!(r#"node name "{}…" is 65 bytes long"#, &name[..64])),
+        "{message}"
+    );
 }
 
 // ---- 10. Which node am I ------------------------------------------------------------------

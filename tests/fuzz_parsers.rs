@@ -1,14 +1,16 @@
 //! Seeded fuzz runners over everything that parses outside input: the config parser, the
-//! control-request parser, and sealed datagrams through a keyed core. None may panic.
-//! `PEERMESH_FUZZ_SCALE=N` multiplies the rounds (CI runs scale 1, a bounded few seconds;
-//! docs/SECURITY.md reports a longer run).
+//! control-request parser, the key file parser, and sealed datagrams through a keyed core.
+//! None may panic. `PEERMESH_FUZZ_SCALE=N` multiplies the rounds (CI runs scale 1: at least
+//! a million inputs each for the config and control-request parsers, in some seconds;
+//! docs/SECURITY.md reports a longer run). Each runner prints its count and time.
 
 use peermesh::config::Config;
 use peermesh::control::parse_request;
-use peermesh::keyring::{Key, Keyring};
+use peermesh::keyring::{Key, Keyring, KeyringError};
 use peermesh::rng::Rng;
 use peermesh::{Mesh, PeerState, Settings};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn scale() -> u64 {
@@ -16,6 +18,13 @@ fn scale() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
+}
+
+/// Shows how many inputs a runner tried and how long it took (`--nocapture` to see it).
+fn report(what: &str, inputs: u64, started: Instant) {
+    let elapsed = started.elapsed();
+    let per_input = elapsed.as_nanos() / u128::from(inputs.max(1));
+    eprintln!("fuzz {what}: {inputs} inputs in {elapsed:.2?} ({per_input} ns each)");
 }
 
 /// Applies 1-4 random edits: flip, delete, insert, duplicate a slice, or splice in a token.
@@ -86,11 +95,23 @@ fn the_config_parser_never_panics() {
         include_str!("../peers.ron"),
     ];
     let mut rng = Rng::new(0xc0f1);
-    let rounds = 20_000 * scale();
+    let rounds = 1_000_000 * scale();
+    let started = Instant::now();
     let (mut ok, mut errors) = (0u64, 0u64);
+    let mut input = Vec::new();
     for round in 0..rounds {
-        let mut input = seeds[(round % 3) as usize].as_bytes().to_vec();
-        mutate(&mut rng, &mut input, CONFIG_TOKENS);
+        // Mostly whole files with a few edits; one in eight a short run of tokens alone,
+        // for shapes no edit of a good file reaches (`((((`, `nodes:nodes`, ...).
+        input.clear();
+        if round % 8 == 7 {
+            for _ in 0..rng.below(12) {
+                let token = CONFIG_TOKENS[rng.below(CONFIG_TOKENS.len() as u64) as usize];
+                input.extend_from_slice(token);
+            }
+        } else {
+            input.extend_from_slice(seeds[(round % 3) as usize].as_bytes());
+            mutate(&mut rng, &mut input, CONFIG_TOKENS);
+        }
         let text = String::from_utf8_lossy(&input);
         match Config::parse(&text, "fuzz.ron") {
             Ok(config) => {
@@ -105,6 +126,7 @@ fn the_config_parser_never_panics() {
             }
         }
     }
+    report("config parser", rounds, started);
     assert_eq!(ok + errors, rounds);
     assert!(
         ok > rounds / 50 && errors > rounds / 2,
@@ -125,7 +147,8 @@ fn the_control_request_parser_never_panics() {
         b"status", b"matrix", b"--json", b"--svg", b"--color", b" ", b"\n", b"\xc3", b"\0",
     ];
     let mut rng = Rng::new(0xc0de);
-    let rounds = 500_000 * scale();
+    let rounds = 1_000_000 * scale();
+    let started = Instant::now();
     let mut accepted = 0u64;
     for round in 0..rounds {
         let mut input = seeds[(round % 5) as usize].to_vec();
@@ -138,8 +161,64 @@ fn the_control_request_parser_never_panics() {
             assert!(format!("{req:?}").len() < 64);
         }
     }
+    report("control-request parser", rounds, started);
     // Some mutants stay valid requests: the parser is exercised on both paths.
     assert!(accepted > rounds / 100, "accepted {accepted}");
+}
+
+#[test]
+fn the_key_file_parser_never_panics_and_never_takes_a_bad_line() {
+    let good = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let seeds = [
+        format!("# mesh keys\n{good}\n"),
+        format!("{good}\n\n  {}  \n", good.to_uppercase()),
+        String::new(),
+    ];
+    let tokens: &[&[u8]] = &[
+        b"+",
+        b"-",
+        b"0",
+        b"f",
+        b"F",
+        b"g",
+        b"#",
+        b"\n",
+        b" ",
+        b"\xc3\xa4",
+        b"00",
+        b"\0",
+    ];
+    let mut rng = Rng::new(0x4e75);
+    let rounds = 100_000 * scale();
+    let started = Instant::now();
+    let (mut ok, mut bad) = (0u64, 0u64);
+    for round in 0..rounds {
+        let mut input = seeds[(round % 3) as usize].as_bytes().to_vec();
+        mutate(&mut rng, &mut input, tokens);
+        let text = String::from_utf8_lossy(&input);
+        match Keyring::parse(&text, Path::new("fuzz.keys")) {
+            Ok(ring) => {
+                ok += 1;
+                // Every line taken was 64 hex digits, nothing else.
+                let keys = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'));
+                for line in keys {
+                    assert!(
+                        line.len() == 64 && line.bytes().all(|b| b.is_ascii_hexdigit()),
+                        "{line:?}"
+                    );
+                }
+                assert!(!ring.keys().is_empty());
+            }
+            Err(KeyringError::BadKey { .. } | KeyringError::ZeroKey { .. }) => bad += 1,
+            Err(KeyringError::Empty(_) | KeyringError::TooMany(_)) => bad += 1,
+            Err(other) => panic!("a parse cannot fail so: {other}"),
+        }
+    }
+    report("key file parser", rounds, started);
+    assert!(ok > rounds / 100 && bad > rounds / 4, "ok {ok}, bad {bad}");
 }
 
 #[test]
@@ -174,12 +253,14 @@ fn sealed_datagrams_from_any_bytes_never_panic_a_keyed_core() {
     }
     let mut rng = Rng::new(0x5ea1);
     let rounds = 200_000 * scale();
+    let started = Instant::now();
     for round in 0..rounds {
         let mut input = corpus[(round % 32) as usize].clone();
         mutate(&mut rng, &mut input, &[b"PM\x01\x80", &[0; 16]]);
         b.handle_datagram(now, addr(1), &input);
         while b.poll_transmit(now, &mut buf).is_some() {}
     }
+    report("sealed datagrams", rounds, started);
     // Only genuine datagrams were ever admitted: at most the corpus itself.
     let admitted = b.peer(pa).unwrap().received();
     assert!(admitted <= 32, "{admitted} admitted");
