@@ -241,7 +241,7 @@ fn run(args: Args) -> Result<(), String> {
                 token if control.as_ref().is_some_and(|c| c.owns(token)) => {
                     if let Some(server) = control.as_mut() {
                         server.handle_event(&registry, event, Instant::now(), &mut |request| {
-                            answer(&node, request)
+                            answer(&node, request).into()
                         });
                     }
                 }

@@ -2,7 +2,11 @@
 //! `peermesh status`, `top` and `matrix` ask a running node for its tables.
 //!
 //! One request per connection: a single line of at most [`MAX_REQUEST`] bytes, e.g.
-//! `status --json\n`. The node answers with the text and closes. Requests are parsed by the
+//! `status --json\n`. The node answers with the text and closes. Every complete answer ends
+//! with a newline; a client that sees none was cut off ([`ClientError::Truncated`]). A large
+//! answer (the matrix of a big mesh) is a [`Reply::Steps`]: rendered a step at a time, each
+//! written before the next is made, with the node's other work in between, so no request
+//! holds the event loop for longer than one step. Requests are parsed by the
 //! pure [`parse_request`]; a malformed one gets an `error: ...` line, never a crash.
 //! Connections are limited in number (a client over [`MAX_CONNECTIONS`] is told so) and in
 //! time ([`CLIENT_TIMEOUT`]).
@@ -29,8 +33,40 @@ use std::time::{Duration, Instant};
 pub const MAX_REQUEST: usize = 1024;
 /// Connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 32;
-/// A client that has not sent its request, or not read the answer, by then is dropped.
+/// A client that has not sent its request, or has read nothing of the answer, for this
+/// long is dropped.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Answers rendered in steps at once; one more gets a `busy` error. Each holds a snapshot
+/// (about 8 MiB for the matrix of the largest mesh), so this bounds the memory they take.
+pub const MAX_STEPPED_REPLIES: usize = 4;
+
+/// The rest of a stepped answer: appends the next part to the buffer, returns whether more
+/// follows.
+pub type NextStep = Box<dyn FnMut(&mut Vec<u8>) -> bool>;
+
+/// The answer to a request.
+pub enum Reply {
+    /// The whole text at once (a newline is added if it has none).
+    Text(String),
+    /// Rendered in steps: each call appends the next part to the buffer and returns whether
+    /// more follows. The server calls it again only once the part before is written.
+    Steps(NextStep),
+}
+
+impl From<String> for Reply {
+    fn from(text: String) -> Reply {
+        Reply::Text(text)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Text(t) => f.debug_tuple("Text").field(&t.len()).finish(),
+            Reply::Steps(_) => f.write_str("Steps"),
+        }
+    }
+}
 
 /// What a client asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,16 +84,7 @@ pub enum Request {
     Ping,
 }
 
-/// How the matrix is rendered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatrixFormat {
-    /// An aligned table.
-    Table,
-    /// The `matrix --json` contract.
-    Json,
-    /// An SVG heatmap.
-    Svg,
-}
+pub use crate::matrix_report::MatrixFormat;
 
 /// Why a request line was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,8 +373,16 @@ fn writable_by_others(mode: u32) -> bool {
 struct Conn {
     stream: UnixStream,
     request: Vec<u8>,
+    /// Whether the request was read and answered (the reply may still be in steps).
+    answered: bool,
     reply: Vec<u8>,
     written: usize,
+    /// The rest of a stepped reply.
+    steps: Option<NextStep>,
+    /// The socket took all there was and a step is due: no readiness event will come for
+    /// it, so [`ControlServer::pump`] serves it.
+    ready: bool,
+    /// When the client last made progress (connected, or took part of the answer).
     since: Instant,
 }
 
@@ -534,7 +569,7 @@ impl ControlServer {
         registry: &Registry,
         event: &Event,
         now: Instant,
-        answer: &mut dyn FnMut(Request) -> String,
+        answer: &mut dyn FnMut(Request) -> Reply,
     ) {
         if event.token() == self.listener_token {
             self.accept(registry, now);
@@ -542,7 +577,27 @@ impl ControlServer {
         }
         let key = event.token().0.wrapping_sub(self.first_conn_token);
         if self.conns.contains(key) {
-            self.serve(registry, key, answer);
+            self.serve(registry, key, now, answer);
+        }
+    }
+
+    /// Whether a stepped reply can go on now: call [`ControlServer::pump`] without
+    /// sleeping (a zero poll timeout).
+    pub fn has_work(&self) -> bool {
+        self.conns.iter().any(|(_, c)| c.ready)
+    }
+
+    /// Renders and writes one more step of every stepped reply whose socket has room.
+    /// Call once per loop turn, after the node's own work.
+    pub fn pump(&mut self, registry: &Registry, now: Instant) {
+        let ready: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.ready)
+            .map(|(k, _)| k)
+            .collect();
+        for key in ready {
+            self.serve(registry, key, now, &mut |_| Reply::Text(String::new()));
         }
     }
 
@@ -590,8 +645,11 @@ impl ControlServer {
                     entry.insert(Conn {
                         stream,
                         request: Vec::new(),
+                        answered: false,
                         reply: Vec::new(),
                         written: 0,
+                        steps: None,
+                        ready: false,
                         since: now,
                     });
                 }
@@ -609,10 +667,13 @@ impl ControlServer {
         &mut self,
         registry: &Registry,
         key: usize,
-        answer: &mut dyn FnMut(Request) -> String,
+        now: Instant,
+        answer: &mut dyn FnMut(Request) -> Reply,
     ) {
+        let stepped = self.conns.iter().filter(|(_, c)| c.steps.is_some()).count();
         let conn = &mut self.conns[key];
-        if conn.reply.is_empty() {
+        conn.ready = false;
+        if !conn.answered {
             let mut chunk = [0u8; 256];
             loop {
                 match conn.stream.read(&mut chunk) {
@@ -637,25 +698,60 @@ impl ControlServer {
                 Some(end) => &conn.request[..end],
                 None => &conn.request[..],
             };
-            let mut reply = match parse_request(line) {
+            conn.answered = true;
+            let reply = match parse_request(line) {
                 Ok(request) => answer(request),
-                Err(err) => format!("error: {err}\n"),
+                Err(err) => Reply::Text(format!("error: {err}")),
             };
-            if !reply.ends_with('\n') {
-                reply.push('\n');
+            match reply {
+                Reply::Text(mut text) => {
+                    if !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    conn.reply = text.into_bytes();
+                }
+                Reply::Steps(_) if stepped >= MAX_STEPPED_REPLIES => {
+                    conn.reply = format!(
+                        "error: busy: {MAX_STEPPED_REPLIES} large answers in progress; try again\n"
+                    )
+                    .into_bytes();
+                }
+                Reply::Steps(steps) => conn.steps = Some(steps),
             }
-            conn.reply = reply.into_bytes();
         }
-        while conn.written < conn.reply.len() {
-            match conn.stream.write(&conn.reply[conn.written..]) {
-                Ok(0) => break,
-                Ok(n) => conn.written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break,
+        // One step per call: write what is rendered, then render the next part only once
+        // the socket took all of it, so a slow client holds at most one step in memory.
+        let mut stepped_once = false;
+        loop {
+            while conn.written < conn.reply.len() {
+                match conn.stream.write(&conn.reply[conn.written..]) {
+                    Ok(0) => return self.close(registry, key),
+                    Ok(n) => {
+                        conn.written += n;
+                        conn.since = now;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return, // until writable
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return self.close(registry, key),
+                }
+            }
+            let Some(steps) = conn.steps.as_mut() else {
+                return self.close(registry, key);
+            };
+            if stepped_once {
+                conn.ready = true; // the rest on the next loop turn
+                return;
+            }
+            stepped_once = true;
+            conn.reply.clear();
+            conn.written = 0;
+            if !steps(&mut conn.reply) {
+                conn.steps = None;
+                if !conn.reply.ends_with(b"\n") {
+                    conn.reply.push(b'\n');
+                }
             }
         }
-        self.close(registry, key);
     }
 
     fn close(&mut self, registry: &Registry, key: usize) {
@@ -758,6 +854,9 @@ pub enum ClientError {
     EmptyReply(PathBuf),
     /// The node reset the connection before it answered.
     Reset(PathBuf),
+    /// The answer stopped before its end (no final newline): the node stopped, or dropped
+    /// this client as too slow. What came is not shown.
+    Truncated(PathBuf),
     /// Connected, but the exchange failed otherwise.
     Io(PathBuf, io::Error),
 }
@@ -801,6 +900,12 @@ impl fmt::Display for ClientError {
                 f,
                 "the node at {} reset the connection before answering (overloaded or \
                  stopping?); try again",
+                p.display()
+            ),
+            ClientError::Truncated(p) => write!(
+                f,
+                "the answer from the node at {} was cut off before its end (the node \
+                 stopped, or dropped this client as too slow); try again",
                 p.display()
             ),
             ClientError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
@@ -945,6 +1050,9 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     })?;
     if reply.starts_with(&format!("error: {TOO_MANY_CLIENTS}")) {
         return Err(ClientError::TooManyClients(path.to_owned()));
+    }
+    if !reply.ends_with('\n') {
+        return Err(ClientError::Truncated(path.to_owned()));
     }
     Ok(reply)
 }

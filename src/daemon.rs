@@ -5,10 +5,10 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
-use crate::control::{ControlError, ControlServer, MatrixFormat, Request};
+use crate::control::{ControlError, ControlServer, Reply, Request};
 use crate::driver::{Node, StartError};
 use crate::keyring::{Keyring, KeyringError};
-use crate::matrix_report::MatrixReport;
+use crate::matrix_report::MatrixRender;
 use crate::mesh::Event as MeshEvent;
 use crate::status::StatusReport;
 use log::{debug, info, warn};
@@ -123,7 +123,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             .min();
         // Round the sleep up to a whole millisecond, as epoll does: waking early would spin.
         // Datagrams left unread by the batch limit are read at once, without sleeping.
-        let timeout = if node.has_unread() {
+        // So are the next steps of a large control answer (interleaved with the above).
+        let timeout = if node.has_unread() || control.has_work() {
             Some(Duration::ZERO)
         } else {
             deadline.map(|at| {
@@ -162,6 +163,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         let now = Instant::now();
         node.handle_timeout(poll.registry(), now)?;
+        control.pump(poll.registry(), now);
         control.sweep(poll.registry(), now);
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
@@ -188,24 +190,22 @@ fn reload_keyring(config: &Config, node: &mut Node) {
     }
 }
 
-fn answer(node: &Node, request: Request) -> String {
+/// The answer to one control request. The matrix (up to a million cells) is a snapshot
+/// rendered in steps; the peer table is small enough to render at once.
+fn answer(node: &Node, request: Request) -> Reply {
     match request {
-        Request::Ping => "pong".to_owned(),
+        Request::Ping => Reply::Text("pong".to_owned()),
         Request::Matrix(format) => {
-            let report = MatrixReport::new(node.mesh().name(), &node.mesh().matrix());
-            match format {
-                MatrixFormat::Table => report.to_table(),
-                MatrixFormat::Json => report.to_json(),
-                MatrixFormat::Svg => report.to_svg(),
-            }
+            let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);
+            Reply::Steps(Box::new(move |out| render.next_chunk(out)))
         }
         Request::Status { json, color } => {
             let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
-            if json {
+            Reply::Text(if json {
                 report.to_json()
             } else {
                 report.to_table(color)
-            }
+            })
         }
     }
 }
