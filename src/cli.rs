@@ -157,7 +157,11 @@ fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
         }
         "help" | "--help" | "-h" => return emit(USAGE),
         "--version" | "-V" => {
-            return emit(&format!("peermesh {}\n", env!("CARGO_PKG_VERSION")));
+            return emit(&format!(
+                "peermesh {} (wire protocol {})\n",
+                env!("CARGO_PKG_VERSION"),
+                peermesh::wire::VERSION
+            ));
         }
         other => return Err(Failure::Usage(format!("unknown command {other:?}"), USAGE)),
     };

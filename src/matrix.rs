@@ -1,7 +1,7 @@
 //! The latency matrix: the rows other nodes shared with this one, and the view of the whole
 //! N×N matrix (`from` × `to`) built from them and from this node's own peer table.
 //!
-//! Storage is a dense row per origin with one 8-byte [`Cell`] per column, so a thousand
+//! Storage is a dense row per origin with one 8-byte `Cell` per column, so a thousand
 //! nodes cost 8 MB per node. Rows arrive in chunks piggy-backed on pings (see
 //! `docs/PROTOCOL.md`); each chunk index keeps the version it was last written with, so a
 //! late or reordered chunk never overwrites newer data.

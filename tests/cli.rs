@@ -174,9 +174,14 @@ fn help_exits_0_with_the_usage_on_stdout() {
     }
     let ran = peermesh(&["--version"]);
     assert_exit(&ran, 0);
+    // The wire protocol's version too: nodes of different ones cannot talk.
     assert_eq!(
         ran.stdout,
-        format!("peermesh {}\n", env!("CARGO_PKG_VERSION"))
+        format!(
+            "peermesh {} (wire protocol {})\n",
+            env!("CARGO_PKG_VERSION"),
+            peermesh::wire::VERSION
+        )
     );
 }
 

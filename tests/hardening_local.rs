@@ -7,7 +7,7 @@ mod support;
 
 use peermesh::control::{self, ClientError, MAX_CONNECTIONS};
 use std::fs;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -965,21 +965,37 @@ fn a_stuck_silent_or_resetting_node_is_named_for_what_it_did() {
     // end of the stream before the reset, and it would see an empty reply.
     let reset = lab.dir.join("reset.sock");
     let reset_node = fake_node(&reset, 1, drop);
+    // Starts an answer and stops in the middle of it, as a node that stopped would: the
+    // part is not shown as if it were the whole table.
+    let cut = lab.dir.join("cut.sock");
+    let cut_node = fake_node(&cut, 1, |mut stream| {
+        let mut line = [0u8; 64];
+        let _ = stream.read(&mut line);
+        let _ = stream.write_all(b"node alpha (incarnation 1) up 5s, 1 of 3 peers al");
+    });
     let cases = [
         (&silent, "closed the connection with an empty reply"),
         (&reset, "reset the connection before answering"),
         (&stuck, "is busy: no answer within 5 s; try again"),
+        (&cut, "was cut off before its end"),
     ];
     for (path, says) in cases {
         let started = Instant::now();
         let ran = peermesh(&["status", "--control", path_str(path)]);
         assert_exit(&ran, 1);
-        let expected = format!("error: the node at {} {says}", path.display());
+        let expected = if says.starts_with("was cut") {
+            format!(
+                "error: the answer from the node at {} {says}",
+                path.display()
+            )
+        } else {
+            format!("error: the node at {} {says}", path.display())
+        };
         assert!(ran.stderr.starts_with(&expected), "{:?}", ran.stderr);
         assert_eq!(ran.stderr.lines().count(), 1, "{:?}", ran.stderr);
         assert!(started.elapsed() < Duration::from_secs(8));
     }
-    for node in [held, silent_node, reset_node] {
+    for node in [held, silent_node, reset_node, cut_node] {
         node.join().unwrap();
     }
 }

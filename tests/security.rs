@@ -224,3 +224,42 @@ fn without_a_keyring_only_configured_addresses_are_heard() {
     b.handle_datagram(now, SocketAddr::from(([127, 0, 0, 1], 5000)), &ping);
     assert_eq!(b.peer(peer).unwrap().state(), PeerState::Alive);
 }
+
+/// A key holder cannot speak for another node: the seal names its sender and incarnation
+/// (the authenticated nonce), and they must be the ones of the datagram inside.
+#[test]
+fn a_seal_must_name_the_sender_of_the_datagram_inside() {
+    use peermesh::seal::seal;
+    use peermesh::wire::{Body, Header, Packet};
+    use peermesh::{Event, NodeId};
+    let mut now = Instant::now();
+    let mut a = Mesh::new("a", settings(1 << 20), now);
+    a.add_peer("b", addr(2));
+    let mut b = Mesh::new("b", settings(2 << 20), now);
+    let from_a = b.add_peer("a", addr(1)).unwrap();
+    b.add_peer("c", addr(3));
+    a.set_keyring(ring(&[5]));
+    b.set_keyring(ring(&[5]));
+    let _ = believed_ping(&mut a, &mut b, &mut now);
+    // A datagram "from a", fresh and well-formed, sealed under c's name and incarnation.
+    let header = Header {
+        from: NodeId::from_name("a"),
+        incarnation: 1 << 20,
+        to: NodeId::from_name("b"),
+        to_incarnation: 2 << 20,
+        seq: 100,
+    };
+    let body = Body::Data { payload: b"i am a" };
+    let mut buf = vec![0u8; 256];
+    let inner = Packet { header, body }
+        .emit(&mut buf[SEAL_HEADER_LEN..])
+        .unwrap();
+    let keys = ring(&[5]).unwrap();
+    let c = NodeId::from_name("c").0;
+    let n = seal(&keys, c, 1 << 20, 77, &mut buf, inner).unwrap();
+    let received = b.peer(from_a).unwrap().received();
+    b.handle_datagram(now, addr(3), &buf[..n]);
+    assert_eq!(b.dropped().get(DropReason::AuthFailed), 1);
+    assert_eq!(b.peer(from_a).unwrap().received(), received);
+    assert!(std::iter::from_fn(|| b.poll_event()).all(|e| !matches!(e, Event::Data { .. })));
+}

@@ -1,0 +1,52 @@
+//! The docs promise tests: docs/SECURITY.md names, for each row of its threat tables, the
+//! tests that show it. Every name it gives must be a test that exists, so the table cannot
+//! drift from the suite.
+
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `tests/FILE.rs::name` and `src/FILE.rs` `module::tests::name` references in `text`.
+fn references(text: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for piece in text.split('`') {
+        if let Some((file, name)) = piece.split_once("::") {
+            if file.starts_with("tests/") && file.ends_with(".rs") {
+                found.push((file.to_owned(), name.to_owned()));
+            }
+            if let Some(name) = piece
+                .rsplit("::tests::")
+                .next()
+                .filter(|_| piece.contains("::tests::"))
+            {
+                let module = piece.split("::").next().unwrap_or_default();
+                found.push((format!("src/{module}.rs"), name.to_owned()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_test_the_security_tables_name_exists() {
+    let text = std::fs::read_to_string(root().join("docs/SECURITY.md")).expect("SECURITY.md");
+    let refs = references(&text);
+    assert!(
+        refs.len() >= 30,
+        "only {} test references found",
+        refs.len()
+    );
+    let mut missing = Vec::new();
+    for (file, name) in &refs {
+        let source = std::fs::read_to_string(root().join(file)).unwrap_or_default();
+        if !source.contains(&format!("fn {name}(")) {
+            missing.push(format!("{file}::{name}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "SECURITY.md names tests that do not exist: {missing:?}"
+    );
+}
