@@ -623,12 +623,27 @@ fn a_control_directory_others_can_write_is_refused_by_node_and_client() {
 /// `ARGS` (a program and its arguments) in a mount namespace of its own with a fresh, empty
 /// `/tmp`, after the shell commands `setup` ran there: what a node does to its default
 /// directory in `/tmp` stays out of the real one. Needs root.
+///
+/// The real `/tmp` stays visible there as `/mnt` (bound over it in that namespace only), and
+/// arguments under `/tmp/` are rewritten to match: the build itself may be under `/tmp`
+/// (a CI checkout), and the node must still find its binary and config.
 fn with_private_tmp(setup: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("unshare");
-    let script = format!("mount -t tmpfs -o mode=1777 peermesh-test /tmp && {setup} exec \"$@\"");
+    let script = format!(
+        "mount --bind /tmp /mnt && mount -t tmpfs -o mode=1777 peermesh-test /tmp && \
+         {setup} exec \"$@\""
+    );
     cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, "sh"])
-        .args(args);
+        .args(args.iter().map(|a| seen_from_private_tmp(a)));
     cmd
+}
+
+/// Where `path` is seen from a process with a private `/tmp` ([`with_private_tmp`]).
+fn seen_from_private_tmp(path: &str) -> String {
+    match path.strip_prefix("/tmp/") {
+        Some(rest) => format!("/mnt/{rest}"),
+        None => path.to_owned(),
+    }
 }
 
 /// `peermesh ARGS` in the lab's network namespace, as a list of words.
@@ -670,7 +685,7 @@ fn start_with_private_tmp(
         .stderr(log);
     for (key, value) in env {
         match value {
-            Some(v) => cmd.env(key, v),
+            Some(v) => cmd.env(key, seen_from_private_tmp(v)),
             None => cmd.env_remove(key),
         };
     }
@@ -705,7 +720,15 @@ fn the_default_socket_is_in_a_private_0700_directory_not_in_tmp() {
     let pid = lab.pid("alpha").to_string();
     let ran = run_bounded(
         Command::new("nsenter")
-            .args(["-t", &pid, "-m", BIN, "status", "--name", "ALPHA"])
+            .args([
+                "-t",
+                &pid,
+                "-m",
+                &seen_from_private_tmp(BIN),
+                "status",
+                "--name",
+                "ALPHA",
+            ])
             .env_remove("XDG_RUNTIME_DIR"),
         Duration::from_secs(10),
     );
@@ -734,8 +757,12 @@ fn a_node_that_cannot_start_leaves_no_default_directory_behind() {
     // The node fails on its key file, then the shell lists what is in its /tmp.
     let script = format!(
         "{} run --config {} --name alpha; code=$?; ls -A /tmp; exit $code",
-        node_words(&lab, &[]).join(" "),
-        config.display()
+        node_words(&lab, &[])
+            .iter()
+            .map(|w| seen_from_private_tmp(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+        seen_from_private_tmp(path_str(&config))
     );
     let ran = run_bounded(
         with_private_tmp("", &["sh", "-c", &script]).env_remove("XDG_RUNTIME_DIR"),
