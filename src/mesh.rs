@@ -147,10 +147,13 @@ pub enum DropReason {
     Replayed,
     /// Without a keyring: from an IP address that is no configured peer's.
     AddressNotAllowed,
-    /// Did not prove it was sent during this node's current life: it does not echo this
-    /// node's incarnation (and is no Pong to one of its recent Pings). A Ping is still
-    /// answered, so its sender learns this incarnation. Normal: one or two per peer after
-    /// this node or the peer starts. More: replays of traffic from before this node started.
+    /// Did not prove it was sent during this node's current life: it names another
+    /// incarnation of this node (and is no Pong to one of its recent Pings). A Ping is still
+    /// answered, so its sender learns this incarnation (the first Ping naming none, 0, since
+    /// the peer was last believed is the first step of that handshake: not counted). Normal:
+    /// one or two per peer after this node restarts. About one per interval from one peer:
+    /// it does not hear this node (a one-way path). More: replays of traffic from before
+    /// this node started.
     NotFresh,
 }
 
@@ -652,6 +655,14 @@ impl Mesh {
                 // Not believed, but answered: the Pong names the sender's incarnation, which
                 // proves this node fresh to it, so its next datagrams echo this incarnation.
                 self.answer_ping(now, key, from, probe, sent_ns, header.incarnation);
+                if header.to_incarnation == 0 && !self.peers[key].greeted {
+                    // The sender has heard nothing of this node yet: the first step of the
+                    // handshake, as expected after any start, not a drop. Another before
+                    // the peer is believed means it does not hear the answers: counted.
+                    self.peers[key].greeted = true;
+                    trace!("{}: first ping from {from}, answered", self.name);
+                    return;
+                }
             }
             return self.drop_datagram(DropReason::NotFresh, from, &header.to_incarnation);
         }
@@ -666,6 +677,7 @@ impl Mesh {
             }
             return self.drop_datagram(reason, from, &(header.incarnation, header.seq));
         }
+        self.peers[key].greeted = false;
         if let Body::Leave = packet.body {
             // A goodbye is not a sign of life: straight to `left`, with no `Up` first.
             let now_ns = self.ns_of(now);

@@ -368,6 +368,9 @@ pub struct Peer {
     pub(crate) asymmetric: bool,
     /// Which of its current incarnation's sequence numbers arrived.
     pub(crate) replay: crate::replay::ReplayWindow,
+    /// A Ping of it that named no incarnation of this node was answered since it was last
+    /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
+    pub(crate) greeted: bool,
 }
 
 impl Peer {
@@ -392,6 +395,7 @@ impl Peer {
             rtt_p50_us: None,
             asymmetric: false,
             replay: crate::replay::ReplayWindow::new(),
+            greeted: false,
         }
     }
 

@@ -240,10 +240,20 @@ fn sealed_datagrams_from_any_bytes_never_panic_a_keyed_core() {
     let mut b = Mesh::new("b", settings(2 << 20), start);
     let pa = b.add_peer("a", addr(1)).unwrap();
     b.set_keyring(keys);
-    // A corpus of genuine sealed datagrams.
+    // A corpus of genuine sealed datagrams, made once a has verified b (a's first ping names
+    // no incarnation of b; b's answer teaches it b's), so they are fresh at b.
     let mut corpus = Vec::new();
     let mut buf = vec![0u8; 1232];
-    let mut now = start;
+    let mut now = a.poll_timeout().unwrap();
+    a.handle_timeout(now);
+    while let Some(t) = a.poll_transmit(now, &mut buf) {
+        let first = buf[..t.len].to_vec();
+        b.handle_datagram(now, addr(1), &first);
+    }
+    let mut answer = vec![0u8; 1232];
+    while let Some(t) = b.poll_transmit(now, &mut answer) {
+        a.handle_datagram(now, addr(2), &answer[..t.len]);
+    }
     while corpus.len() < 32 {
         now = a.poll_timeout().unwrap().max(now);
         a.handle_timeout(now);
