@@ -3,7 +3,13 @@
 # peer table of the first one, and stops all of them on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${PEERMESH_BIN:-target/release/peermesh}
+# Where cargo put the release binary: CARGO_TARGET_DIR or a cargo config may move it.
+target_dir() {
+    ${CARGO:-cargo} metadata --no-deps --format-version 1 2>/dev/null |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+bin=${PEERMESH_BIN:-$(target_dir)/release/peermesh}
+[ -x "$bin" ] || { echo "no peermesh binary at $bin: run make build first" >&2; exit 1; }
 config=${PEERMESH_CONFIG:-peers.ron}
 rundir=$(mktemp -d "${TMPDIR:-/tmp}/peermesh-local.XXXXXX")
 names=$(sed -n 's/.*name: *"\([^"]*\)".*/\1/p' "$config")
