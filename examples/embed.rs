@@ -14,10 +14,9 @@
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use peermesh::config::{default_hostname, Config};
-use peermesh::control::{ControlServer, Request};
+use peermesh::control::ControlServer;
 use peermesh::driver::Node;
 use peermesh::mesh::Event as MeshEvent;
-use peermesh::status::StatusReport;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -197,10 +196,16 @@ fn run(args: Args) -> Result<(), String> {
         .flatten()
         .min();
         // Round up to whole milliseconds, as epoll does: waking early would spin.
-        let timeout = deadline.map(|at| {
-            let d = at.saturating_duration_since(Instant::now());
-            Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
-        });
+        // Unread datagrams, or the next step of a large control answer: no sleep.
+        let busy = node.has_unread() || control.as_ref().is_some_and(ControlServer::has_work);
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|at| {
+                let d = at.saturating_duration_since(Instant::now());
+                Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+            })
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -241,7 +246,7 @@ fn run(args: Args) -> Result<(), String> {
                 token if control.as_ref().is_some_and(|c| c.owns(token)) => {
                     if let Some(server) = control.as_mut() {
                         server.handle_event(&registry, event, Instant::now(), &mut |request| {
-                            answer(&node, request).into()
+                            peermesh::daemon::answer(&node, request)
                         });
                     }
                 }
@@ -261,28 +266,13 @@ fn run(args: Args) -> Result<(), String> {
         node.handle_timeout(&registry, now)
             .map_err(|e| e.to_string())?;
         if let Some(server) = control.as_mut() {
+            server.pump(&registry, now);
             server.sweep(&registry, now);
         }
         while let Some(event) = node.poll_event() {
             println!("event: {}", describe(&node, &event));
         }
     }
-}
-
-/// The control socket's answers: the peer table and `ping`, as `peermesh run` gives them.
-fn answer(node: &Node, request: Request) -> String {
-    if let Request::Status { json, color } = request {
-        let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
-        return if json {
-            report.to_json()
-        } else {
-            report.to_table(color)
-        };
-    }
-    if request == Request::Ping {
-        return "pong".to_owned();
-    }
-    format!("error: this program answers status and ping only, not {request:?}")
 }
 
 fn main() -> ExitCode {

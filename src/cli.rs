@@ -4,7 +4,7 @@
 //! away (`peermesh status | head -0`) is not a failure: the command stops quietly, exit 0.
 
 use peermesh::config::{default_hostname, Config};
-use peermesh::control;
+use peermesh::control::{self, Answer, MatrixFormat, Request};
 use peermesh::daemon::{self, RunOptions};
 use std::ffi::OsString;
 use std::fmt;
@@ -299,26 +299,30 @@ fn control_path(opts: &Options) -> Result<PathBuf, Failure> {
     Ok(control::default_path(&config.nodes[me].name))
 }
 
-fn ask(path: &std::path::Path, line: &str) -> Result<String, Failure> {
-    let reply = control::request(path, line).map_err(|e| Failure::Runtime(e.to_string()))?;
-    if let Some(err) = reply.strip_prefix("error: ") {
-        return Err(Failure::Runtime(format!(
-            "node refused the request: {}",
-            err.trim()
-        )));
+/// Asks the node and returns what it answered as text to print: the JSON of `status` and
+/// `matrix` exactly as the node wrote it, tables and SVG as they are; a newline at the end.
+fn ask(path: &std::path::Path, request: Request) -> Result<String, Failure> {
+    let answer = control::request(path, request).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let mut text = match answer {
+        Answer::Status(json) | Answer::Matrix(json) | Answer::Text(json) => json,
+        Answer::Pong => "pong".to_owned(),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
-    Ok(reply)
+    Ok(text)
 }
 
 fn status(opts: Options) -> Result<(), Failure> {
     let path = control_path(&opts)?;
     let color = !opts.json && std::io::stdout().is_terminal();
-    let line = match (opts.json, color) {
-        (true, _) => "status --json",
-        (false, true) => "status --color",
-        (false, false) => "status",
-    };
-    emit(&ask(&path, line)?)
+    emit(&ask(
+        &path,
+        Request::Status {
+            json: opts.json,
+            color,
+        },
+    )?)
 }
 
 fn top(opts: Options) -> Result<(), Failure> {
@@ -326,7 +330,13 @@ fn top(opts: Options) -> Result<(), Failure> {
     let tty = std::io::stdout().is_terminal();
     let mut shown = 0u64;
     loop {
-        let table = ask(&path, if tty { "status --color" } else { "status" })?;
+        let table = ask(
+            &path,
+            Request::Status {
+                json: false,
+                color: tty,
+            },
+        )?;
         if tty {
             // Home the cursor and clear, like top and mtr.
             emit(&format!("\x1b[H\x1b[2J{table}(Ctrl-C to quit)\n"))?;
@@ -351,14 +361,18 @@ fn matrix(opts: Options) -> Result<(), Failure> {
     let path = control_path(&opts)?;
     match &opts.svg {
         Some(file) => {
-            let svg = ask(&path, "matrix --svg")?;
+            let svg = ask(&path, Request::Matrix(MatrixFormat::Svg))?;
             std::fs::write(file, svg)
                 .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
             emit(&format!("wrote {}\n", file.display()))
         }
         None => emit(&ask(
             &path,
-            if opts.json { "matrix --json" } else { "matrix" },
+            Request::Matrix(if opts.json {
+                MatrixFormat::Json
+            } else {
+                MatrixFormat::Table
+            }),
         )?),
     }
 }

@@ -18,6 +18,7 @@
 //! The default path ([`default_path`]) is in `$XDG_RUNTIME_DIR` or in a private per-user
 //! directory, never directly in `/tmp`.
 
+use crate::control_protocol::error_line;
 use crate::files::describe;
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
@@ -29,8 +30,6 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The longest request line accepted, newline included.
-pub const MAX_REQUEST: usize = 1024;
 /// Connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 32;
 /// A client that has not sent its request, or has read nothing of the answer, for this
@@ -68,93 +67,9 @@ impl fmt::Debug for Reply {
     }
 }
 
-/// What a client asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// The peer table.
-    Status {
-        /// As JSON (the `status --json` contract) rather than a table.
-        json: bool,
-        /// With ANSI colours (for a terminal).
-        color: bool,
-    },
-    /// The latency matrix.
-    Matrix(MatrixFormat),
-    /// A liveness check of the node itself: answered `pong`.
-    Ping,
-}
-
-pub use crate::matrix_report::MatrixFormat;
-
-/// Why a request line was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestError {
-    /// Longer than [`MAX_REQUEST`].
-    TooLong,
-    /// Not UTF-8.
-    NotText,
-    /// Nothing but white space.
-    Empty,
-    /// A command this node does not know.
-    UnknownCommand(String),
-    /// An option the command does not take.
-    UnknownOption(String),
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RequestError::TooLong => write!(f, "request longer than {MAX_REQUEST} bytes"),
-            RequestError::NotText => write!(f, "request is not UTF-8 text"),
-            RequestError::Empty => write!(f, "empty request"),
-            RequestError::UnknownCommand(c) => {
-                write!(f, "unknown request {c:?} (known: status, matrix, ping)")
-            }
-            RequestError::UnknownOption(o) => write!(f, "unknown option {o:?}"),
-        }
-    }
-}
-
-impl std::error::Error for RequestError {}
-
-/// Parses one request line (without or with its trailing newline). Pure; never panics.
-pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
-    if line.len() > MAX_REQUEST {
-        return Err(RequestError::TooLong);
-    }
-    let text = std::str::from_utf8(line).map_err(|_| RequestError::NotText)?;
-    let mut words = text.split_whitespace();
-    let command = words.next().ok_or(RequestError::Empty)?;
-    match command {
-        "status" => {
-            let (mut json, mut color) = (false, false);
-            for word in words {
-                match word {
-                    "--json" => json = true,
-                    "--color" => color = true,
-                    other => return Err(RequestError::UnknownOption(clip(other))),
-                }
-            }
-            Ok(Request::Status { json, color })
-        }
-        "matrix" => {
-            let mut format = MatrixFormat::Table;
-            for word in words {
-                format = match word {
-                    "--json" => MatrixFormat::Json,
-                    "--svg" => MatrixFormat::Svg,
-                    other => return Err(RequestError::UnknownOption(clip(other))),
-                };
-            }
-            Ok(Request::Matrix(format))
-        }
-        "ping" => match words.next() {
-            None => Ok(Request::Ping),
-            Some(other) => Err(RequestError::UnknownOption(clip(other))),
-        },
-        other => Err(RequestError::UnknownCommand(clip(other))),
-    }
-}
+pub use crate::control_protocol::{
+    parse_request, Answer, AnswerError, MatrixFormat, Request, RequestError, MAX_REQUEST,
+};
 
 /// Echoes at most 64 characters of what a client sent.
 fn clip(s: &str) -> String {
@@ -701,7 +616,7 @@ impl ControlServer {
             conn.answered = true;
             let reply = match parse_request(line) {
                 Ok(request) => answer(request),
-                Err(err) => Reply::Text(format!("error: {err}")),
+                Err(err) => Reply::Text(err.to_line()),
             };
             match reply {
                 Reply::Text(mut text) => {
@@ -711,9 +626,9 @@ impl ControlServer {
                     conn.reply = text.into_bytes();
                 }
                 Reply::Steps(_) if stepped >= MAX_STEPPED_REPLIES => {
-                    conn.reply = format!(
-                        "error: busy: {MAX_STEPPED_REPLIES} large answers in progress; try again\n"
-                    )
+                    conn.reply = error_line(&format!(
+                        "busy: {MAX_STEPPED_REPLIES} large answers in progress; try again"
+                    ))
                     .into_bytes();
                 }
                 Reply::Steps(steps) => conn.steps = Some(steps),
@@ -765,7 +680,9 @@ impl ControlServer {
 
 /// The line a client over [`MAX_CONNECTIONS`] gets before it is closed.
 fn too_many_clients() -> String {
-    format!("error: {TOO_MANY_CLIENTS} ({MAX_CONNECTIONS} at once); try again\n")
+    error_line(&format!(
+        "{TOO_MANY_CLIENTS} ({MAX_CONNECTIONS} at once); try again"
+    ))
 }
 
 /// Turns away a client over the limit: one `error:` line if the socket takes it at once
@@ -857,6 +774,9 @@ pub enum ClientError {
     /// The answer stopped before its end (no final newline): the node stopped, or dropped
     /// this client as too slow. What came is not shown.
     Truncated(PathBuf),
+    /// The node answered, but not with what was asked: it refused the request, or speaks
+    /// another control protocol.
+    Answer(PathBuf, AnswerError),
     /// Connected, but the exchange failed otherwise.
     Io(PathBuf, io::Error),
 }
@@ -908,6 +828,7 @@ impl fmt::Display for ClientError {
                  stopped, or dropped this client as too slow); try again",
                 p.display()
             ),
+            ClientError::Answer(_, e) => write!(f, "{e}"),
             ClientError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
         }
     }
@@ -917,6 +838,7 @@ impl std::error::Error for ClientError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ClientError::Io(_, e) => Some(e),
+            ClientError::Answer(_, e) => Some(e),
             _ => None,
         }
     }
@@ -989,7 +911,20 @@ fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) 
     }
 }
 
-/// Sends one request line to the node at `path` and returns its whole answer.
+/// Asks the node at `path` and reads its answer: [`request_line`] with the request's line,
+/// then [`crate::control_protocol::parse_answer`].
+pub fn request(path: &Path, request: Request) -> Result<Answer, ClientError> {
+    let reply = request_line(path, &request.to_line())?;
+    crate::control_protocol::parse_answer(&reply).map_err(|e| match e {
+        AnswerError::Refused(why) if why.starts_with(TOO_MANY_CLIENTS) => {
+            ClientError::TooManyClients(path.to_owned())
+        }
+        other => ClientError::Answer(path.to_owned(), other),
+    })
+}
+
+/// Sends one request line (a newline is added if it has none) to the node at `path` and
+/// returns its whole answer, unparsed.
 ///
 /// Before it sends anything, it checks whom it talks to: the listening process (by
 /// `SO_PEERCRED`) must run as root or as the caller, or as the owner of the socket's
@@ -998,7 +933,7 @@ fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) 
 /// write to it unless it is sticky. In the default [`private_dir`], the directory must be
 /// the caller's own, mode 0700. Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]),
 /// too many clients, an empty reply, a reset.
-pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
+pub fn request_line(path: &Path, line: &str) -> Result<String, ClientError> {
     if path.parent() == Some(private_dir().as_path()) {
         check_private_dir(&private_dir()).map_err(|e| match e {
             DirCheck::Io(_, e) if e.kind() == ErrorKind::NotFound => {
@@ -1022,7 +957,12 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
         .map_err(io_err)?;
     // A node over its limit may answer and close before the request is even written:
     // whatever happens to the write, read what it said.
-    let sent = send_all(&stream, format!("{line}\n").as_bytes());
+    let line = if line.ends_with('\n') {
+        line.to_owned()
+    } else {
+        format!("{line}\n")
+    };
+    let sent = send_all(&stream, line.as_bytes());
     let mut reply = Vec::new();
     let read = read_reply(&mut stream, &mut reply);
     let failed = |e: io::Error| match e.kind() {
@@ -1048,9 +988,6 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
             "the reply is not UTF-8 text",
         ))
     })?;
-    if reply.starts_with(&format!("error: {TOO_MANY_CLIENTS}")) {
-        return Err(ClientError::TooManyClients(path.to_owned()));
-    }
     if !reply.ends_with('\n') {
         return Err(ClientError::Truncated(path.to_owned()));
     }
@@ -1060,36 +997,6 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_parse_and_bad_ones_are_refused() {
-        assert_eq!(
-            parse_request(b"status --json\n"),
-            Ok(Request::Status {
-                json: true,
-                color: false
-            })
-        );
-        assert_eq!(parse_request(b"  ping  "), Ok(Request::Ping));
-        assert_eq!(
-            parse_request(b"matrix --svg\n"),
-            Ok(Request::Matrix(MatrixFormat::Svg))
-        );
-        assert_eq!(parse_request(b""), Err(RequestError::Empty));
-        assert_eq!(parse_request(&[0xff, 0xfe]), Err(RequestError::NotText));
-        assert_eq!(
-            parse_request(b"status --yaml"),
-            Err(RequestError::UnknownOption("--yaml".into()))
-        );
-        assert!(matches!(
-            parse_request(b"reboot"),
-            Err(RequestError::UnknownCommand(_))
-        ));
-        assert_eq!(
-            parse_request(&[b'a'; MAX_REQUEST + 1]),
-            Err(RequestError::TooLong)
-        );
-    }
 
     #[test]
     fn default_path_is_per_node_and_safe() {
@@ -1182,7 +1089,7 @@ mod tests {
     fn the_over_limit_line_names_the_limit() {
         assert_eq!(
             too_many_clients(),
-            "error: too many clients (32 at once); try again\n"
+            "{\"v\":1,\"ok\":false,\"error\":\"too many clients (32 at once); try again\"}\n"
         );
     }
 }

@@ -5,7 +5,8 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
-use crate::control::{ControlError, ControlServer, Reply, Request};
+use crate::control::{ControlError, ControlServer, MatrixFormat, Reply, Request};
+use crate::control_protocol::{json_string, ok_prefix};
 use crate::driver::{Node, StartError};
 use crate::keyring::{Keyring, KeyringError};
 use crate::matrix_report::MatrixRender;
@@ -190,21 +191,54 @@ fn reload_keyring(config: &Config, node: &mut Node) {
     }
 }
 
-/// The answer to one control request. The matrix (up to a million cells) is a snapshot
-/// rendered in steps; the peer table is small enough to render at once.
-fn answer(node: &Node, request: Request) -> Reply {
+/// The answer to one control request, in control protocol 1 (`docs/CONTROL.md`): the one
+/// function behind `peermesh run`'s control socket, for embedders to serve the same. The
+/// matrix (up to a million cells) is a snapshot rendered in steps; the peer table is small
+/// enough to render at once.
+pub fn answer(node: &Node, request: Request) -> Reply {
     match request {
-        Request::Ping => Reply::Text("pong".to_owned()),
+        Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
         Request::Matrix(format) => {
             let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);
-            Reply::Steps(Box::new(move |out| render.next_chunk(out)))
+            let json = format == MatrixFormat::Json;
+            let mut opened = false;
+            Reply::Steps(Box::new(move |out| {
+                if !opened {
+                    opened = true;
+                    out.extend_from_slice(
+                        ok_prefix(if json { "matrix" } else { "text" }).as_bytes(),
+                    );
+                    if !json {
+                        out.push(b'"');
+                    }
+                }
+                let more = if json {
+                    render.next_chunk(out)
+                } else {
+                    // Text travels as a JSON string: each part escaped on its own (parts end
+                    // between rows, never inside a character).
+                    let mut part = Vec::new();
+                    let more = render.next_chunk(&mut part);
+                    let quoted = json_string(&String::from_utf8_lossy(&part));
+                    out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+                    more
+                };
+                if !more {
+                    out.extend_from_slice(if json { b"}\n" } else { b"\"}\n" });
+                }
+                more
+            }))
         }
         Request::Status { json, color } => {
             let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
             Reply::Text(if json {
-                report.to_json()
+                format!("{}{}}}", ok_prefix("status"), report.to_json())
             } else {
-                report.to_table(color)
+                format!(
+                    "{}{}}}",
+                    ok_prefix("text"),
+                    json_string(&report.to_table(color))
+                )
             })
         }
     }

@@ -77,6 +77,7 @@
 
 pub mod config;
 pub mod control;
+pub mod control_protocol;
 pub mod daemon;
 pub mod driver;
 mod files;

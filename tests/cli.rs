@@ -443,35 +443,51 @@ fn the_control_socket_is_private_and_survives_malformed_requests() {
     let long = vec![b's'; 4000];
     let mut long_line = long.clone();
     long_line.push(b'\n');
-    let cases: [(&[u8], &str); 7] = [
-        (b"frobnicate\n", "error: unknown request \"frobnicate\""),
-        (b"status --yaml\n", "error: unknown option \"--yaml\""),
+    // The older protocol's words get a plain line such a client shows as it is; anything
+    // else a JSON error object. Each is one line, and the node goes on serving.
+    let old = "error: this node speaks control protocol 1";
+    let json_error = |reply: &str, says: &str| {
+        let v: serde_json::Value = serde_json::from_str(reply).expect("a JSON line");
+        v["v"] == 1 && v["ok"] == false && v["error"].as_str().is_some_and(|e| e.contains(says))
+    };
+    let cases: [(&[u8], &str); 11] = [
+        (b"frobnicate\n", old),
+        (b"status --yaml\n", old),
+        (b"{\"v\":1,\"cmd\":\"frobnicate\"}\n", "unknown variant"),
         (
-            b"\x00\x01\x02garbage\xff\n",
-            "error: request is not UTF-8 text",
+            b"{\"v\":1,\"cmd\":\"status\",\"format\":\"yaml\"}\n",
+            "unknown variant",
         ),
-        (
-            &[0xff, 0xfe, 0xfd, b'\n'],
-            "error: request is not UTF-8 text",
-        ),
-        (&long, "error: request longer than 1024 bytes"),
-        (&long_line, "error: request longer than 1024 bytes"),
-        (b"\n", "error: empty request"),
+        (b"{\"v\":7,\"cmd\":\"status\"}\n", "version 7 is not spoken"),
+        (b"{\"cmd\":\"status\"}\n", "no version"),
+        (b"{\"v\":1,\"cmd\":\n", "not a request"),
+        (b"\x00\x01\x02garbage\xff\n", "request is not UTF-8 text"),
+        (&long, "request longer than 1024 bytes"),
+        (&long_line, "request longer than 1024 bytes"),
+        (b"\n", "empty request"),
     ];
     for (bytes, expected) in cases {
         let reply = raw_request(&path, bytes);
-        assert!(
-            reply.starts_with(expected),
-            "{:?}...: {reply:?}",
-            &bytes[..bytes.len().min(20)]
-        );
+        let shown = &bytes[..bytes.len().min(20)];
+        if expected == old {
+            assert!(reply.starts_with(old), "{shown:?}...: {reply:?}");
+        } else {
+            assert!(json_error(&reply, expected), "{shown:?}...: {reply:?}");
+        }
         assert_eq!(reply.lines().count(), 1, "{reply:?}");
+        assert!(reply.ends_with('\n'), "{reply:?}");
     }
     // A client that says nothing and hangs up, and one that sends half a line and hangs up.
-    assert_eq!(raw_request(&path, b""), "error: empty request\n");
-    assert!(raw_request(&path, b"stat").starts_with("error: unknown request"));
+    assert!(json_error(&raw_request(&path, b""), "empty request"));
+    assert!(json_error(
+        &raw_request(&path, b"{\"v\":1"),
+        "not a request"
+    ));
     // The node still serves.
-    assert_eq!(raw_request(&path, b"ping\n"), "pong\n");
+    assert_eq!(
+        raw_request(&path, b"{\"v\":1,\"cmd\":\"ping\"}\n"),
+        "{\"v\":1,\"ok\":true,\"pong\":true}\n"
+    );
     let ran = peermesh(&["status", "--control", path.to_str().unwrap()]);
     assert_exit(&ran, 0);
     assert!(ran.stdout.starts_with("node alpha"), "{ran:?}");

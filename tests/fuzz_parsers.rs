@@ -137,14 +137,36 @@ fn the_config_parser_never_panics() {
 #[test]
 fn the_control_request_parser_never_panics() {
     let seeds: [&[u8]; 5] = [
-        b"status\n",
-        b"status --json\n",
-        b"matrix --svg\n",
-        b"ping\n",
-        b"",
+        br#"{"v":1,"cmd":"status"}"#,
+        br#"{"v":1,"cmd":"status","format":"table","color":true}"#,
+        br#"{"v":1,"cmd":"matrix","format":"svg"}"#,
+        b"{\"v\":1,\"cmd\":\"ping\"}\n",
+        b"status --json\n", // the older protocol's words: answered with an error
     ];
     let tokens: &[&[u8]] = &[
-        b"status", b"matrix", b"--json", b"--svg", b"--color", b" ", b"\n", b"\xc3", b"\0",
+        b"\"status\"",
+        b"\"matrix\"",
+        b"\"ping\"",
+        b"\"format\"",
+        b"\"json\"",
+        b"\"table\"",
+        b"\"svg\"",
+        b"\"color\"",
+        b"true",
+        b"1",
+        b"2",
+        b"{",
+        b"}",
+        b",",
+        b":",
+        b"\"",
+        b"\\",
+        b" ",
+        b"\n",
+        b"\xc3",
+        b"\0",
+        b"null",
+        b"[",
     ];
     let mut rng = Rng::new(0xc0de);
     let rounds = 1_000_000 * scale();
@@ -162,8 +184,9 @@ fn the_control_request_parser_never_panics() {
         }
     }
     report("control-request parser", rounds, started);
-    // Some mutants stay valid requests: the parser is exercised on both paths.
-    assert!(accepted > rounds / 100, "accepted {accepted}");
+    // Some mutants stay valid requests (JSON is brittle: well under 1%): the parser is
+    // exercised on both paths.
+    assert!(accepted > rounds / 500, "accepted {accepted}");
 }
 
 #[test]

@@ -5,7 +5,12 @@
 
 mod support;
 
-use peermesh::control::{self, ClientError, MAX_CONNECTIONS};
+use peermesh::control::{self, Answer, ClientError, Request, MAX_CONNECTIONS};
+
+const STATUS: Request = Request::Status {
+    json: false,
+    color: false,
+};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
@@ -536,7 +541,7 @@ fn status_refuses_a_node_run_by_another_user_and_says_who() {
         );
     }
     assert!(matches!(
-        control::request(&socket, "status"),
+        control::request(&socket, STATUS),
         Err(ClientError::Untrusted {
             server: 65534,
             me: 0,
@@ -601,7 +606,7 @@ fn a_control_directory_others_can_write_is_refused_by_node_and_client() {
     start(&mut lab, "alpha", &args, &[]);
     wait_for(&socket, &lab);
     assert!(wait_until(Duration::from_secs(5), || {
-        control::request(&socket, "ping").is_ok_and(|r| r == "pong\n")
+        control::request(&socket, Request::Ping).is_ok_and(|a| a == Answer::Pong)
     }));
 
     // Made writable afterwards: the client does not trust what is in it any more.
@@ -905,13 +910,13 @@ fn a_client_over_the_limit_is_told_too_many_clients() {
         )
     );
     assert!(matches!(
-        control::request(&path, "ping"),
+        control::request(&path, Request::Ping),
         Err(ClientError::TooManyClients(_))
     ));
     drop(idle);
     assert!(
         wait_until(Duration::from_secs(5), || {
-            control::request(&path, "ping").is_ok_and(|r| r == "pong\n")
+            control::request(&path, Request::Ping).is_ok_and(|a| a == Answer::Pong)
         }),
         "{}",
         lab.logs()
@@ -929,14 +934,14 @@ fn two_hundred_clients_at_once_each_get_an_answer_or_too_many_clients() {
             let (path, barrier) = (path.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                control::request(&path, "status")
+                control::request(&path, STATUS)
             })
         })
         .collect();
     let (mut answered, mut busy) = (0, 0);
     for client in clients {
         match client.join().unwrap() {
-            Ok(reply) if reply.starts_with("node alpha ") => answered += 1,
+            Ok(Answer::Text(reply)) if reply.starts_with("node alpha ") => answered += 1,
             Err(ClientError::TooManyClients(_)) => busy += 1,
             other => panic!("neither an answer nor too many clients: {other:?}"),
         }

@@ -160,8 +160,15 @@ impl Lab {
 
     /// `status --json` of a node, or None when it does not answer.
     pub fn status(&self, name: &str) -> Option<Value> {
-        let reply = peermesh::control::request(&self.control(name), "status --json").ok()?;
-        serde_json::from_str(&reply).ok()
+        use peermesh::control::{Answer, Request};
+        let request = Request::Status {
+            json: true,
+            color: false,
+        };
+        match peermesh::control::request(&self.control(name), request).ok()? {
+            Answer::Status(json) => serde_json::from_str(&json).ok(),
+            _ => None,
+        }
     }
 
     /// The state `observer` reports for `peer` right now.
