@@ -8,25 +8,19 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `tests/FILE.rs::name` and `src/FILE.rs` `module::tests::name` references in `text`.
+/// `tests/FILE.rs::name` and `module::tests::name` (a unit test in `src/module.rs`)
+/// references in `text`, as (file, test name).
 fn references(text: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    for piece in text.split('`') {
-        if let Some((file, name)) = piece.split_once("::") {
-            if file.starts_with("tests/") && file.ends_with(".rs") {
-                found.push((file.to_owned(), name.to_owned()));
+    text.split('`')
+        .filter_map(|piece| {
+            if let Some((module, name)) = piece.split_once("::tests::") {
+                return Some((format!("src/{module}.rs"), name.to_owned()));
             }
-            if let Some(name) = piece
-                .rsplit("::tests::")
-                .next()
-                .filter(|_| piece.contains("::tests::"))
-            {
-                let module = piece.split("::").next().unwrap_or_default();
-                found.push((format!("src/{module}.rs"), name.to_owned()));
-            }
-        }
-    }
-    found
+            let (file, name) = piece.split_once("::")?;
+            (file.starts_with("tests/") && file.ends_with(".rs"))
+                .then(|| (file.to_owned(), name.to_owned()))
+        })
+        .collect()
 }
 
 #[test]
