@@ -12,7 +12,7 @@ run: build
 # Examples are built as programs first: tests/embed.rs runs examples/embed.
 test:
 	$(CARGO) build --examples
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --doc
 
 # Every benchmark, one at a time, and a summary table (root; QUICK=1 for a smoke run).
@@ -21,7 +21,7 @@ bench:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -8,8 +8,8 @@
 
 use mio::net::UdpSocket;
 use mio::{Events, Poll, Token};
-use peermesh::driver::Node;
-use peermesh::keyring::{Key, Keyring};
+use peermesh::io::driver::Node;
+use peermesh::wire::keyring::{Key, Keyring};
 use peermesh::{Mesh, Settings};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};

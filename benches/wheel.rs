@@ -10,14 +10,14 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use peermesh::wheel::TimerWheel;
+use peermesh::core::wheel::TimerWheel;
 
 /// The crate's seeded generator: the same timers every run.
-struct Rng(peermesh::rng::Rng);
+struct Rng(peermesh::core::rng::Rng);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(peermesh::rng::Rng::new(seed))
+        Rng(peermesh::core::rng::Rng::new(seed))
     }
 
     fn next(&mut self) -> u64 {

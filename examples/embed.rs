@@ -14,9 +14,9 @@
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use peermesh::config::{default_hostname, Config};
-use peermesh::control::ControlServer;
-use peermesh::driver::Node;
-use peermesh::mesh::Event as MeshEvent;
+use peermesh::core::mesh::Event as MeshEvent;
+use peermesh::io::control::ControlServer;
+use peermesh::io::driver::Node;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -246,7 +246,7 @@ fn run(args: Args) -> Result<(), String> {
                 token if control.as_ref().is_some_and(|c| c.owns(token)) => {
                     if let Some(server) = control.as_mut() {
                         server.handle_event(&registry, event, Instant::now(), &mut |request| {
-                            peermesh::daemon::answer(&node, request)
+                            peermesh::io::daemon::answer(&node, request)
                         });
                     }
                 }

@@ -76,26 +76,15 @@
 #![warn(unreachable_pub)]
 
 pub mod config;
-pub mod control;
-pub mod control_protocol;
-pub mod daemon;
-pub mod driver;
-mod files;
-pub mod identity;
-pub mod keyring;
-pub mod matrix;
-pub mod matrix_report;
-pub mod mesh;
-pub mod peer;
-pub mod replay;
-pub mod rng;
-pub mod seal;
+pub mod core;
+pub mod io;
+pub mod report;
 pub mod sim;
-pub mod status;
-pub mod wheel;
 pub mod wire;
 
-pub use identity::NodeId;
-pub use matrix::MatrixView;
-pub use mesh::{Diagnosis, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit};
-pub use peer::{Peer, PeerState, RttSummary};
+pub use crate::core::matrix::MatrixView;
+pub use crate::core::mesh::{
+    Diagnosis, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit,
+};
+pub use crate::core::peer::{Peer, PeerState, RttSummary};
+pub use crate::wire::identity::NodeId;

@@ -12,7 +12,7 @@ use peermesh::config::{
     Config, ConfigError, ConfigErrorKind, NodeEntry, DEFAULT_MAX_DATAGRAM, DEFAULT_PORT,
     ECHOED_CHARS, MAX_CONFIG_BYTES,
 };
-use peermesh::identity::NodeId;
+use peermesh::wire::identity::NodeId;
 use proptest::prelude::*;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -4,7 +4,7 @@
 
 mod support;
 
-use peermesh::control::{self, Answer, MatrixFormat, Request};
+use peermesh::io::control::{self, Answer, MatrixFormat, Request};
 use std::process::Command;
 use std::time::Duration;
 use support::{loopback_config, run_bounded, wait_until, Lab};

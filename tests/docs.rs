@@ -8,13 +8,20 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `tests/FILE.rs::name` and `module::tests::name` (a unit test in `src/module.rs`)
-/// references in `text`, as (file, test name).
+/// `tests/FILE.rs::name` and `layer::module::tests::name` (a unit test in
+/// `src/layer/module.rs`, or `src/layer/mod.rs` for `layer::tests::name`) references in
+/// `text`, as (file, test name).
 fn references(text: &str) -> Vec<(String, String)> {
     text.split('`')
         .filter_map(|piece| {
             if let Some((module, name)) = piece.split_once("::tests::") {
-                return Some((format!("src/{module}.rs"), name.to_owned()));
+                let file = format!("src/{}.rs", module.replace("::", "/"));
+                let file = if root().join(&file).exists() {
+                    file
+                } else {
+                    format!("src/{}/mod.rs", module.replace("::", "/"))
+                };
+                return Some((file, name.to_owned()));
             }
             let (file, name) = piece.split_once("::")?;
             (file.starts_with("tests/") && file.ends_with(".rs"))

@@ -5,8 +5,8 @@
 //! Everything runs in the simulator: a virtual clock, a tapped link to capture datagrams, and
 //! `Sim::inject` to replay or forge them.
 
-use peermesh::keyring::{Key, Keyring};
 use peermesh::sim::{sim_addr, Sim};
+use peermesh::wire::keyring::{Key, Keyring};
 use peermesh::wire::{Body, Header, Packet};
 use peermesh::{DropReason, Event, Mesh, NodeId, PeerState};
 use std::time::Duration;

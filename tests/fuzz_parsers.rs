@@ -5,9 +5,9 @@
 //! docs/SECURITY.md reports a longer run). Each runner prints its count and time.
 
 use peermesh::config::Config;
-use peermesh::control::parse_request;
-use peermesh::keyring::{Key, Keyring, KeyringError};
-use peermesh::rng::Rng;
+use peermesh::core::rng::Rng;
+use peermesh::io::control::parse_request;
+use peermesh::wire::keyring::{Key, Keyring, KeyringError};
 use peermesh::{Mesh, PeerState, Settings};
 use std::net::SocketAddr;
 use std::path::Path;

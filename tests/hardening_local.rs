@@ -5,7 +5,7 @@
 
 mod support;
 
-use peermesh::control::{self, Answer, ClientError, Request, MAX_CONNECTIONS};
+use peermesh::io::control::{self, Answer, ClientError, Request, MAX_CONNECTIONS};
 
 const STATUS: Request = Request::Status {
     json: false,

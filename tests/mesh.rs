@@ -1,6 +1,6 @@
 //! The core's contract, driven by hand: two nodes, a virtual clock, bytes passed between them.
 
-use peermesh::keyring::{Key, Keyring};
+use peermesh::wire::keyring::{Key, Keyring};
 use peermesh::wire::{Body, Header, Packet, PING_LEN};
 use peermesh::{DropReason, Event, Mesh, NodeId, PeerState, SendError, Settings};
 use std::net::SocketAddr;

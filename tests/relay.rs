@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{host_loopback_addrs, run_bounded};
 
-const RELAY: &str = env!("CARGO_BIN_EXE_peermesh-relay");
+fn relay() -> std::path::PathBuf {
+    support::tool("peermesh-relay")
+}
 
 /// A relay process, killed when dropped.
 struct Relay(Child);
 
 impl Relay {
     fn start(args: &[&str]) -> Relay {
-        let child = Command::new(RELAY)
+        let child = Command::new(relay())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -252,12 +254,12 @@ fn the_relay_refuses_addresses_off_loopback_and_bad_options() {
         ],
     ];
     for args in cases {
-        let ran = run_bounded(Command::new(RELAY).args(args), Duration::from_secs(10));
+        let ran = run_bounded(Command::new(relay()).args(args), Duration::from_secs(10));
         assert_eq!(ran.code, Some(2), "{args:?}: {ran:?}");
         assert!(ran.stderr.contains("usage:"), "{args:?}: {ran:?}");
     }
     let ran = run_bounded(
-        Command::new(RELAY).args([
+        Command::new(relay()).args([
             "--listen",
             "10.0.0.1:9000",
             "--to",

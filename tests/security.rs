@@ -1,8 +1,8 @@
 //! Authentication, replay protection and rotation, on hand-driven cores and the simulator.
 
-use peermesh::keyring::{Key, Keyring};
-use peermesh::seal::{SEAL_HEADER_LEN, SEAL_OVERHEAD};
 use peermesh::sim::{Link, Sim};
+use peermesh::wire::keyring::{Key, Keyring};
+use peermesh::wire::seal::{SEAL_HEADER_LEN, SEAL_OVERHEAD};
 use peermesh::{DropReason, Mesh, PeerState, Settings};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -229,7 +229,7 @@ fn without_a_keyring_only_configured_addresses_are_heard() {
 /// (the authenticated nonce), and they must be the ones of the datagram inside.
 #[test]
 fn a_seal_must_name_the_sender_of_the_datagram_inside() {
-    use peermesh::seal::seal;
+    use peermesh::wire::seal::seal;
     use peermesh::wire::{Body, Header, Packet};
     use peermesh::{Event, NodeId};
     let mut now = Instant::now();

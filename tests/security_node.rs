@@ -3,7 +3,7 @@
 
 mod support;
 
-use peermesh::keyring::{Key, Keyring};
+use peermesh::wire::keyring::{Key, Keyring};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -129,7 +129,9 @@ fn a_garbage_flood_does_not_starve_heartbeats() {
     let key_id = Key::new(&[0x11; 32]).id_hex();
     let flood = lab.spawn(
         lab.netns.as_deref(),
-        env!("CARGO_BIN_EXE_peermesh-flood"),
+        support::tool("peermesh-flood")
+            .to_str()
+            .expect("utf-8 path"),
         &[
             "--target",
             "127.0.0.2:1313",

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use peermesh::wheel::{TimerKey, TimerWheel};
+use peermesh::core::wheel::{TimerKey, TimerWheel};
 use proptest::prelude::*;
 
 /// The wheel's range: deadlines further than this after the current tick are clamped.
@@ -244,11 +244,11 @@ impl Harness {
 }
 
 /// The crate's seeded generator, with the draws the operation generator needs.
-struct Rng(peermesh::rng::Rng);
+struct Rng(peermesh::core::rng::Rng);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(peermesh::rng::Rng::new(seed))
+        Rng(peermesh::core::rng::Rng::new(seed))
     }
 
     fn next(&mut self) -> u64 {

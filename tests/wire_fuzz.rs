@@ -1,7 +1,7 @@
 //! Decoding never panics: a million seeded random and mutated datagrams, through the parser
 //! and through a live core, which must only count them as dropped.
 
-use peermesh::rng::Rng;
+use peermesh::core::rng::Rng;
 use peermesh::wire::{Body, Header, Packet, HEADER_LEN};
 use peermesh::{Mesh, NodeId, PeerState, Settings};
 use proptest::prelude::*;

@@ -15,6 +15,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_peermesh");
 
+/// A tool of the `peermesh-tools` package (loadgen, relay, flood): `cargo test` builds the
+/// whole workspace into one target directory, so it sits beside the `peermesh` binary.
+#[allow(dead_code)]
+pub fn tool(name: &str) -> PathBuf {
+    let path = Path::new(BIN).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the tools with `cargo build -p peermesh-tools`",
+        path.display()
+    );
+    path
+}
+
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs a command, returning whether it succeeded (output discarded).
@@ -160,12 +173,12 @@ impl Lab {
 
     /// `status --json` of a node, or None when it does not answer.
     pub fn status(&self, name: &str) -> Option<Value> {
-        use peermesh::control::{Answer, Request};
+        use peermesh::io::control::{Answer, Request};
         let request = Request::Status {
             json: true,
             color: false,
         };
-        match peermesh::control::request(&self.control(name), request).ok()? {
+        match peermesh::io::control::request(&self.control(name), request).ok()? {
             Answer::Status(json) => serde_json::from_str(&json).ok(),
             _ => None,
         }

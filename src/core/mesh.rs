@@ -5,14 +5,14 @@
 //! when it next needs a call and what happened come out of the `poll_*` methods.
 
 use crate::config::Config;
-use crate::identity::NodeId;
-use crate::keyring::Keyring;
-use crate::matrix::{Cell, Matrix, MatrixSnapshot, MatrixView};
-use crate::peer::{Peer, PeerState, PongMatch};
-use crate::replay::Verdict;
-use crate::rng::Rng;
-use crate::seal::{self, SEAL_HEADER_LEN, SEAL_OVERHEAD};
-use crate::wheel::TimerWheel;
+use crate::core::matrix::{Cell, Matrix, MatrixSnapshot, MatrixView};
+use crate::core::peer::{Peer, PeerState, PongMatch};
+use crate::core::replay::Verdict;
+use crate::core::rng::Rng;
+use crate::core::wheel::TimerWheel;
+use crate::wire::identity::NodeId;
+use crate::wire::keyring::Keyring;
+use crate::wire::seal::{self, SEAL_HEADER_LEN, SEAL_OVERHEAD};
 use crate::wire::{
     self, Body, Header, Packet, RowChunk, RowEntry, StateCode, PING_LEN, ROW_ENTRY_MAX_LEN,
     ROW_HEADER_LEN,
@@ -506,7 +506,7 @@ impl Mesh {
             // Counters start at a point drawn from the seed (random per process in the
             // driver): two processes that ever share an identity and an incarnation (after
             // refutations) still do not share nonces.
-            seal_counter: crate::rng::Rng::new(settings_seed).next_u64() >> 2,
+            seal_counter: crate::core::rng::Rng::new(settings_seed).next_u64() >> 2,
             scratch: Vec::new(),
             peer_ips: HashSet::default(),
             in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
@@ -1101,7 +1101,7 @@ impl Mesh {
                              (a forged number pushed it ahead?): window reset",
                             self.name, peer.name
                         );
-                        peer.replay = crate::replay::ReplayWindow::new();
+                        peer.replay = crate::core::replay::ReplayWindow::new();
                         peer.replay.remember(seq);
                         Ok(())
                     }
@@ -1116,7 +1116,7 @@ impl Mesh {
                 );
                 peer.incarnation = Some(incarnation);
                 peer.reset_stats();
-                peer.replay = crate::replay::ReplayWindow::new();
+                peer.replay = crate::core::replay::ReplayWindow::new();
                 peer.replay.remember(seq);
                 self.events.push_back(Event::Restarted {
                     peer: PeerId(key),
@@ -1164,7 +1164,7 @@ impl Mesh {
         let own = self.settings.incarnation;
         // A step of 1 to 2^16 drawn from the seed and the claim: two processes that refute
         // the same claim (three with one name) take different incarnations.
-        let step = 1 + (crate::rng::Rng::new(self.settings.seed ^ held).next_u64() & 0xffff);
+        let step = 1 + (crate::core::rng::Rng::new(self.settings.seed ^ held).next_u64() & 0xffff);
         let Some(next) = held.checked_add(step).or(held.checked_add(1)) else {
             error!(
                 "{}: peer {} holds this node at the largest incarnation there is; \

@@ -6,7 +6,7 @@
 //! `docs/PROTOCOL.md`); each chunk index keeps the version it was last written with, so a
 //! late or reordered chunk never overwrites newer data.
 
-use crate::peer::PeerState;
+use crate::core::peer::PeerState;
 use crate::wire::{RowChunk, StateCode};
 use std::time::Instant;
 
@@ -187,7 +187,7 @@ enum SnapshotRow {
 
 /// A copy of what the matrix view needs, taken at one instant: about 8 bytes per cell,
 /// copied rather than converted, so taking it is cheap even for the largest mesh. Reports
-/// render from it in steps ([`crate::matrix_report::MatrixRender`]), so a large matrix never
+/// render from it in steps ([`crate::report::matrix_report::MatrixRender`]), so a large matrix never
 /// holds the event loop; [`MatrixSnapshot::view`] builds the whole [`MatrixView`].
 #[derive(Clone, Debug)]
 pub struct MatrixSnapshot {

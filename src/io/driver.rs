@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use mio::{Events, Interest, Poll, Token};
-//! use peermesh::driver::Node;
+//! use peermesh::io::driver::Node;
 //! use std::time::Instant;
 //! # fn main() -> std::io::Result<()> {
 //! # let config = peermesh::config::Config::parse("(nodes: [(name: \"a\", host: \"127.0.0.1\")])", "x").unwrap();
@@ -33,7 +33,7 @@
 //! ```
 
 use crate::config::{Config, ConfigError};
-use crate::mesh::{Event as MeshEvent, Mesh, Settings};
+use crate::core::mesh::{Event as MeshEvent, Mesh, Settings};
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};

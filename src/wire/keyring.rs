@@ -212,7 +212,7 @@ impl Keyring {
     /// regular file (without blocking on a FIFO), and a file over [`MAX_KEY_FILE_BYTES`].
     /// The mode and type are checked on the opened file, so they are those of what is read.
     pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
-        use crate::files::{open_regular, read_limited, ReadError};
+        use crate::config::files::{open_regular, read_limited, ReadError};
         use std::os::unix::fs::PermissionsExt;
         let refused = |e| match e {
             ReadError::Io(e) => KeyringError::Io(path.to_owned(), e),

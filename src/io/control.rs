@@ -18,8 +18,8 @@
 //! The default path ([`default_path`]) is in `$XDG_RUNTIME_DIR` or in a private per-user
 //! directory, never directly in `/tmp`.
 
-use crate::control_protocol::error_line;
-use crate::files::describe;
+use crate::config::files::describe;
+use crate::io::control_protocol::error_line;
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{event::Event, Interest, Registry, Token};
@@ -67,7 +67,7 @@ impl fmt::Debug for Reply {
     }
 }
 
-pub use crate::control_protocol::{
+pub use crate::io::control_protocol::{
     parse_request, Answer, AnswerError, MatrixFormat, Request, RequestError, MAX_REQUEST,
 };
 
@@ -912,10 +912,10 @@ fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) 
 }
 
 /// Asks the node at `path` and reads its answer: [`request_line`] with the request's line,
-/// then [`crate::control_protocol::parse_answer`].
+/// then [`crate::io::control_protocol::parse_answer`].
 pub fn request(path: &Path, request: Request) -> Result<Answer, ClientError> {
     let reply = request_line(path, &request.to_line())?;
-    crate::control_protocol::parse_answer(&reply).map_err(|e| match e {
+    crate::io::control_protocol::parse_answer(&reply).map_err(|e| match e {
         AnswerError::Refused(why) if why.starts_with(TOO_MANY_CLIENTS) => {
             ClientError::TooManyClients(path.to_owned())
         }

@@ -6,9 +6,9 @@
 //! matrix of the largest mesh (a million cells) never holds a node's event loop: the control
 //! server writes one step, serves heartbeats, then renders the next.
 
-use crate::matrix::{not_hearing, MatrixSnapshot, MatrixView};
-use crate::peer::PeerState;
-use crate::status::human_us;
+use crate::core::matrix::{not_hearing, MatrixSnapshot, MatrixView};
+use crate::core::peer::PeerState;
+use crate::report::status::human_us;
 use serde::Serialize;
 use std::fmt::Write;
 

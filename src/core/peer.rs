@@ -3,7 +3,7 @@
 //! Pure bookkeeping: the mesh core feeds it samples and state changes; nothing here reads a
 //! clock (times are nanoseconds on the node's own clock, handed in by the core).
 
-use crate::identity::NodeId;
+use crate::wire::identity::NodeId;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -367,7 +367,7 @@ pub struct Peer {
     /// It hears this node while its row says it does not hear this one.
     pub(crate) asymmetric: bool,
     /// Which of its current incarnation's sequence numbers arrived.
-    pub(crate) replay: crate::replay::ReplayWindow,
+    pub(crate) replay: crate::core::replay::ReplayWindow,
     /// A Ping of it that named no incarnation of this node was answered since it was last
     /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
     pub(crate) greeted: bool,
@@ -394,7 +394,7 @@ impl Peer {
             row_cursor: 0,
             rtt_p50_us: None,
             asymmetric: false,
-            replay: crate::replay::ReplayWindow::new(),
+            replay: crate::core::replay::ReplayWindow::new(),
             greeted: false,
         }
     }
@@ -532,7 +532,7 @@ mod tests {
 
     #[test]
     fn loss_counted_by_words_matches_the_definition() {
-        let mut rng = crate::rng::Rng::new(5);
+        let mut rng = crate::core::rng::Rng::new(5);
         let mut p = ProbeWindow::new();
         for i in 0..(LOSS_WINDOW as u64 * 3) {
             let probe = p.send(i);
@@ -566,7 +566,7 @@ mod tests {
 
     #[test]
     fn integer_jitter_stays_within_a_nanosecond_of_the_real_valued_estimator() {
-        let mut rng = crate::rng::Rng::new(17);
+        let mut rng = crate::core::rng::Rng::new(17);
         let mut w = RttWindow::new();
         let mut reference = 0.0f64;
         let mut last = None;
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn sorted_window_tracks_the_ring() {
-        let mut rng = crate::rng::Rng::new(9);
+        let mut rng = crate::core::rng::Rng::new(9);
         let mut w = RttWindow::new();
         for i in 0..1000 {
             // Many ties, and a few outliers.

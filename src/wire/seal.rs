@@ -12,7 +12,7 @@
 //! sender's identity, its incarnation and a per-process counter, so no two datagrams of the
 //! mesh ever share a nonce under one key.
 
-use crate::keyring::Keyring;
+use crate::wire::keyring::Keyring;
 use crate::wire::{MAGIC, VERSION};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{Tag, XNonce};
@@ -141,7 +141,7 @@ pub fn open<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyring::Key;
+    use crate::wire::keyring::Key;
 
     fn ring(byte: u8) -> Keyring {
         Keyring::new(vec![Key::new(&[byte; 32])]).unwrap()

@@ -16,7 +16,7 @@
 //! *fresh*: one that echoes the receiver's current incarnation was made during the receiver's
 //! current life, so a capture from before the receiver started can never pass for it.
 
-use crate::identity::NodeId;
+use crate::wire::identity::NodeId;
 use std::fmt;
 
 /// The first two bytes of every datagram: ASCII "PM".
@@ -915,13 +915,13 @@ mod tests {
     /// [`RowEntry::parse`] on every input, well-formed or not.
     #[test]
     fn fast_row_walk_and_decode_agree_with_parse() {
-        let mut rng = crate::rng::Rng::new(3);
+        let mut rng = crate::core::rng::Rng::new(3);
         let values = [0, 1, 126, 127, 128, 16_383, 16_384, u32::MAX - 1, u32::MAX];
         for _ in 0..20_000 {
             let mut bytes = Vec::new();
             let count = rng.below(4) as u16;
             for _ in 0..count {
-                let pick = |rng: &mut crate::rng::Rng| {
+                let pick = |rng: &mut crate::core::rng::Rng| {
                     (rng.below(4) > 0).then(|| values[rng.below(values.len() as u64) as usize])
                 };
                 RowEntry {

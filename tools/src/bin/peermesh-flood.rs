@@ -11,7 +11,7 @@
 //! node a full authentication check each. It only ever targets a loopback address.
 #![forbid(unsafe_code)]
 
-use peermesh::rng::Rng;
+use peermesh::core::rng::Rng;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -37,8 +37,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::files::clip;
-use crate::identity::NodeId;
+use crate::wire::identity::NodeId;
+use files::clip;
+
+pub(crate) mod files;
 
 /// The UDP port of a node that gives none, unless the file sets another default with `port`.
 pub const DEFAULT_PORT: u16 = 1313;
@@ -135,7 +137,7 @@ impl Config {
     /// `fstat` on the opened file), and at most [`MAX_CONFIG_BYTES`] of it. Errors name the
     /// file as `path` shows it; an I/O, file-type or size error has no position.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        use crate::files::{read_regular, ReadError};
+        use crate::config::files::{read_regular, ReadError};
         let label = path.display().to_string();
         let bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(|error| {
             let kind = match error {

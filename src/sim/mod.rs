@@ -19,9 +19,9 @@
 //! ```
 
 use crate::config::{Config, NodeEntry};
-use crate::mesh::{Event, Mesh, PeerId};
-use crate::peer::PeerState;
-use crate::rng::Rng;
+use crate::core::mesh::{Event, Mesh, PeerId};
+use crate::core::peer::PeerState;
+use crate::core::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -109,7 +109,7 @@ struct SimNode {
     /// The deadline last pushed onto the wake-up queue, to recognise stale entries.
     wake: Option<Instant>,
     restarts: u64,
-    keyring: Option<crate::keyring::Keyring>,
+    keyring: Option<crate::wire::keyring::Keyring>,
     /// Times the node was woken for its timers (`handle_timeout` calls).
     timer_wakeups: u64,
 }
@@ -406,7 +406,7 @@ impl Sim {
     }
 
     /// Gives node `i` this keyring (or none), now and on every restart.
-    pub fn set_keyring(&mut self, i: usize, keyring: Option<crate::keyring::Keyring>) {
+    pub fn set_keyring(&mut self, i: usize, keyring: Option<crate::wire::keyring::Keyring>) {
         if let Some(node) = self.nodes.get_mut(i) {
             node.keyring = keyring.clone();
             if let Some(mesh) = node.mesh.as_mut() {

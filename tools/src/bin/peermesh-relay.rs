@@ -25,7 +25,7 @@
 //! sources, so the mesh needs a keyring (without one only configured peer IPs are accepted).
 #![forbid(unsafe_code)]
 
-use peermesh::rng::Rng;
+use peermesh::core::rng::Rng;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::io::ErrorKind;

@@ -3,9 +3,9 @@
 //! Pure presentation: `peermesh status`, `peermesh top` and the control socket all go
 //! through here, so the JSON contract is defined in one place.
 
-use crate::driver::IoCounters;
-use crate::mesh::Mesh;
-use crate::peer::PeerState;
+use crate::core::mesh::Mesh;
+use crate::core::peer::PeerState;
+use crate::io::driver::IoCounters;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -21,7 +21,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST: usize = 1024;
 
 /// How the matrix is rendered.
-pub use crate::matrix_report::MatrixFormat;
+pub use crate::report::matrix_report::MatrixFormat;
 
 /// What a client asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

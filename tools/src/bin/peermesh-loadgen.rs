@@ -1,7 +1,7 @@
 //! `peermesh-loadgen`: one process, one thread, that plays many peers of a mesh.
 //!
 //! A test and benchmark tool. Given a `peers.ron` and the names of the nodes to play, it
-//! runs one [`peermesh::driver::Node`] per played node — each on its own UDP socket bound
+//! runs one [`peermesh::io::driver::Node`] per played node — each on its own UDP socket bound
 //! to exactly that node's configured address (e.g. `127.0.1.x:1313`) — all registered in a
 //! single `mio::Poll`. Every played node heartbeats, answers and judges liveness like a real
 //! `peermesh run`, so one real node can be measured against hundreds of peers without
@@ -35,9 +35,9 @@
 use log::{debug, info};
 use mio::{Events, Interest, Poll, Token};
 use peermesh::config::Config;
-use peermesh::daemon::load_keyring;
-use peermesh::driver::{new_incarnation, random_u64, Node};
-use peermesh::mesh::{Mesh, Settings};
+use peermesh::core::mesh::{Mesh, Settings};
+use peermesh::io::daemon::load_keyring;
+use peermesh::io::driver::{new_incarnation, random_u64, Node};
 use peermesh::PeerState;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;

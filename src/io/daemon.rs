@@ -5,13 +5,13 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
-use crate::control::{ControlError, ControlServer, MatrixFormat, Reply, Request};
-use crate::control_protocol::{json_string, ok_prefix};
-use crate::driver::{Node, StartError};
-use crate::keyring::{Keyring, KeyringError};
-use crate::matrix_report::MatrixRender;
-use crate::mesh::Event as MeshEvent;
-use crate::status::StatusReport;
+use crate::core::mesh::Event as MeshEvent;
+use crate::io::control::{ControlError, ControlServer, MatrixFormat, Reply, Request};
+use crate::io::control_protocol::{json_string, ok_prefix};
+use crate::io::driver::{Node, StartError};
+use crate::report::matrix_report::MatrixRender;
+use crate::report::status::StatusReport;
+use crate::wire::keyring::{Keyring, KeyringError};
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};

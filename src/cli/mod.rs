@@ -4,8 +4,8 @@
 //! away (`peermesh status | head -0`) is not a failure: the command stops quietly, exit 0.
 
 use peermesh::config::{default_hostname, Config};
-use peermesh::control::{self, Answer, MatrixFormat, Request};
-use peermesh::daemon::{self, RunOptions};
+use peermesh::io::control::{self, Answer, MatrixFormat, Request};
+use peermesh::io::daemon::{self, RunOptions};
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
@@ -150,7 +150,7 @@ fn dispatch(args: Vec<OsString>) -> Result<(), Failure> {
         "check" => CHECK_USAGE,
         "matrix" => MATRIX_USAGE,
         "keygen" => {
-            return match peermesh::keyring::generate_hex() {
+            return match peermesh::wire::keyring::generate_hex() {
                 Ok(key) => emit(&format!("{key}\n")),
                 Err(e) => Err(Failure::Runtime(format!("no random source: {e}"))),
             };
@@ -277,7 +277,7 @@ fn run(opts: Options) -> Result<(), Failure> {
         control,
     })
     .map_err(|e| match e {
-        daemon::RunError::Start(peermesh::driver::StartError::Config(c)) => {
+        daemon::RunError::Start(peermesh::io::driver::StartError::Config(c)) => {
             Failure::Config(c.to_string())
         }
         daemon::RunError::Keyring(k) => Failure::Config(k.to_string()),
