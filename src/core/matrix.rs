@@ -7,7 +7,7 @@
 //! late or reordered chunk never overwrites newer data.
 
 use crate::core::peer::PeerState;
-use crate::wire::{RowChunk, StateCode};
+use crate::wire::RowChunk;
 use std::time::Instant;
 
 /// One cell of a shared row, packed into 64 bits:
@@ -31,7 +31,7 @@ impl Cell {
     pub(crate) fn new(
         rtt_us: Option<u32>,
         loss_half_pct: Option<u8>,
-        state: StateCode,
+        state: PeerState,
         heard_cs: Option<u64>,
     ) -> Cell {
         let rtt = u64::from(rtt_us.map_or(0, |r| r.min(RTT_MAX) + 1));
@@ -57,14 +57,7 @@ impl Cell {
     }
 
     pub(crate) fn state(self) -> PeerState {
-        match (self.0 >> 32) & 0b111 {
-            1 => PeerState::Alive,
-            2 => PeerState::Suspect,
-            3 => PeerState::Dead,
-            4 => PeerState::Left,
-            5 => PeerState::Unreachable,
-            _ => PeerState::Unknown,
-        }
+        PeerState::from_code(((self.0 >> 32) & 0b111) as u8).unwrap_or(PeerState::Unknown)
     }
 
     /// How long before `now_cs` the origin last heard the target, in centiseconds.
@@ -339,13 +332,13 @@ mod tests {
 
     #[test]
     fn cells_pack_and_unpack() {
-        let c = Cell::new(Some(1234), Some(41), StateCode::Suspect, Some(500));
+        let c = Cell::new(Some(1234), Some(41), PeerState::Suspect, Some(500));
         assert!(c.is_present());
         assert_eq!(c.rtt_us(), Some(1234));
         assert_eq!(c.loss_pct(), Some(20.5));
         assert_eq!(c.state(), PeerState::Suspect);
         assert_eq!(c.heard_age_cs(530), Some(30));
-        let none = Cell::new(None, None, StateCode::Unknown, None);
+        let none = Cell::new(None, None, PeerState::Unknown, None);
         assert!(none.is_present());
         assert_eq!(
             (none.rtt_us(), none.loss_pct(), none.heard_age_cs(9)),
@@ -354,10 +347,10 @@ mod tests {
         assert!(!Cell::default().is_present());
         // Huge RTTs saturate, heard times wrap but ages stay right.
         assert_eq!(
-            Cell::new(Some(u32::MAX), None, StateCode::Alive, None).rtt_us(),
+            Cell::new(Some(u32::MAX), None, PeerState::Alive, None).rtt_us(),
             Some(RTT_MAX)
         );
-        let wrap = Cell::new(None, None, StateCode::Alive, Some(HEARD_MASK));
+        let wrap = Cell::new(None, None, PeerState::Alive, Some(HEARD_MASK));
         assert_eq!(wrap.heard_age_cs(HEARD_MASK + 10), Some(10));
     }
 
@@ -367,7 +360,7 @@ mod tests {
         let now = Instant::now();
         let chunk = |version, index| RowChunk::new(version, index, 2, 0, &[]);
         m.accept_chunk(0, 7, &chunk(5, 0), 4, now).unwrap()[1] =
-            Cell::new(Some(10), None, StateCode::Alive, None);
+            Cell::new(Some(10), None, PeerState::Alive, None);
         let stale = m.accept_chunk(0, 7, &chunk(4, 0), 4, now);
         assert!(stale.is_none(), "stale chunk refused");
         let other = m.accept_chunk(0, 7, &chunk(4, 1), 4, now);

@@ -14,8 +14,7 @@ use crate::wire::identity::NodeId;
 use crate::wire::keyring::Keyring;
 use crate::wire::seal::{self, SEAL_HEADER_LEN, SEAL_OVERHEAD};
 use crate::wire::{
-    self, Body, Header, Packet, RowChunk, RowEntry, StateCode, PING_LEN, ROW_ENTRY_MAX_LEN,
-    ROW_HEADER_LEN,
+    self, Body, Header, Packet, RowChunk, RowEntry, PING_LEN, ROW_ENTRY_MAX_LEN, ROW_HEADER_LEN,
 };
 use log::{debug, error, info, trace, warn};
 use slab::Slab;
@@ -67,8 +66,10 @@ pub const SLOT_PEERS: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub usize);
 
-/// Something that happened, for the embedder (drained with [`Mesh::poll_event`]).
+/// Something that happened, for the embedder (drained with [`Mesh::poll_event`]). New
+/// kinds will be added (application data, removals): match with a `_` arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The peer is alive: first heard, or heard again after being suspect, dead or left.
     Up(PeerId),
@@ -221,7 +222,9 @@ impl DropCounters {
 }
 
 /// What this node concludes about a peer, using the other nodes' rows as witnesses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Serialised as its lower-case name ([`Diagnosis::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Diagnosis {
     /// Alive, and it hears this node too.
     Ok,
@@ -1714,7 +1717,7 @@ impl Mesh {
             peer.rtt_p50_us = p50;
             let entry = RowEntry {
                 target: peer.id,
-                state: state_code(peer.state),
+                state: peer.state,
                 loss_half_pct: peer.probes.loss_half_pct(in_flight),
                 rtt_us: p50,
                 heard_ago_ms: peer.last_heard.map(|_| {
@@ -1746,17 +1749,6 @@ fn saturating_ns(d: Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1_000_000_000)
         .saturating_add(u64::from(d.subsec_nanos()))
-}
-
-fn state_code(state: PeerState) -> StateCode {
-    match state {
-        PeerState::Unknown => StateCode::Unknown,
-        PeerState::Alive => StateCode::Alive,
-        PeerState::Suspect => StateCode::Suspect,
-        PeerState::Dead => StateCode::Dead,
-        PeerState::Left => StateCode::Left,
-        PeerState::Unreachable => StateCode::Unreachable,
-    }
 }
 
 fn emit(name: &str, packet: Packet<'_>, dst: SocketAddr, buf: &mut [u8]) -> Option<Transmit> {

@@ -4,7 +4,7 @@
 //! clock (times are nanoseconds on the node's own clock, handed in by the core).
 
 use crate::wire::identity::NodeId;
-use std::fmt;
+pub use crate::wire::PeerState;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,59 +12,6 @@ use std::time::{Duration, Instant};
 pub const RTT_WINDOW: usize = 64;
 /// How many recent probes the loss figure is taken over.
 pub const LOSS_WINDOW: usize = 512;
-
-/// A peer's liveness, as this node sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PeerState {
-    /// Never heard from (since this node started).
-    Unknown,
-    /// Heard from within `suspect_after`.
-    Alive,
-    /// Silent for longer than `suspect_after`.
-    Suspect,
-    /// Silent for longer than `dead_after`, and no other node hears it either.
-    Dead,
-    /// Said it was leaving (a clean shutdown).
-    Left,
-    /// Silent here for longer than `dead_after`, but other nodes still hear it: the path
-    /// from this node is broken, the peer is not dead.
-    Unreachable,
-}
-
-impl PeerState {
-    /// The lower-case name used in logs, the CLI and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerState::Unknown => "unknown",
-            PeerState::Alive => "alive",
-            PeerState::Suspect => "suspect",
-            PeerState::Dead => "dead",
-            PeerState::Left => "left",
-            PeerState::Unreachable => "unreachable",
-        }
-    }
-
-    /// Every state, in the order of their wire codes.
-    pub const ALL: [PeerState; 6] = [
-        PeerState::Unknown,
-        PeerState::Alive,
-        PeerState::Suspect,
-        PeerState::Dead,
-        PeerState::Left,
-        PeerState::Unreachable,
-    ];
-
-    /// The state named `name` ([`PeerState::as_str`]), if any.
-    pub fn from_name(name: &str) -> Option<PeerState> {
-        PeerState::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-}
-
-impl fmt::Display for PeerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Round-trip figures over the recent window. All in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -8,6 +8,8 @@ pub mod identity;
 pub mod keyring;
 pub mod packet;
 pub mod seal;
+pub mod state;
 
 pub use identity::NodeId;
 pub use packet::*;
+pub use state::PeerState;

@@ -17,6 +17,7 @@
 //! current life, so a capture from before the receiver started can never pass for it.
 
 use crate::wire::identity::NodeId;
+use crate::wire::state::PeerState;
 use std::fmt;
 
 /// The first two bytes of every datagram: ASCII "PM".
@@ -223,8 +224,8 @@ pub const ROW_ENTRY_MAX_LEN: usize = 8 + 1 + 1 + 5 + 5;
 pub struct RowEntry {
     /// The peer this entry is about.
     pub target: NodeId,
-    /// The sender's view of the peer's liveness, as a [`StateCode`].
-    pub state: StateCode,
+    /// The sender's view of the peer's liveness, as a one-byte [`PeerState`] code.
+    pub state: PeerState,
     /// Round-trip loss in half-percent steps (0..=200), `None` before any probe settled.
     pub loss_half_pct: Option<u8>,
     /// Median RTT in microseconds, `None` before any sample.
@@ -232,38 +233,6 @@ pub struct RowEntry {
     /// Milliseconds between the sender last hearing the peer and building this entry;
     /// `None` if it never heard it.
     pub heard_ago_ms: Option<u32>,
-}
-
-/// A peer state on the wire (one byte).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum StateCode {
-    /// Never heard.
-    Unknown = 0,
-    /// Heard within `suspect_after`.
-    Alive = 1,
-    /// Silent past `suspect_after`.
-    Suspect = 2,
-    /// Silent past `dead_after`, and nobody else hears it.
-    Dead = 3,
-    /// Said goodbye.
-    Left = 4,
-    /// Silent past `dead_after` here, but other nodes still hear it.
-    Unreachable = 5,
-}
-
-impl StateCode {
-    fn from_byte(byte: u8) -> Option<StateCode> {
-        Some(match byte {
-            0 => StateCode::Unknown,
-            1 => StateCode::Alive,
-            2 => StateCode::Suspect,
-            3 => StateCode::Dead,
-            4 => StateCode::Left,
-            5 => StateCode::Unreachable,
-            _ => return None,
-        })
-    }
 }
 
 /// A piece of the sender's latency row: some of its entries, with the row version they
@@ -389,7 +358,7 @@ fn entries_are_valid(mut bytes: &[u8], count: u16) -> bool {
         let Some((&[.., state, loss], rest)) = bytes.split_first_chunk::<10>() else {
             return false;
         };
-        if StateCode::from_byte(state).is_none() || !matches!(loss, 0..=200 | 255) {
+        if PeerState::from_code(state).is_none() || !matches!(loss, 0..=200 | 255) {
             return false;
         }
         let mut at = 0;
@@ -495,7 +464,7 @@ impl RowEntry {
         let mut at = 10;
         let entry = RowEntry {
             target: NodeId(u64::from_be_bytes([t0, t1, t2, t3, t4, t5, t6, t7])),
-            state: StateCode::from_byte(state)?,
+            state: PeerState::from_code(state)?,
             loss_half_pct: match loss {
                 255 => None,
                 l @ 0..=200 => Some(l),
@@ -517,7 +486,7 @@ impl RowEntry {
         }
         let target = NodeId(be_u64(bytes, *at));
         let state =
-            StateCode::from_byte(bytes[*at + 8]).ok_or(DecodeError::BadField("row state"))?;
+            PeerState::from_code(bytes[*at + 8]).ok_or(DecodeError::BadField("row state"))?;
         let loss_half_pct = match bytes[*at + 9] {
             255 => None,
             l @ 0..=200 => Some(l),
@@ -861,21 +830,21 @@ mod tests {
         let entries = [
             RowEntry {
                 target: NodeId(9),
-                state: StateCode::Alive,
+                state: PeerState::Alive,
                 loss_half_pct: Some(40),
                 rtt_us: Some(1234),
                 heard_ago_ms: Some(0),
             },
             RowEntry {
                 target: NodeId(u64::MAX),
-                state: StateCode::Unknown,
+                state: PeerState::Unknown,
                 loss_half_pct: None,
                 rtt_us: None,
                 heard_ago_ms: None,
             },
             RowEntry {
                 target: NodeId(3),
-                state: StateCode::Unreachable,
+                state: PeerState::Unreachable,
                 loss_half_pct: Some(200),
                 rtt_us: Some(u32::MAX - 1),
                 heard_ago_ms: Some(70_000),
@@ -926,7 +895,7 @@ mod tests {
                 };
                 RowEntry {
                     target: NodeId(rng.next_u64()),
-                    state: StateCode::from_byte(rng.below(6) as u8).unwrap(),
+                    state: PeerState::from_code(rng.below(6) as u8).unwrap(),
                     loss_half_pct: (rng.below(4) > 0).then(|| rng.below(201) as u8),
                     rtt_us: pick(&mut rng),
                     heard_ago_ms: pick(&mut rng),
