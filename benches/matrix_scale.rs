@@ -11,7 +11,7 @@
 //! round trip of 0.8–1.2 ms, links between regions 20–150 ms, and every pair gets its own
 //! latency (a hash of the two indices), so a cell copied to the wrong place is caught. No
 //! jitter, no loss: the RTT each node measures is exact, and every off-diagonal cell
-//! `rtt_us[i][j]` of every node's [`peermesh::core::mesh::MatrixView`] must come within 2% of it.
+//! `rtt_us[i][j]` of every node's [`peermesh::core::MatrixView`] must come within 2% of it.
 //!
 //! Checking a node means building its whole `MatrixView` (three N×N tables), so each interval
 //! checks a seeded sample of `--sample` nodes (default 50; all nodes when N is no larger).

@@ -14,7 +14,7 @@
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use peermesh::config::{default_hostname, Config};
-use peermesh::core::mesh::Event as MeshEvent;
+use peermesh::core::Event as MeshEvent;
 use peermesh::io::control::ControlServer;
 use peermesh::io::driver::Node;
 use std::collections::HashMap;

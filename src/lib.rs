@@ -83,8 +83,6 @@ pub mod sim;
 pub mod wire;
 
 pub use crate::core::matrix::MatrixView;
-pub use crate::core::mesh::{
-    Diagnosis, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit,
-};
 pub use crate::core::peer::{Peer, PeerState, RttSummary};
+pub use crate::core::{Diagnosis, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit};
 pub use crate::wire::identity::NodeId;

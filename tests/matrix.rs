@@ -1,7 +1,7 @@
 //! The full latency matrix, assembled in-band at every node, and the diagnosis of broken
 //! paths, on the deterministic simulator.
 
-use peermesh::core::mesh::Diagnosis;
+use peermesh::core::Diagnosis;
 use peermesh::sim::{Link, Sim};
 use peermesh::{Event, PeerState};
 use std::time::Duration;

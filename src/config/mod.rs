@@ -33,10 +33,11 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::core::{Mesh, Settings};
 use crate::wire::identity::NodeId;
 use files::clip;
 
@@ -131,6 +132,43 @@ impl NodeEntry {
 }
 
 impl Config {
+    /// The core's settings for this mesh, with this process's incarnation and seed.
+    pub fn settings(&self, incarnation: u64, seed: u64) -> Settings {
+        Settings {
+            heartbeat_interval: self.heartbeat_interval,
+            suspect_after: self.suspect_after,
+            dead_after: self.dead_after,
+            max_datagram: self.max_datagram,
+            incarnation,
+            seed,
+        }
+    }
+
+    /// Every node (this one included) with its address, in config order: what
+    /// [`Mesh::with_nodes`] takes. `addrs[i]` is the resolved address of `nodes[i]`.
+    pub fn node_list<'a>(
+        &'a self,
+        addrs: &'a [SocketAddr],
+    ) -> impl Iterator<Item = (&'a str, SocketAddr)> + 'a {
+        self.nodes
+            .iter()
+            .zip(addrs)
+            .map(|(node, addr)| (node.name.as_str(), *addr))
+    }
+
+    /// The core of node `nodes[me]`, with every other node as a peer, listed in config order.
+    pub fn mesh(
+        &self,
+        me: usize,
+        addrs: &[SocketAddr],
+        (incarnation, seed): (u64, u64),
+        now: Instant,
+    ) -> Mesh {
+        let name = self.nodes.get(me).map_or("", |n| n.name.as_str());
+        let settings = self.settings(incarnation, seed);
+        Mesh::with_nodes(name, settings, now, self.node_list(addrs))
+    }
+
     /// Reads and checks the configuration file at `path`.
     ///
     /// Only a regular file is read (a FIFO or a device is refused without blocking, after

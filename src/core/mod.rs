@@ -4,16 +4,34 @@
 //! configured: time and datagrams come in as arguments, datagrams to send, the next
 //! deadline and events come out of `poll_*` methods. It depends only on [`crate::wire`].
 //! `tests/layers.rs` keeps it that way.
+//!
+//! [`Mesh`] is the facade; each part it is made of has its own file: the peer table
+//! ([`peer_table`]), what is known of one peer and how it changes ([`peer`]), liveness and
+//! the witness diagnosis ([`liveness`]), the heartbeat schedule ([`schedule`]), row gossip
+//! ([`gossip`]), the matrix ([`matrix`]), drop counters ([`drops`]), timers ([`timer`],
+//! [`wheel`]) and replay protection ([`replay`]).
 
+pub mod drops;
+pub mod event;
+pub(crate) mod gossip;
+pub mod liveness;
 pub mod matrix;
 pub mod mesh;
 pub mod peer;
+pub mod peer_table;
 pub mod replay;
 pub mod rng;
+pub mod schedule;
+pub mod settings;
+pub(crate) mod timer;
 pub mod wheel;
 
+pub use drops::{DropCounters, DropReason};
+pub use event::Event;
+pub use liveness::Diagnosis;
 pub use matrix::{MatrixSnapshot, MatrixView};
-pub use mesh::{
-    Diagnosis, DropCounters, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit,
-};
+pub use mesh::{Mesh, SendError, Transmit};
 pub use peer::{Peer, PeerState, RttSummary};
+pub use peer_table::PeerId;
+pub use schedule::SLOT_PEERS;
+pub use settings::Settings;

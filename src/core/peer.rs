@@ -3,8 +3,11 @@
 //! Pure bookkeeping: the mesh core feeds it samples and state changes; nothing here reads a
 //! clock (times are nanoseconds on the node's own clock, handed in by the core).
 
+use crate::core::drops::DropReason;
+use crate::core::replay::{ReplayWindow, Verdict};
 use crate::wire::identity::NodeId;
 pub use crate::wire::PeerState;
+use crate::wire::RowEntry;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -287,37 +290,60 @@ impl ProbeWindow {
     }
 }
 
-/// One peer of this node, with everything this node knows about it.
+/// What [`Peer::set_state`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StateChange {
+    /// The state it left.
+    pub(crate) old: PeerState,
+    /// It was judged one-way (asymmetric) while alive, and no longer is.
+    pub(crate) asymmetry_ended: bool,
+}
+
+/// How [`Peer::admit`] let a datagram in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// From the incarnation held, in order.
+    Known,
+    /// The first datagram believed from the peer.
+    First,
+    /// From a later incarnation: the peer restarted (it was at `old`).
+    Restarted { old: u64 },
+    /// Answered a recent probe from below the replay window: the window was reset.
+    WindowReset,
+}
+
+/// One peer of this node, with everything this node knows about it. It changes only
+/// through its own methods, called by the core.
 #[derive(Debug)]
 pub struct Peer {
-    pub(crate) name: String,
-    pub(crate) id: NodeId,
-    pub(crate) addr: SocketAddr,
-    pub(crate) seen_addr: Option<SocketAddr>,
-    pub(crate) state: PeerState,
-    pub(crate) incarnation: Option<u64>,
-    pub(crate) last_heard: Option<Instant>,
+    name: String,
+    id: NodeId,
+    addr: SocketAddr,
+    seen_addr: Option<SocketAddr>,
+    state: PeerState,
+    incarnation: Option<u64>,
+    last_heard: Option<Instant>,
     /// `last_heard` in nanoseconds since the node started (meaningful once heard).
-    pub(crate) last_heard_ns: u64,
-    pub(crate) sent: u64,
-    pub(crate) received: u64,
-    pub(crate) tx_seq: u32,
-    pub(crate) rtt: RttWindow,
-    pub(crate) probes: ProbeWindow,
-    pub(crate) liveness_timer: bool,
+    last_heard_ns: u64,
+    sent: u64,
+    received: u64,
+    tx_seq: u32,
+    rtt: RttWindow,
+    probes: ProbeWindow,
+    liveness_timer: bool,
     /// Since when it has been alive without a break, in nanoseconds since the node started.
-    pub(crate) alive_since: Option<u64>,
+    alive_since: Option<u64>,
     /// Which chunk of this node's row the next ping to it carries.
-    pub(crate) row_cursor: u16,
+    row_cursor: u16,
     /// Its RTT p50 in µs, refreshed with this node's row (cheap to read per datagram).
-    pub(crate) rtt_p50_us: Option<u32>,
+    rtt_p50_us: Option<u32>,
     /// It hears this node while its row says it does not hear this one.
-    pub(crate) asymmetric: bool,
+    asymmetric: bool,
     /// Which of its current incarnation's sequence numbers arrived.
-    pub(crate) replay: crate::core::replay::ReplayWindow,
+    replay: ReplayWindow,
     /// A Ping of it that named no incarnation of this node was answered since it was last
     /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
-    pub(crate) greeted: bool,
+    greeted: bool,
 }
 
 impl Peer {
@@ -341,15 +367,223 @@ impl Peer {
             row_cursor: 0,
             rtt_p50_us: None,
             asymmetric: false,
-            replay: crate::core::replay::ReplayWindow::new(),
+            replay: ReplayWindow::new(),
             greeted: false,
         }
     }
 
-    /// Forgets the statistics of the previous incarnation (the peer restarted).
-    pub(crate) fn reset_stats(&mut self) {
-        self.rtt = RttWindow::new();
-        self.probes = ProbeWindow::new();
+    /// A valid datagram from it arrived at `now` (`now_ns` on the node's clock) from
+    /// `from`. Returns the address it sent from before, when that changed.
+    pub(crate) fn hear(
+        &mut self,
+        now: Instant,
+        now_ns: u64,
+        from: SocketAddr,
+    ) -> Option<SocketAddr> {
+        self.last_heard = Some(now);
+        self.last_heard_ns = now_ns;
+        self.received += 1;
+        if self.seen_addr == Some(from) {
+            return None;
+        }
+        self.seen_addr.replace(from)
+    }
+
+    /// Its goodbye arrived: heard, but no sign of life.
+    pub(crate) fn hear_leave(&mut self, now: Instant, now_ns: u64) {
+        self.last_heard = Some(now);
+        self.last_heard_ns = now_ns;
+        self.received += 1;
+    }
+
+    /// Moves it to `state` at `now_ns`. Returns what changed, or `None` if it was already
+    /// there. Leaving `alive` ends a one-way-path verdict.
+    pub(crate) fn set_state(&mut self, state: PeerState, now_ns: u64) -> Option<StateChange> {
+        let old = self.state;
+        if old == state {
+            return None;
+        }
+        self.state = state;
+        self.alive_since = (state == PeerState::Alive).then_some(now_ns);
+        let asymmetry_ended = state != PeerState::Alive && self.asymmetric;
+        if asymmetry_ended {
+            self.asymmetric = false;
+        }
+        Some(StateChange {
+            old,
+            asymmetry_ended,
+        })
+    }
+
+    /// Records whether its row says it does not hear this node; returns whether that changed.
+    pub(crate) fn set_asymmetric(&mut self, asymmetric: bool) -> bool {
+        let changed = self.asymmetric != asymmetric;
+        self.asymmetric = asymmetric;
+        changed
+    }
+
+    /// Decides whether a fresh datagram from incarnation `incarnation` with sequence number
+    /// `seq` may speak for the peer: not from an incarnation older than the one held
+    /// (incarnations never go backwards here), not after that incarnation said Leave, not a
+    /// replay. A later incarnation is a restart: the statistics start again.
+    ///
+    /// A Pong that answers a recent probe (`answers_probe`) but whose number lies below the
+    /// replay window resets the window: only the peer's live process can send it, so the
+    /// window was pushed ahead by a forged number (possible only without a keyring) and
+    /// must not stay wedged.
+    pub(crate) fn admit(
+        &mut self,
+        incarnation: u64,
+        seq: u32,
+        answers_probe: bool,
+    ) -> Result<Admission, DropReason> {
+        match self.incarnation {
+            Some(current) if current == incarnation => {
+                if self.state == PeerState::Left {
+                    return Err(DropReason::AfterLeave);
+                }
+                match self.replay.check(seq) {
+                    Verdict::Fresh => {
+                        self.replay.remember(seq);
+                        Ok(Admission::Known)
+                    }
+                    Verdict::TooOld if answers_probe => {
+                        self.replay = ReplayWindow::new();
+                        self.replay.remember(seq);
+                        Ok(Admission::WindowReset)
+                    }
+                    Verdict::Replayed | Verdict::TooOld => Err(DropReason::Replayed),
+                }
+            }
+            Some(current) if incarnation < current => Err(DropReason::StaleIncarnation),
+            Some(old) => {
+                self.incarnation = Some(incarnation);
+                self.rtt = RttWindow::new();
+                self.probes = ProbeWindow::new();
+                self.replay = ReplayWindow::new();
+                self.replay.remember(seq);
+                Ok(Admission::Restarted { old })
+            }
+            None => {
+                self.incarnation = Some(incarnation);
+                self.replay.remember(seq);
+                Ok(Admission::First)
+            }
+        }
+    }
+
+    /// A pong for `probe` echoing `echo_ns`, received at `now_ns`, held `hold_us` by the
+    /// peer: the RTT sample it gives (recorded), or `None` for a stale or forged one.
+    pub(crate) fn record_pong(
+        &mut self,
+        probe: u32,
+        echo_ns: u64,
+        hold_us: u32,
+        now_ns: u64,
+    ) -> Option<u64> {
+        if self.probes.answer(probe, echo_ns) != PongMatch::Fresh {
+            return None;
+        }
+        let elapsed = now_ns.saturating_sub(echo_ns);
+        let hold = u64::from(hold_us) * 1000;
+        // A hold longer than the whole round trip is impossible; keep the raw time.
+        let rtt = if hold < elapsed {
+            elapsed - hold
+        } else {
+            elapsed
+        };
+        self.rtt.record(rtt);
+        Some(rtt)
+    }
+
+    /// Whether a pong for `probe` echoing `echo_ns` would answer one of its recent probes.
+    pub(crate) fn awaits(&self, probe: u32, echo_ns: u64) -> bool {
+        self.probes.awaits(probe, echo_ns)
+    }
+
+    /// A probe goes out to it at `sent_ns`: its number.
+    pub(crate) fn send_probe(&mut self, sent_ns: u64) -> u32 {
+        self.probes.send(sent_ns)
+    }
+
+    /// The sequence number of the next datagram to it (counted as sent).
+    pub(crate) fn next_seq(&mut self) -> u32 {
+        let seq = self.tx_seq;
+        self.tx_seq = seq.wrapping_add(1);
+        self.sent += 1;
+        seq
+    }
+
+    /// This node took a new incarnation: sequence numbers to the peer start again.
+    pub(crate) fn restart_sequence(&mut self) {
+        self.tx_seq = 0;
+    }
+
+    /// Which chunk of this node's row the next ping to it carries.
+    pub(crate) fn next_row_cursor(&mut self) -> u16 {
+        let cursor = self.row_cursor;
+        self.row_cursor = cursor.wrapping_add(1);
+        cursor
+    }
+
+    /// Its entry in this node's row at `now_ns`; also refreshes the cached RTT median.
+    pub(crate) fn row_entry(&mut self, in_flight: u32, now_ns: u64) -> RowEntry {
+        let p50 = self
+            .rtt
+            .p50_ns()
+            .map(|ns| u32::try_from(ns / 1000).unwrap_or(u32::MAX));
+        self.rtt_p50_us = p50;
+        RowEntry {
+            target: self.id,
+            state: self.state,
+            loss_half_pct: self.probes.loss_half_pct(in_flight),
+            rtt_us: p50,
+            heard_ago_ms: self.last_heard.map(|_| {
+                let ago_ms = now_ns.saturating_sub(self.last_heard_ns) / 1_000_000;
+                u32::try_from(ago_ms).unwrap_or(u32::MAX)
+            }),
+        }
+    }
+
+    /// Its RTT median in µs as of the last row refresh (cheap to read per datagram).
+    pub(crate) fn rtt_p50_us(&self) -> Option<u32> {
+        self.rtt_p50_us
+    }
+
+    /// Marks the first Ping naming no incarnation of this node since it was last
+    /// believed; returns whether this is that first one (the handshake's first step).
+    pub(crate) fn greet(&mut self) -> bool {
+        !std::mem::replace(&mut self.greeted, true)
+    }
+
+    /// It was believed: the next Ping naming no incarnation is a new handshake.
+    pub(crate) fn believed(&mut self) {
+        self.greeted = false;
+    }
+
+    /// Arms its liveness check; returns `false` if one is already pending.
+    pub(crate) fn arm_liveness(&mut self) -> bool {
+        !std::mem::replace(&mut self.liveness_timer, true)
+    }
+
+    /// Its liveness check fired.
+    pub(crate) fn disarm_liveness(&mut self) {
+        self.liveness_timer = false;
+    }
+
+    /// `last_heard` in nanoseconds on the node's clock, once heard.
+    pub(crate) fn last_heard_ns(&self) -> Option<u64> {
+        self.last_heard.map(|_| self.last_heard_ns)
+    }
+
+    /// Since when (ns on the node's clock) it has been alive without a break.
+    pub(crate) fn alive_since(&self) -> Option<u64> {
+        self.alive_since
+    }
+
+    /// Loss in percent over its recent settled probes, `in_flight` newest unsettled.
+    pub(crate) fn loss_pct_with(&self, in_flight: u32) -> Option<f64> {
+        self.probes.loss_pct(in_flight)
     }
 
     /// The peer's name in the config.

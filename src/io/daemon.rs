@@ -5,7 +5,7 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
-use crate::core::mesh::Event as MeshEvent;
+use crate::core::Event as MeshEvent;
 use crate::io::control::{ControlError, ControlServer, MatrixFormat, Reply, Request};
 use crate::io::control_protocol::{json_string, ok_prefix};
 use crate::io::driver::{Node, StartError};

@@ -33,7 +33,7 @@
 //! ```
 
 use crate::config::{Config, ConfigError};
-use crate::core::mesh::{Event as MeshEvent, Mesh, Settings};
+use crate::core::{Event as MeshEvent, Mesh, Settings};
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};
@@ -230,7 +230,7 @@ impl Node {
         let socket = bind_udp(own)?;
         let incarnation = new_incarnation();
         let now = Instant::now();
-        let mut mesh = Mesh::from_config(config, me, &addrs, incarnation, random_u64(), now);
+        let mut mesh = config.mesh(me, &addrs, (incarnation, random_u64()), now);
         // Heartbeat slots line up with the wall clock, which NTP keeps close on every VM.
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -3,8 +3,8 @@
 //! Pure presentation: `peermesh status`, `peermesh top` and the control socket all go
 //! through here, so the JSON contract is defined in one place.
 
-use crate::core::mesh::Mesh;
 use crate::core::peer::PeerState;
+use crate::core::Mesh;
 use crate::io::driver::IoCounters;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -19,9 +19,9 @@
 //! ```
 
 use crate::config::{Config, NodeEntry};
-use crate::core::mesh::{Event, Mesh, PeerId};
 use crate::core::peer::PeerState;
 use crate::core::rng::Rng;
+use crate::core::{Event, Mesh, PeerId};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -583,7 +583,7 @@ impl Sim {
         let incarnation = (started_ms << 16) | (rng.next_u64() & 0xffff);
         let incarnation = chosen.unwrap_or(incarnation);
         let seed = rng.next_u64();
-        let mut mesh = Mesh::from_config(&self.config, i, &addrs, incarnation, seed, self.now);
+        let mut mesh = self.config.mesh(i, &addrs, (incarnation, seed), self.now);
         // Every node shares the simulation's clock: slots line up, as NTP lines them up.
         mesh.set_phase(self.now - self.base);
         if node.keyring.is_some() {

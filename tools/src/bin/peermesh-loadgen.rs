@@ -35,7 +35,7 @@
 use log::{debug, info};
 use mio::{Events, Interest, Poll, Token};
 use peermesh::config::Config;
-use peermesh::core::mesh::{Mesh, Settings};
+use peermesh::core::{Mesh, Settings};
 use peermesh::io::daemon::load_keyring;
 use peermesh::io::driver::{new_incarnation, random_u64, Node};
 use peermesh::PeerState;
@@ -176,9 +176,9 @@ fn start(args: &Args) -> Result<(Vec<Played>, Settings), String> {
     let mut played = Vec::with_capacity(play.len());
     for &me in &play {
         let mut mesh = match &peers {
-            None => Mesh::from_config(&config, me, &addrs, new_incarnation(), random_u64(), now),
+            None => config.mesh(me, &addrs, (new_incarnation(), random_u64()), now),
             Some(peers) => {
-                let settings = Settings::from_config(&config, new_incarnation(), random_u64());
+                let settings = config.settings(new_incarnation(), random_u64());
                 let mut mesh = Mesh::new(&config.nodes[me].name, settings, now);
                 for &p in peers.iter().filter(|&&p| p != me) {
                     mesh.add_peer(&config.nodes[p].name, addrs[p]);
@@ -204,7 +204,7 @@ fn start(args: &Args) -> Result<(Vec<Played>, Settings), String> {
             due: None,
         });
     }
-    let settings = Settings::from_config(&config, 0, 0);
+    let settings = config.settings(0, 0);
     Ok((played, settings))
 }
 

@@ -1,0 +1,319 @@
+//! The peer table: every peer of this node, by a generational handle, by identity and by
+//! address, and the order the mesh lists its nodes in.
+//!
+//! Peers come and go at run time (config reload, embedders): a removed peer's [`PeerId`]
+//! never names a peer added later, because each table slot counts its generations, and
+//! timers that carry an id recognise a peer that is gone.
+
+use crate::core::peer::Peer;
+use crate::wire::identity::NodeId;
+use slab::Slab;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+/// A handle to one peer of a [`crate::Mesh`]. Generational: once the peer is removed, its
+/// id is refused by every call that takes one, even when its slot is reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId {
+    index: u32,
+    generation: u32,
+}
+
+impl PeerId {
+    /// The table slot it refers to (reused by later peers once this one is removed).
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// How many peers held that slot before this one.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}.{}", self.index, self.generation)
+    }
+}
+
+/// One place in the listing of a mesh's nodes: this node itself, or the peer in a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Member {
+    Own,
+    Peer(usize),
+}
+
+/// Node identities are already well-mixed hashes: hashing them again is wasted work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
+
+/// A multiply-rotate hash (rustc's FxHash) for the set of peer IPs, looked up for every
+/// datagram without a keyring: SipHash cost more than the rest of the lookup. The set holds
+/// only configured addresses, so there are no chosen keys stored to make it degrade.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl AddrHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+/// Every peer, addressed inside the core by slot (`key`), outside by [`PeerId`].
+#[derive(Debug)]
+pub(crate) struct PeerTable {
+    own: NodeId,
+    peers: Slab<Peer>,
+    /// Per slot ever used: the generation of its current (or last) peer.
+    generations: Vec<u32>,
+    by_id: IdMap<usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// The peers' configured IP addresses, with how many peers have each (the only
+    /// sources accepted without a keyring).
+    ips: HashMap<IpAddr, u32, BuildHasherDefault<AddrHasher>>,
+    /// The order nodes are listed in (matrix rows and columns, heartbeat groups): the order
+    /// they were added, this node where it was named (first if it never was).
+    roster: Vec<Member>,
+}
+
+impl PeerTable {
+    pub(crate) fn new(own: NodeId) -> PeerTable {
+        PeerTable {
+            own,
+            peers: Slab::new(),
+            generations: Vec::new(),
+            by_id: IdMap::default(),
+            by_addr: HashMap::new(),
+            ips: HashMap::default(),
+            roster: vec![Member::Own],
+        }
+    }
+
+    /// Adds a peer, or returns the one with this identity. Naming this node itself adds
+    /// nothing but places it here in the listing, so a mesh built from a list of all nodes
+    /// lists them in that order.
+    pub(crate) fn insert(&mut self, name: &str, addr: SocketAddr) -> Option<PeerId> {
+        let id = NodeId::from_name(name);
+        if id == self.own {
+            self.roster.retain(|m| *m != Member::Own);
+            self.roster.push(Member::Own);
+            return None;
+        }
+        if let Some(&key) = self.by_id.get(&id) {
+            return Some(self.id_of(key));
+        }
+        let key = self.peers.insert(Peer::new(name.to_owned(), addr));
+        if self.generations.len() <= key {
+            self.generations.resize(key + 1, 0);
+        }
+        self.by_id.insert(id, key);
+        self.by_addr.insert(addr, key);
+        *self.ips.entry(addr.ip().to_canonical()).or_insert(0) += 1;
+        self.roster.push(Member::Peer(key));
+        Some(self.id_of(key))
+    }
+
+    /// Removes a peer: its slot's generation moves on, so `id` is refused from now on.
+    pub(crate) fn remove(&mut self, id: PeerId) -> Option<(usize, Peer)> {
+        let key = self.key(id)?;
+        let peer = self.peers.remove(key);
+        self.generations[key] = self.generations[key].wrapping_add(1);
+        self.by_id.remove(&peer.id());
+        if self.by_addr.get(&peer.addr()) == Some(&key) {
+            self.by_addr.remove(&peer.addr());
+        }
+        let ip = peer.addr().ip().to_canonical();
+        if let Some(count) = self.ips.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.ips.remove(&ip);
+            }
+        }
+        self.roster.retain(|m| *m != Member::Peer(key));
+        Some((key, peer))
+    }
+
+    /// The slot of `id`, if that peer is still in the table.
+    pub(crate) fn key(&self, id: PeerId) -> Option<usize> {
+        let key = id.index();
+        (self.peers.contains(key) && self.generations.get(key) == Some(&id.generation))
+            .then_some(key)
+    }
+
+    /// The id of the peer in slot `key` (which must hold one).
+    pub(crate) fn id_of(&self, key: usize) -> PeerId {
+        PeerId {
+            index: key as u32,
+            generation: self.generations.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn get(&self, key: usize) -> Option<&Peer> {
+        self.peers.get(key)
+    }
+
+    pub(crate) fn contains(&self, key: usize) -> bool {
+        self.peers.contains(key)
+    }
+
+    /// Peers by slot.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Peer)> + '_ {
+        self.peers.iter()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Peer)> + '_ {
+        self.peers.iter_mut()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// One more than the largest slot ever used: the width of per-slot tables.
+    pub(crate) fn slot_bound(&self) -> usize {
+        self.generations.len()
+    }
+
+    pub(crate) fn by_id(&self, id: NodeId) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub(crate) fn by_addr(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// Whether `ip` is some peer's configured address.
+    pub(crate) fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.ips.contains_key(&ip.to_canonical())
+    }
+
+    /// The nodes in listing order.
+    pub(crate) fn roster(&self) -> &[Member] {
+        &self.roster
+    }
+}
+
+impl std::ops::Index<usize> for PeerTable {
+    type Output = Peer;
+    fn index(&self, key: usize) -> &Peer {
+        &self.peers[key]
+    }
+}
+
+impl std::ops::IndexMut<usize> for PeerTable {
+    fn index_mut(&mut self, key: usize) -> &mut Peer {
+        &mut self.peers[key]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_removed_peers_id_never_names_the_peer_that_reuses_its_slot() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        let a = table.insert("a", addr(1)).expect("a");
+        let b = table.insert("b", addr(2)).expect("b");
+        assert_eq!(
+            table.remove(a).map(|(k, p)| (k, p.name().to_owned())),
+            Some((0, "a".into()))
+        );
+        assert_eq!(table.key(a), None);
+        assert!(table.remove(a).is_none(), "removing twice");
+        let c = table.insert("c", addr(3)).expect("c");
+        assert_eq!(c.index(), a.index(), "the slot is reused");
+        assert_ne!(c, a);
+        assert_eq!(table.key(a), None);
+        assert_eq!(table.key(c), Some(0));
+        assert_eq!(table.key(b), Some(1));
+        assert_eq!(table.by_id(NodeId::from_name("a")), None);
+        assert!(table.allows_ip(addr(9).ip()), "b and c share the IP");
+    }
+
+    #[test]
+    fn the_listing_follows_the_order_nodes_were_named_in() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        let a = table.insert("a", addr(1)).expect("a");
+        assert_eq!(table.insert("me", addr(2)), None);
+        table.insert("b", addr(3));
+
+        assert_eq!(
+            table.roster(),
+            &[Member::Peer(0), Member::Own, Member::Peer(1)]
+        );
+        table.remove(a);
+        assert_eq!(table.roster(), &[Member::Own, Member::Peer(1)]);
+        assert_eq!(
+            table.insert("b", addr(3)),
+            Some(table.id_of(1)),
+            "added once"
+        );
+    }
+
+    #[test]
+    fn an_address_shared_by_two_peers_stays_allowed_until_both_are_gone() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        let a = table.insert("a", addr(1)).expect("a");
+        let b = table.insert("b", addr(2)).expect("b");
+        table.remove(a);
+        assert!(table.allows_ip(addr(1).ip()));
+        table.remove(b);
+        assert!(!table.allows_ip(addr(1).ip()));
+    }
+}

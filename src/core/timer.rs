@@ -1,0 +1,12 @@
+//! The core's timers, as data: each carries what it is for and a token that tells a stale
+//! one apart when it fires (lazy cancel, as foca does), so nothing is ever searched for and
+//! removed from the wheel.
+
+/// One pending wake-up of the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// Heartbeats of one slot, of the slots built at `epoch`.
+    Slot { slot: u32, epoch: u32 },
+    /// A peer's liveness check; ignored if the slot now holds another generation.
+    Liveness { key: usize, generation: u32 },
+}
