@@ -3,7 +3,7 @@
 //! A datagram that is malformed, unauthenticated, replayed or otherwise unwelcome is no
 //! error to the caller: it is dropped, counted here and logged at trace level.
 
-/// Why a received datagram was dropped. Each has a counter ([`Mesh::dropped`]).
+/// Why a received datagram was dropped. Each has a counter ([`crate::Mesh::dropped`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Not a well-formed peermesh datagram (bad magic, truncated, bad lengths, unknown kind).

@@ -2,7 +2,7 @@
 
 use crate::core::peer_table::PeerId;
 
-/// Something that happened, for the embedder (drained with [`Mesh::poll_event`]). New
+/// Something that happened, for the embedder (drained with [`crate::Mesh::poll_event`]). New
 /// kinds will be added (application data, removals): match with a `_` arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

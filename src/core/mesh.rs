@@ -7,7 +7,7 @@
 //! [`Mesh`] is a facade: the peer table ([`crate::core::peer_table`]), each peer's own
 //! transitions ([`crate::core::peer`]), the liveness rules and witnesses
 //! ([`crate::core::liveness`]), the heartbeat schedule ([`crate::core::schedule`]), row
-//! gossip ([`crate::core::gossip`]) and the matrix ([`crate::core::matrix`]) each live in
+//! gossip (`gossip.rs`) and the matrix ([`crate::core::matrix`]) each live in
 //! their own file with their own tests; here they are wired to the inputs and outputs.
 
 use crate::core::drops::{DropCounters, DropReason};

@@ -8,7 +8,7 @@
 //! [`Mesh`] is the facade; each part it is made of has its own file: the peer table
 //! ([`peer_table`]), what is known of one peer and how it changes ([`peer`]), liveness and
 //! the witness diagnosis ([`liveness`]), the heartbeat schedule ([`schedule`]), row gossip
-//! ([`gossip`]), the matrix ([`matrix`]), drop counters ([`drops`]), timers ([`timer`],
+//! (`gossip.rs`), the matrix ([`matrix`]), drop counters ([`drops`]), timers (`timer.rs`,
 //! [`wheel`]) and replay protection ([`replay`]).
 
 pub mod drops;

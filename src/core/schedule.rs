@@ -4,7 +4,7 @@
 //! pings of a group go out in one wake-up. Slot `s` of an interval starts `s` slot widths
 //! after a boundary of a clock all nodes share, so a node's peers ping it in the same slot
 //! as it pings them: few wake-ups, and never more than a group at once. Only the peers
-//! handed to [`HeartbeatSchedule::rebuild`] are probed: a table may hold more.
+//! handed to the schedule are probed: a table may hold more.
 
 use crate::core::peer_table::Member;
 use crate::core::rng::Rng;
