@@ -226,7 +226,7 @@ enum SnapshotRow {
 
 /// A copy of what the matrix view needs, taken at one instant: about 8 bytes per cell,
 /// copied rather than converted, so taking it is cheap even for the largest mesh. Reports
-/// render from it in steps ([`crate::report::matrix_report::MatrixRender`]), so a large matrix never
+/// render from it in steps (the report layer's `MatrixRender`), so a large matrix never
 /// holds the event loop; [`MatrixSnapshot::view`] builds the whole [`MatrixView`].
 #[derive(Clone, Debug)]
 pub struct MatrixSnapshot {

@@ -181,7 +181,15 @@ mod tests {
             let key = if other < me { other } else { other - 1 };
             (0..3).find(|&s| schedule.peers(s).contains(&key))
         };
-        for (a, b) in [(0, 40), (40, 0), (5, 69), (69, 5), (33, 63), (63, 33), (64, 65)] {
+        for (a, b) in [
+            (0, 40),
+            (40, 0),
+            (5, 69),
+            (69, 5),
+            (33, 63),
+            (63, 33),
+            (64, 65),
+        ] {
             assert_eq!(slot_of(a, b), slot_of(b, a), "positions {a} and {b}");
             assert!(slot_of(a, b).is_some());
         }

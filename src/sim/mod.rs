@@ -516,6 +516,15 @@ impl Sim {
         self.nodes.get_mut(i)?.mesh.as_mut()
     }
 
+    /// Changes node `i`'s core with `change` (add or remove a peer, send data), then
+    /// reschedules its wake-ups: the way to act on a core between steps. `None` if the node
+    /// is not running.
+    pub fn with_mesh<R>(&mut self, i: usize, change: impl FnOnce(&mut Mesh) -> R) -> Option<R> {
+        let result = change(self.nodes.get_mut(i)?.mesh.as_mut()?);
+        self.after_input(i);
+        Some(result)
+    }
+
     /// The handle node `from` uses for node `to`.
     pub fn peer_id(&self, from: usize, to: usize) -> Option<PeerId> {
         let name = &self.config.nodes.get(to)?.name;
