@@ -1,0 +1,299 @@
+//! The command line's definition: one [`Command`] variant per subcommand, each with its own
+//! flags. The help, the usage in errors, the shell completions and the man pages are all
+//! generated from it, so they cannot drift apart.
+
+use clap::builder::PossibleValuesParser;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Every help page opens with its usage, then says what the command does, then lists flags.
+const HELP_TEMPLATE: &str = "usage: {usage}\n\n{about-with-newline}\n{all-args}{after-help}";
+
+/// The exit codes, under the top-level help and in the man page.
+pub(crate) const EXIT_STATUS: &str = "\
+Exit codes: 0 success; 1 failure at run time (no node answering, a port or socket in use, ...);
+2 bad usage or bad config.";
+
+/// Where to read more, under the top-level help: what is there on any machine.
+const MORE_HELP: &str = "\
+`peermesh help COMMAND` (or `peermesh COMMAND --help`) describes a command and its flags;
+`peermesh man` prints the manual page.";
+
+/// `peermesh`: the whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "peermesh",
+    bin_name = "peermesh",
+    version = version(),
+    about = "heartbeats, liveness and round-trip latencies across a mesh of nodes",
+    long_about = None,
+    subcommand_value_name = "command",
+    after_help = format!("{EXIT_STATUS}\n{MORE_HELP}"),
+)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands. The first paragraph of each doc comment is the line in the command list;
+/// the whole comment is what `peermesh COMMAND --help` says.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// run this node (listens, heartbeats, answers)
+    ///
+    /// Runs this node in the foreground until SIGINT or SIGTERM, then tells every peer it
+    /// leaves and exits 0. SIGHUP re-reads the key file. Logs go to stderr; set RUST_LOG
+    /// (default info; trace shows every datagram).
+    Run(RunArgs),
+    /// print the peer table of a running node
+    ///
+    /// Prints the peer table of a running node: state, RTT last/avg/p99, jitter, loss, last
+    /// heard (coloured on a terminal); with --json, one line of JSON.
+    Status(StatusArgs),
+    /// live view of the peer table, refreshed every second
+    ///
+    /// Shows the peer table of a running node, redrawn every second until Ctrl-C (on a
+    /// terminal; to a pipe, one table after another).
+    Top(TopArgs),
+    /// the latency matrix between every pair of nodes (table, --json, --svg FILE)
+    ///
+    /// Prints the N x N latency matrix a running node has assembled (rows: from, columns: to;
+    /// RTT medians): a table, one line of JSON with --json, or an SVG heatmap written to FILE
+    /// with --svg FILE.
+    Matrix(MatrixArgs),
+    /// validate the config and say what this node would do
+    ///
+    /// Validates the config and the key file, resolves every host, and says which node this
+    /// is, what it binds, whether the mesh is authenticated and which peers it heartbeats.
+    /// Starts nothing.
+    Check(CheckArgs),
+    /// print a new random mesh key (for the key file named by `keyring` in the config)
+    ///
+    /// Prints a new random key (64 hex digits) from the operating system's random source:
+    /// `(umask 077; peermesh keygen > keyring)`.
+    Keygen,
+    /// print a shell completion script (bash, zsh or fish)
+    ///
+    /// Prints a completion script for SHELL to stdout, e.g.
+    /// `peermesh completions bash > /etc/bash_completion.d/peermesh`.
+    Completions(CompletionsArgs),
+    /// print the manual page (roff), of peermesh or of one command
+    ///
+    /// Prints the manual page to stdout, e.g. `peermesh man | man -l -`, or
+    /// `peermesh man run > /usr/local/share/man/man1/peermesh-run.1`.
+    Man(ManArgs),
+}
+
+/// Which config, and which of its nodes this machine is: for `run` and `check`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// the mesh config
+    #[arg(long, value_name = "PATH", default_value = "peers.ron")]
+    pub(crate) config: PathBuf,
+    /// which node of the config this is (compared case-insensitively) [default: the node
+    /// whose name is this machine's hostname or its first label]
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+}
+
+/// How `status`, `top` and `matrix` find the node to ask: `--control`, else the default
+/// socket of `--name`, else that of the node the config and the hostname pick.
+#[derive(Debug, Args)]
+pub(crate) struct TargetArgs {
+    /// the node's control socket [default: $XDG_RUNTIME_DIR/peermesh-NAME.sock, else
+    /// /tmp/peermesh-UID/NAME.sock]
+    ///
+    /// The node's control socket. Default: $XDG_RUNTIME_DIR/peermesh-NAME.sock if
+    /// XDG_RUNTIME_DIR is a directory you own, else /tmp/peermesh-UID/NAME.sock, where NAME
+    /// is --name, or the node the config and this machine's hostname pick. The default
+    /// depends on the caller's uid, so for a node run by another user (the systemd unit's
+    /// /run/peermesh/peermesh.sock) pass --control.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) control: Option<PathBuf>,
+    /// the node whose default control socket to ask, without reading the config (spell it
+    /// as the config does)
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// the mesh config, read to find this machine's node when neither --control nor --name
+    /// is given
+    #[arg(long, value_name = "PATH", default_value = "peers.ron")]
+    pub(crate) config: PathBuf,
+}
+
+/// `peermesh run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The config and this node.
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+    /// bind this address instead of the node's own entry (e.g. 0.0.0.0:1313)
+    #[arg(long, value_name = "ADDR:PORT", value_parser = socket_addr)]
+    pub(crate) bind: Option<SocketAddr>,
+    /// the control socket to serve [default: $XDG_RUNTIME_DIR/peermesh-NAME.sock, else
+    /// /tmp/peermesh-UID/NAME.sock]
+    ///
+    /// The control socket to serve. Default: $XDG_RUNTIME_DIR/peermesh-NAME.sock if
+    /// XDG_RUNTIME_DIR is a directory you own, else /tmp/peermesh-UID/NAME.sock in a private
+    /// directory (mode 0700) that run creates. NAME is the node's name, ASCII letters
+    /// lower-cased, other bytes but digits, '-', '_' and '.' written %xx. Only a stale
+    /// socket at the path is replaced; anything else there is refused.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) control: Option<PathBuf>,
+}
+
+/// `peermesh status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// print one line of JSON instead of the table (for scripts: `peermesh status --json | jq`)
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `peermesh top`.
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// stop after N tables [default: at Ctrl-C]
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub(crate) count: Option<u64>,
+}
+
+/// `peermesh matrix`.
+#[derive(Debug, Args)]
+pub(crate) struct MatrixArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// print one line of JSON instead of the table (for scripts: `peermesh matrix --json | jq`)
+    #[arg(long, conflicts_with = "svg")]
+    pub(crate) json: bool,
+    /// write an SVG heatmap to FILE (open it in a browser) instead of printing the table
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
+}
+
+/// `peermesh check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The config and this node.
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
+}
+
+/// `peermesh completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// the shell to complete for
+    #[arg(value_enum)]
+    pub(crate) shell: Shell,
+}
+
+/// The shells `peermesh completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Shell {
+    /// GNU bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+/// `peermesh man`.
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// the command whose page to print (peermesh-COMMAND(1)) [default: the page of peermesh]
+    #[arg(value_name = "COMMAND")]
+    pub(crate) command: Option<String>,
+}
+
+/// `peermesh --version`: the wire protocol's version too, since nodes of different ones
+/// cannot talk.
+fn version() -> String {
+    format!(
+        "{} (wire protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        peermesh::wire::VERSION
+    )
+}
+
+/// The whole command line as clap sees it, with the settings every subcommand shares: the
+/// help layout, and a flag given twice meaning its last value (as before clap).
+///
+/// `man`'s COMMAND takes the names of the commands, read from the definition itself, so
+/// a wrong one gets "did you mean" and the shells complete them.
+pub(crate) fn command() -> clap::Command {
+    let cli = Cli::command();
+    let pages: Vec<String> = cli
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    // No command is an error ("no command given"), not the help printed with exit 2.
+    cli.help_template(HELP_TEMPLATE)
+        .arg_required_else_help(false)
+        .mut_subcommands(|sub| sub.help_template(HELP_TEMPLATE).args_override_self(true))
+        .mut_subcommand("man", |man| {
+            man.mut_arg("command", |arg| {
+                arg.value_parser(PossibleValuesParser::new(pages))
+            })
+        })
+}
+
+/// Parses `--bind`. Like every value parser here, its error continues a sentence that
+/// starts with the flag: `--bind wants ADDR:PORT ...`.
+fn socket_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("wants ADDR:PORT (e.g. 0.0.0.0:1313), not {value:?}"))
+}
+
+/// Parses `--count`.
+fn count(value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("wants a number, not {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (names, conflicts that name real flags, ...).
+    #[test]
+    fn the_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn each_command_parses_to_its_own_args() {
+        let parse = |args: &[&str]| {
+            let matches = command().try_get_matches_from(args).expect("parses");
+            <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+                .expect("typed")
+                .command
+        };
+        match parse(&["peermesh", "run", "--bind", "0.0.0.0:1400", "--name", "a"]) {
+            Command::Run(run) => {
+                assert_eq!(run.bind, Some("0.0.0.0:1400".parse().unwrap()));
+                assert_eq!(run.node.name.as_deref(), Some("a"));
+                assert_eq!(run.node.config, PathBuf::from("peers.ron"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["peermesh", "top", "--count=3", "--count", "4"]) {
+            Command::Top(top) => assert_eq!(top.count, Some(4), "the last one counts"),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["peermesh", "completions", "zsh"]) {
+            Command::Completions(c) => assert_eq!(c.shell, Shell::Zsh),
+            other => panic!("{other:?}"),
+        }
+    }
+}

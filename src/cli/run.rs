@@ -1,0 +1,36 @@
+//! `peermesh run`: the node itself, in the foreground.
+
+use super::args::RunArgs;
+use super::node::this_node;
+use super::Failure;
+use peermesh::io::control;
+use peermesh::io::daemon::{self, RunOptions};
+use peermesh::io::driver::StartError;
+
+/// Runs this node until SIGINT or SIGTERM.
+pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
+    let (config, me) = this_node(&args.node)?;
+    init_logging();
+    let control = args
+        .control
+        .unwrap_or_else(|| control::default_path(&config.nodes[me].name));
+    daemon::run(RunOptions {
+        config,
+        me,
+        bind: args.bind,
+        control,
+    })
+    .map_err(|e| match e {
+        daemon::RunError::Start(StartError::Config(c)) => Failure::Config(c.to_string()),
+        daemon::RunError::Keyring(k) => Failure::Config(k.to_string()),
+        other => Failure::Runtime(other.to_string()),
+    })
+}
+
+/// Logs to stderr; `RUST_LOG` sets the level, `info` by default.
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .format_timestamp_millis()
+        .init();
+}
