@@ -570,3 +570,309 @@ fn garbage_datagrams_are_counted_as_malformed_and_do_not_disturb_peers() {
     let alpha = lab.status("alpha").unwrap();
     assert_eq!(alpha["dropped"]["unknown_sender"], 0, "{alpha}");
 }
+
+// ---- The parser's help, "did you mean", completions and man pages ---------------------------
+
+/// Every command a user can type, in the order the help lists them.
+const COMMANDS: [&str; 8] = [
+    "run",
+    "status",
+    "top",
+    "matrix",
+    "check",
+    "keygen",
+    "completions",
+    "man",
+];
+
+/// Runs `program` with `args` and then a file holding `input`, bounded in time.
+fn piped(program: &str, args: &[&str], input: &str) -> Ran {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let file = std::env::temp_dir().join(format!("peermesh-cli-{}-{n}", std::process::id()));
+    fs::write(&file, input).unwrap();
+    let ran = support::run_bounded(
+        std::process::Command::new(program).args(args).arg(&file),
+        Duration::from_secs(20),
+    );
+    let _ = fs::remove_file(&file);
+    ran
+}
+
+#[test]
+fn a_typo_gets_did_you_mean_in_a_few_lines_not_the_whole_help() {
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["stauts"],
+            "error: unknown command \"stauts\"",
+            "tip: a similar command exists: 'status'",
+        ),
+        (
+            &["status", "--jsn"],
+            "error: status does not take \"--jsn\"",
+            "tip: a similar flag exists: '--json'",
+        ),
+        (
+            &["matrix", "--svgg", "m.svg"],
+            "error: matrix does not take \"--svgg\"",
+            "tip: a similar flag exists: '--svg'",
+        ),
+        (
+            &["completions", "bsh"],
+            "error: completions wants one of bash, zsh, fish, not \"bsh\"",
+            "tip: a similar value exists: 'bash'",
+        ),
+    ];
+    for (args, first, tip) in cases {
+        let ran = peermesh(args);
+        assert_exit(&ran, 2);
+        let err = &ran.stderr;
+        assert_eq!(err.lines().next(), Some(first), "{args:?}: {err}");
+        assert!(err.contains(tip), "{args:?}: {err}");
+        assert!(err.lines().count() <= 6, "{args:?}: {err}");
+        assert!(
+            !err.contains("Options:") && !err.contains("Commands:"),
+            "{err}"
+        );
+        assert!(ran.stdout.is_empty(), "{args:?}: {:?}", ran.stdout);
+    }
+}
+
+#[test]
+fn every_usage_error_is_one_line_then_the_usage_and_a_pointer_to_help() {
+    let cases: [(&[&str], &str, &str); 8] = [
+        (&[], "error: no command given", "peermesh"),
+        (
+            &["status", "--json=yes"],
+            "error: --json takes no value, not \"yes\"",
+            "peermesh status",
+        ),
+        (
+            &["run", "--bind", "nonsense"],
+            "error: --bind wants ADDR:PORT (e.g. 0.0.0.0:1313), not \"nonsense\"",
+            "peermesh run",
+        ),
+        (
+            &["top", "--count", "x"],
+            "error: --count wants a number, not \"x\"",
+            "peermesh top",
+        ),
+        (
+            &["matrix", "--json", "--svg", "m.svg"],
+            "error: give --json or --svg, not both",
+            "peermesh matrix",
+        ),
+        (
+            &["keygen", "extra"],
+            "error: keygen does not take \"extra\"",
+            "peermesh keygen",
+        ),
+        (
+            &["man", "frob"],
+            "error: man wants one of run, status, top",
+            "peermesh man",
+        ),
+        (
+            &["help", "frob"],
+            "error: unknown command \"frob\"",
+            "peermesh",
+        ),
+    ];
+    for (args, first, command) in cases {
+        let ran = peermesh(args);
+        assert_exit(&ran, 2);
+        let lines: Vec<&str> = ran.stderr.lines().collect();
+        assert!(lines[0].starts_with(first), "{args:?}: {:?}", ran.stderr);
+        assert!(lines.len() <= 4, "{args:?}: {:?}", ran.stderr);
+        let usage = lines.iter().find(|l| l.starts_with("usage: "));
+        assert!(
+            usage.is_some_and(|u| u.starts_with(&format!("usage: {command}"))),
+            "{args:?}: {:?}",
+            ran.stderr
+        );
+        assert_eq!(
+            lines.last(),
+            Some(&format!("For more information, try '{command} --help'.").as_str()),
+            "{args:?}"
+        );
+        assert!(ran.stdout.is_empty(), "{args:?}: {:?}", ran.stdout);
+    }
+}
+
+#[test]
+fn every_command_has_its_own_help_and_help_command_prints_it() {
+    for command in COMMANDS {
+        let own = peermesh(&[command, "--help"]);
+        assert_exit(&own, 0);
+        assert!(
+            own.stdout
+                .starts_with(&format!("usage: peermesh {command}")),
+            "{command}: {:?}",
+            own.stdout
+        );
+        let via_help = peermesh(&["help", command]);
+        assert_exit(&via_help, 0);
+        assert_eq!(via_help.stdout, own.stdout, "help {command}");
+    }
+    // `status --help` says what each flag means and its default, without sending the user
+    // to a README that is not on the VM.
+    for command in ["status", "top", "matrix"] {
+        let help = peermesh(&[command, "--help"]).stdout;
+        for says in [
+            "--control <PATH>",
+            "$XDG_RUNTIME_DIR/peermesh-NAME.sock",
+            "/tmp/peermesh-UID/NAME.sock",
+            "--name <NAME>",
+            "--config <PATH>",
+            "[default: peers.ron]",
+        ] {
+            assert!(
+                help.contains(says),
+                "{command} --help lacks {says:?}:\n{help}"
+            );
+        }
+        assert!(!help.contains("README"), "{command} --help:\n{help}");
+    }
+    let run = peermesh(&["run", "--help"]).stdout;
+    for says in [
+        "--bind <ADDR:PORT>",
+        "--control <PATH>",
+        "hostname",
+        "RUST_LOG",
+    ] {
+        assert!(run.contains(says), "run --help lacks {says:?}:\n{run}");
+    }
+    let matrix = peermesh(&["matrix", "--help"]).stdout;
+    assert!(matrix.contains("--svg <FILE>"), "{matrix}");
+}
+
+#[test]
+fn the_bash_completion_is_valid_and_completes_every_command() {
+    let ran = peermesh(&["completions", "bash"]);
+    assert_exit(&ran, 0);
+    let script = ran.stdout;
+    let syntax = piped("bash", &["-n"], &script);
+    assert_exit(&syntax, 0);
+    // Ask the completion function itself, as bash does on TAB.
+    let complete = |words: &str, cword: usize| {
+        let probe = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE=\"{words}\"; \
+             COMP_POINT=${{#COMP_LINE}}\n_peermesh peermesh \"${{COMP_WORDS[$COMP_CWORD]}}\" \
+             \"${{COMP_WORDS[$COMP_CWORD-1]}}\"\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n"
+        );
+        let ran = piped("bash", &[], &probe);
+        assert_exit(&ran, 0);
+        ran.stdout
+    };
+    let all: Vec<String> = complete("peermesh ''", 1)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for command in COMMANDS {
+        assert!(
+            all.iter().any(|c| c == command),
+            "{command} not offered: {all:?}"
+        );
+    }
+    assert_eq!(complete("peermesh stat", 1).trim(), "status");
+    let flags = complete("peermesh matrix --", 2);
+    for flag in ["--control", "--name", "--config", "--json", "--svg"] {
+        assert!(flags.lines().any(|l| l == flag), "{flag}: {flags}");
+    }
+    for shell in ["zsh", "fish"] {
+        let ran = peermesh(&["completions", shell]);
+        assert_exit(&ran, 0);
+        for command in COMMANDS {
+            assert!(ran.stdout.contains(command), "{shell}: no {command}");
+        }
+    }
+}
+
+#[test]
+fn the_man_pages_are_roff_that_groff_accepts_and_name_every_command() {
+    let ran = peermesh(&["man"]);
+    assert_exit(&ran, 0);
+    let page = ran.stdout;
+    assert!(
+        page.lines().any(|l| l.starts_with(".TH peermesh 1 ")),
+        "{page}"
+    );
+    // -ww: every warning; -z: check only. groff-base is in .ci/run's packages.
+    let checked = piped("groff", &["-man", "-Tutf8", "-ww", "-z"], &page);
+    assert_exit(&checked, 0);
+    assert!(checked.stderr.is_empty(), "groff: {}", checked.stderr);
+    let text = piped("groff", &["-man", "-Tascii", "-P-cbou"], &page).stdout;
+    for command in COMMANDS {
+        assert!(
+            text.contains(&format!("peermesh-{command}(1)")),
+            "{command} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("EXIT STATUS"), "{text}");
+    for command in COMMANDS {
+        let ran = peermesh(&["man", command]);
+        assert_exit(&ran, 0);
+        assert!(
+            ran.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!(".TH peermesh-{command} 1 "))),
+            "{command}: {}",
+            ran.stdout
+        );
+        let checked = piped("groff", &["-man", "-Tutf8", "-ww", "-z"], &ran.stdout);
+        assert!(
+            checked.code == Some(0) && checked.stderr.is_empty(),
+            "{command}: {checked:?}"
+        );
+    }
+    let run = piped(
+        "groff",
+        &["-man", "-Tascii", "-P-cbou"],
+        &peermesh(&["man", "run"]).stdout,
+    );
+    for says in ["--bind", "--control", "--config", "--name"] {
+        assert!(
+            run.stdout.contains(says),
+            "man run lacks {says}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn generated_output_to_a_reader_that_went_away_ends_quietly() {
+    for args in [
+        &["completions", "bash"][..],
+        &["man"],
+        &["man", "run"],
+        &["help", "run"],
+        &["matrix", "--help"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = std::process::Command::new(support::BIN)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{args:?} hangs"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr:?}");
+    }
+}
