@@ -11,73 +11,57 @@
 //! node a full authentication check each. It only ever targets a loopback address.
 #![forbid(unsafe_code)]
 
+use clap::Parser;
 use peermesh::core::rng::Rng;
+use peermesh_tools::{loopback_addr, parse_args};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str =
-    "usage: peermesh-flood --target 127.x.y.z:PORT [--rate N] [--secs S] [--key-id HEX]";
-
+/// Floods a node's UDP port with garbage (loopback only), then prints what it sent.
+#[derive(Debug, Parser)]
+#[command(name = "peermesh-flood")]
 struct Args {
+    /// the loopback address to flood
+    #[arg(long, value_name = "ADDR:PORT", value_parser = loopback_addr)]
     target: SocketAddr,
+    /// datagrams per second (0: as fast as it can)
+    #[arg(long, value_name = "N", default_value_t = 0)]
     rate: u64,
+    /// how long to flood, in seconds (0 to 600)
+    #[arg(long, value_name = "S", default_value_t = 5.0, value_parser = seconds)]
     secs: f64,
+    /// the mesh's key id (8 hex digits, as on the wire): adds sealed-looking datagrams
+    /// under it, which cost the node a full authentication check each
+    #[arg(long, value_name = "HEX", value_parser = key_id)]
     key_id: Option<[u8; 4]>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut target = None;
-    let (mut rate, mut secs, mut key_id) = (0u64, 5.0f64, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--target" => {
-                let addr: SocketAddr =
-                    value.parse().map_err(|_| format!("bad --target {value}"))?;
-                if !addr.ip().is_loopback() {
-                    return Err(format!(
-                        "{addr} is not a loopback address: refusing to flood it"
-                    ));
-                }
-                target = Some(addr);
-            }
-            "--rate" => rate = value.parse().map_err(|_| format!("bad --rate {value}"))?,
-            "--secs" => {
-                secs = value.parse().map_err(|_| format!("bad --secs {value}"))?;
-                if !(0.0..=600.0).contains(&secs) {
-                    return Err("--secs must be 0..600".into());
-                }
-            }
-            "--key-id" => {
-                let bytes: Vec<u8> = (0..value.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(value.get(2 * i..2 * i + 2)?, 16).ok())
-                    .collect();
-                let id: [u8; 4] = bytes
-                    .try_into()
-                    .map_err(|_| format!("bad --key-id {value}"))?;
-                key_id = Some(id);
-            }
-            other => return Err(format!("unknown option {other}")),
-        }
+/// `--secs`: 0 to 600 seconds.
+fn seconds(value: &str) -> Result<f64, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|s| (0.0..=600.0).contains(s))
+        .ok_or_else(|| format!("wants seconds from 0 to 600, not {value:?}"))
+}
+
+/// `--key-id`: four bytes as 8 hex digits.
+fn key_id(value: &str) -> Result<[u8; 4], String> {
+    let bad = || format!("wants 8 hex digits, not {value:?}");
+    if value.len() != 8 {
+        return Err(bad());
     }
-    Ok(Args {
-        target: target.ok_or("--target is required")?,
-        rate,
-        secs,
-        key_id,
-    })
+    let mut id = [0u8; 4];
+    for (i, byte) in id.iter_mut().enumerate() {
+        let digits = value.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(digits, 16).map_err(|_| bad())?;
+    }
+    Ok(id)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("error: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args: Args = parse_args();
     let bind: SocketAddr = if args.target.is_ipv4() {
         "127.0.0.1:0"
     } else {

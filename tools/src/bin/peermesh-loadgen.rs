@@ -32,6 +32,7 @@
 //! address is not on this machine is an error (no wildcard fallback, unlike `peermesh run`).
 #![forbid(unsafe_code)]
 
+use clap::Parser;
 use log::{debug, info};
 use mio::{Events, Interest, Poll, Token};
 use peermesh::config::Config;
@@ -39,6 +40,7 @@ use peermesh::core::{Mesh, Settings};
 use peermesh::io::daemon::load_keyring;
 use peermesh::io::driver::{new_incarnation, random_u64, Node};
 use peermesh::PeerState;
+use peermesh_tools::parse_args;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::cmp::Reverse;
@@ -49,74 +51,40 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "\
-usage: peermesh-loadgen --config PATH --play all-but:NAME|LIST [--peers LIST]
-                        [--duration-secs N] [--quiet]
-
-Plays many nodes of a mesh in one process: one UDP socket and one core per played node.
-  --config PATH        the mesh config (peers.ron)
-  --play all-but:NAME  every node but NAME; or LIST: NAME,NAME,FIRST..LAST (config order)
-  --peers LIST         the played nodes heartbeat only these nodes (default: all)
-  --duration-secs N    stop after N seconds (default: at SIGINT/SIGTERM)
-  --quiet              no start-up line, only errors logged
-";
-
 /// Token of the signal source; played node `i` has `Token(FIRST_NODE + i)`.
 const SIGNALS: Token = Token(0);
 const FIRST_NODE: usize = 1;
 
+/// Plays many nodes of a mesh in one process: one UDP socket and one core per played node.
+#[derive(Debug, Parser)]
+#[command(name = "peermesh-loadgen")]
 struct Args {
+    /// the mesh config (peers.ron)
+    #[arg(long, value_name = "PATH")]
     config: PathBuf,
+    /// the nodes to play: all-but:NAME (every node but NAME), or a list NAME,FIRST..LAST,...
+    /// (FIRST..LAST: every node from FIRST to LAST in config order)
+    #[arg(long, value_name = "all-but:NAME|LIST")]
     play: String,
+    /// the played nodes heartbeat only these nodes (same syntax) [default: every node]
+    #[arg(long, value_name = "LIST")]
     peers: Option<String>,
+    /// stop after N seconds [default: at SIGINT/SIGTERM]
+    #[arg(long = "duration-secs", value_name = "N", value_parser = seconds)]
     duration: Option<Duration>,
+    /// no start-up line, only errors logged (RUST_LOG still wins)
+    #[arg(long)]
     quiet: bool,
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut config = None;
-    let mut play = None;
-    let mut peers = None;
-    let mut duration = None;
-    let mut quiet = false;
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        match flag.as_str() {
-            "--help" | "-h" => return Ok(None),
-            "--quiet" => {
-                quiet = true;
-                continue;
-            }
-            "--config" | "--play" | "--peers" | "--duration-secs" => {}
-            _ => return Err(format!("unknown argument {arg:?}")),
-        }
-        let value = inline
-            .or_else(|| args.next())
-            .ok_or_else(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--config" => config = Some(PathBuf::from(value)),
-            "--play" => play = Some(value),
-            "--peers" => peers = Some(value),
-            _ => {
-                let secs: f64 = value
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-                    .ok_or_else(|| format!("--duration-secs wants seconds, not {value:?}"))?;
-                duration = Some(Duration::from_secs_f64(secs));
-            }
-        }
-    }
-    Ok(Some(Args {
-        config: config.ok_or("--config is required")?,
-        play: play.ok_or("--play is required")?,
-        peers,
-        duration,
-        quiet,
-    }))
+/// `--duration-secs`: a finite number of seconds, 0 or more.
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("wants seconds, not {value:?}"))
 }
 
 /// Indices (config order, no duplicates) of the nodes `spec` names.
@@ -377,17 +345,7 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("error: {msg}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args: Args = parse_args();
     let level = if args.quiet { "error" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_target(false)

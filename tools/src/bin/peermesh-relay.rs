@@ -25,7 +25,9 @@
 //! sources, so the mesh needs a keyring (without one only configured peer IPs are accepted).
 #![forbid(unsafe_code)]
 
+use clap::Parser;
 use peermesh::core::rng::Rng;
+use peermesh_tools::{loopback_addr, parse_args, usage_error};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::io::ErrorKind;
@@ -34,10 +36,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-const USAGE: &str =
-    "usage: peermesh-relay --listen 127.x.y.z:PORT --to 127.x.y.z:PORT --delay-ms D \
-                     [--jitter-ms J] [--loss P|P%] [--secs S] [--seed N]";
 
 /// How long before a datagram's due time the sender stops sleeping and spins on the clock:
 /// more than the kernel's default timer slack (50 µs) plus a wake-up.
@@ -51,91 +49,65 @@ const MAX_SECS: f64 = 3600.0;
 /// The longest delay accepted, in milliseconds.
 const MAX_DELAY_MS: f64 = 10_000.0;
 
+/// Puts a known delay (and jitter and loss, if asked) on the UDP path between a client and
+/// `--to`, both ways, on loopback; after `--secs` prints what it did.
+#[derive(Debug, Parser)]
+#[command(name = "peermesh-relay")]
 struct Args {
+    /// the loopback address to listen on (the client sends here)
+    #[arg(long, value_name = "ADDR:PORT", value_parser = loopback_addr)]
     listen: SocketAddr,
+    /// the loopback address to relay to
+    #[arg(long, value_name = "ADDR:PORT", value_parser = loopback_addr)]
     to: SocketAddr,
+    /// the delay each way, in milliseconds (0 to 10000)
+    #[arg(long = "delay-ms", value_name = "D", value_parser = millis)]
     delay: Duration,
+    /// jitter: each delay uniform in D ± J, never below 0
+    #[arg(long = "jitter-ms", value_name = "J", default_value = "0", value_parser = millis)]
     jitter: Duration,
+    /// the probability a datagram is dropped: 0.05 or 5%
+    #[arg(long, value_name = "P", default_value = "0", value_parser = probability)]
     loss: f64,
+    /// how long to run, in seconds (above 0, at most 3600)
+    #[arg(long, value_name = "S", default_value = "60", value_parser = seconds)]
     secs: f64,
-    seed: u64,
+    /// the seed of the jitter and loss draws [default: the process id]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
 }
 
-fn loopback(flag: &str, value: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = value
-        .parse()
-        .map_err(|_| format!("{flag} wants ADDR:PORT, not {value:?}"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!(
-            "{addr} is not a loopback address: the relay only runs on loopback"
-        ));
-    }
-    Ok(addr)
+/// `--delay-ms`, `--jitter-ms`: 0 to [`MAX_DELAY_MS`] milliseconds.
+fn millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|ms| (0.0..=MAX_DELAY_MS).contains(ms))
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .ok_or_else(|| format!("wants milliseconds from 0 to {MAX_DELAY_MS}, not {value:?}"))
 }
 
-fn millis(flag: &str, value: &str) -> Result<Duration, String> {
-    let ms: f64 = value
-        .parse()
-        .map_err(|_| format!("{flag} wants milliseconds, not {value:?}"))?;
-    if !(0.0..=MAX_DELAY_MS).contains(&ms) {
-        return Err(format!("{flag} must be 0..={MAX_DELAY_MS}"));
-    }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
+/// `--loss`: 0 to 1, or 0% to 100%.
+fn probability(value: &str) -> Result<f64, String> {
+    let (number, scale) = match value.strip_suffix('%') {
+        Some(n) => (n, 100.0),
+        None => (value, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|p| p / scale)
+        .filter(|p| (0.0..=1.0).contains(p))
+        .ok_or_else(|| format!("wants 0..1 (or 0%..100%), not {value:?}"))
 }
 
-fn parse_args() -> Result<Args, String> {
-    let (mut listen, mut to, mut delay) = (None, None, None);
-    let (mut jitter, mut loss, mut secs, mut seed) = (
-        Duration::ZERO,
-        0.0f64,
-        60.0f64,
-        u64::from(std::process::id()),
-    );
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => listen = Some(loopback(&flag, &value)?),
-            "--to" => to = Some(loopback(&flag, &value)?),
-            "--delay-ms" => delay = Some(millis(&flag, &value)?),
-            "--jitter-ms" => jitter = millis(&flag, &value)?,
-            "--loss" => {
-                let (number, scale) = match value.strip_suffix('%') {
-                    Some(n) => (n, 100.0),
-                    None => (value.as_str(), 1.0),
-                };
-                loss = number
-                    .parse::<f64>()
-                    .map(|p| p / scale)
-                    .map_err(|_| format!("bad --loss {value}"))?;
-                if !(0.0..=1.0).contains(&loss) {
-                    return Err("--loss must be 0..1 (or 0%..100%)".into());
-                }
-            }
-            "--secs" => {
-                secs = value.parse().map_err(|_| format!("bad --secs {value}"))?;
-                if !(secs > 0.0 && secs <= MAX_SECS) {
-                    return Err(format!("--secs must be above 0 and at most {MAX_SECS}"));
-                }
-            }
-            "--seed" => seed = value.parse().map_err(|_| format!("bad --seed {value}"))?,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    let listen = listen.ok_or("--listen is required")?;
-    let to = to.ok_or("--to is required")?;
-    if listen == to {
-        return Err("--listen and --to must differ".into());
-    }
-    Ok(Args {
-        listen,
-        to,
-        delay: delay.ok_or("--delay-ms is required")?,
-        jitter,
-        loss,
-        secs,
-        seed,
-    })
+/// `--secs`: above 0, at most [`MAX_SECS`].
+fn seconds(value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0 && *s <= MAX_SECS)
+        .ok_or_else(|| format!("wants seconds above 0 and at most {MAX_SECS}, not {value:?}"))
 }
 
 /// A datagram waiting for its due time; the heap pops the earliest (then the oldest).
@@ -188,7 +160,7 @@ struct Shared {
 /// Reads datagrams until told to stop, routes them and queues each with its due time.
 fn receive(socket: UdpSocket, args: &Args, shared: &Shared) -> RecvCounts {
     let mut counts = RecvCounts::default();
-    let mut rng = Rng::new(args.seed);
+    let mut rng = Rng::new(args.seed.unwrap_or_else(|| u64::from(std::process::id())));
     let mut client: Option<SocketAddr> = None;
     let mut buf = vec![0u8; 65_536];
     let mut order = 0u64;
@@ -317,13 +289,10 @@ fn send(socket: &UdpSocket, shared: &Shared, end: Instant) -> SendCounts {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("error: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args: Args = parse_args();
+    if args.listen == args.to {
+        usage_error::<Args>("--listen and --to must differ");
+    }
     let socket = match UdpSocket::bind(args.listen) {
         Ok(s) => s,
         Err(e) => {
