@@ -1,5 +1,6 @@
 //! The `peermesh` command line as a user meets it: exit codes, where messages go, what they
-//! say; and a running node's control socket and UDP port under bad input.
+//! say; help, "did you mean", shell completions and man pages; and a running node's control
+//! socket and UDP port under bad input.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
 
@@ -875,4 +876,21 @@ fn generated_output_to_a_reader_that_went_away_ends_quietly() {
         assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr:?}");
     }
+}
+
+#[test]
+fn the_operations_guide_installs_a_man_page_for_every_command() {
+    let guide =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/OPERATIONS.md"))
+            .expect("docs/OPERATIONS.md");
+    let line = guide
+        .lines()
+        .find(|l| l.starts_with("for page in \"\" "))
+        .expect("the man page loop in docs/OPERATIONS.md");
+    let pages: Vec<&str> = line
+        .trim_start_matches("for page in \"\" ")
+        .trim_end_matches("; do")
+        .split_whitespace()
+        .collect();
+    assert_eq!(pages, COMMANDS, "{line}");
 }
