@@ -22,7 +22,7 @@ use std::io::{self, Write};
 /// A failure with its exit code.
 #[derive(Debug)]
 enum Failure {
-    /// Bad usage: the whole message as [`usage::render`] wrote it; exit 2.
+    /// Bad usage: the whole message as [`usage::explain`] wrote it; exit 2.
     Usage(String),
     /// Bad config: exit 2.
     Config(String),
