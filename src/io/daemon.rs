@@ -5,13 +5,14 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
+use crate::config::KeyFileError;
 use crate::core::mesh::Event as MeshEvent;
 use crate::io::control::{ControlError, ControlServer, MatrixFormat, Reply, Request};
 use crate::io::control_protocol::{json_string, ok_prefix};
 use crate::io::driver::{Node, StartError};
 use crate::report::matrix_report::MatrixRender;
 use crate::report::status::StatusReport;
-use crate::wire::keyring::{Keyring, KeyringError};
+use crate::wire::keyring::Keyring;
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -48,7 +49,7 @@ pub enum RunError {
     /// The control socket could not be opened.
     Control(ControlError),
     /// The key file named in the config was refused.
-    Keyring(KeyringError),
+    Keyring(KeyFileError),
     /// The event loop failed.
     Io(io::Error),
 }
@@ -82,9 +83,10 @@ impl From<io::Error> for RunError {
     }
 }
 
-/// Reads the key file the config names, if any.
-pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyringError> {
-    config.keyring.as_deref().map(Keyring::load).transpose()
+/// Reads the key file the config names, if any: [`Config::load_keyring`], which callers
+/// should use instead (this stays until `peermesh check` and the load generator do).
+pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyFileError> {
+    config.load_keyring()
 }
 
 /// Runs the node until SIGINT or SIGTERM, then says `Leave` to every peer and returns.
@@ -185,7 +187,7 @@ fn reload_keyring(config: &Config, node: &mut Node) {
         info!("SIGHUP: no keyring in the config, nothing to reload");
         return;
     }
-    match load_keyring(config) {
+    match config.load_keyring() {
         Ok(keyring) => node.mesh_mut().set_keyring(keyring),
         Err(e) => warn!("SIGHUP: keeping the current keys: {e}"),
     }
