@@ -48,7 +48,8 @@ pub enum RunError {
     Start(StartError),
     /// The control socket could not be opened.
     Control(ControlError),
-    /// The key file named in the config was refused.
+    /// The key file named in the config was refused at start ([`StartError::Keyring`],
+    /// told apart because it is the operator's to fix, like the config).
     Keyring(KeyFileError),
     /// The event loop failed.
     Io(io::Error),
@@ -92,15 +93,11 @@ pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyFileError> {
 /// Runs the node until SIGINT or SIGTERM, then says `Leave` to every peer and returns.
 /// SIGHUP re-reads the key file (for key rotation without downtime).
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let keyring = load_keyring(&opts.config).map_err(RunError::Keyring)?;
-    let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(RunError::Start)?;
-    if keyring.is_none() {
-        warn!(
-            "no keyring in the config: the mesh is NOT authenticated; datagrams are accepted \
-             only from the configured peers' addresses (see docs/SECURITY.md)"
-        );
-    }
-    node.mesh_mut().set_keyring(keyring);
+    // The node reads the key file itself; a refused one is the operator's to fix (exit 2).
+    let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(|e| match e {
+        StartError::Keyring(e) => RunError::Keyring(e),
+        other => RunError::Start(other),
+    })?;
     let mut control = ControlServer::bind(&opts.control).map_err(RunError::Control)?;
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
