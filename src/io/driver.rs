@@ -45,6 +45,7 @@
 
 use crate::config::{Config, ConfigError, KeyFileError};
 use crate::core::mesh::{Event as MeshEvent, Mesh, Settings};
+use crate::report::status::IoCounters;
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};
@@ -74,21 +75,6 @@ const RECV_BUFFER: usize = 65_536;
 const RECV_MANY: usize = 16;
 /// The socket receive buffer asked of the kernel (bytes).
 const RECV_SOCKET_BUFFER: usize = 4 << 20;
-
-/// Counters of the driver's own I/O (the core counts protocol drops).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IoCounters {
-    /// Datagrams read from the socket.
-    pub received: u64,
-    /// Datagrams handed to the kernel.
-    pub sent: u64,
-    /// Datagrams dropped because the send queue was full.
-    pub send_queue_full: u64,
-    /// Sends that failed with an error other than `WouldBlock` (unreachable host, ...).
-    pub send_errors: u64,
-    /// Receive errors other than `WouldBlock` (e.g. ICMP port unreachable reported late).
-    pub recv_errors: u64,
-}
 
 /// Why a node could not start.
 #[derive(Debug)]
@@ -403,7 +389,8 @@ impl Node {
         self.socket.local_addr()
     }
 
-    /// The driver's I/O counters.
+    /// The driver's I/O counters, as the status report shows them
+    /// ([`crate::report::status::StatusReport::new`]).
     pub fn io_counters(&self) -> &IoCounters {
         &self.io
     }
