@@ -114,7 +114,8 @@ impl std::error::Error for KeyFileError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             KeyFileError::Io { source, .. } => Some(source),
-            KeyFileError::Parse(e) => Some(e),
+            // Shown with the parse error's own message: its source is this one's.
+            KeyFileError::Parse(e) => e.source(),
             _ => None,
         }
     }
@@ -199,7 +200,10 @@ mod tests {
             err,
             KeyFileError::Parse(KeyringError::BadKey { line: 1, .. })
         ));
-        assert!(err.source().is_some(), "the parse error is the source");
+        assert!(
+            err.source().is_none(),
+            "the parse error's message is the whole story"
+        );
         assert_eq!(
             err.to_string(),
             format!(

@@ -112,9 +112,10 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The wrappers show their inner error's message as their own: its source is theirs.
         match self {
-            StartError::Config(err) => Some(err),
-            StartError::Keyring(err) => Some(err),
+            StartError::Config(err) => err.source(),
+            StartError::Keyring(err) => err.source(),
             StartError::Bind { source, .. } => Some(source),
         }
     }
