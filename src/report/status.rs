@@ -72,7 +72,7 @@ pub struct PeerReport {
 }
 
 /// Counters of a driver's own I/O (the core counts protocol drops): what the report shows
-/// as `io`, filled in by the mio driver (`crate::io::driver::Node::io_counters`).
+/// as `io`, filled in by the mio driver (`Node::io_counters` of the I/O layer).
 ///
 /// The fields are declared in alphabetical order, which is their order in the JSON.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
