@@ -7,9 +7,12 @@
 //!
 //! The program keeps its own tokens and its own work (echoing every byte each TCP client
 //! sends); the node only adds one token for its UDP socket, and its next deadline becomes
-//! the poll timeout. Mesh events are printed as `event: Up(alpha)`. With `--control`, the
-//! same loop also serves the control socket, so `peermesh status --control PATH` works
-//! against this program as against `peermesh run`.
+//! the poll timeout (`Node::poll_delay`: no sleep while datagrams wait unread). When the
+//! config names a key file, the node seals with it, so the program joins a keyed mesh; a key
+//! file it cannot use stops it at start with a message naming the file. Mesh events are
+//! printed as `event: Up(alpha)`. With `--control`, the same loop also serves the control
+//! socket (one `ControlServer::serve` call a turn), so `peermesh status --control PATH` and
+//! `peermesh matrix --control PATH` work against this program as against `peermesh run`.
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -22,7 +25,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The host program's own listening socket.
 const ECHO: Token = Token(0);
@@ -158,7 +161,8 @@ fn run(args: Args) -> Result<(), String> {
         .register(&mut listener, ECHO, Interest::READABLE)
         .map_err(|e| e.to_string())?;
 
-    // The mesh node, on the token this program lends it.
+    // The mesh node, on the token this program lends it. It seals with the key file the
+    // config names (and refuses to start if that file cannot be used).
     let mut node = Node::from_config(&config, me, None).map_err(|e| e.to_string())?;
     node.register(&registry, MESH).map_err(|e| e.to_string())?;
 
@@ -187,25 +191,10 @@ fn run(args: Args) -> Result<(), String> {
     node.handle_timeout(&registry, Instant::now())
         .map_err(|e| e.to_string())?;
     loop {
-        // The poll timeout is the node's next deadline (and the control socket's sweep).
-        let deadline = [
-            node.poll_timeout(),
-            control.as_ref().and_then(ControlServer::poll_timeout),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        // Round up to whole milliseconds, as epoll does: waking early would spin.
-        // Unread datagrams, or the next step of a large control answer: no sleep.
-        let busy = node.has_unread() || control.as_ref().is_some_and(ControlServer::has_work);
-        let timeout = if busy {
-            Some(Duration::ZERO)
-        } else {
-            deadline.map(|at| {
-                let d = at.saturating_duration_since(Instant::now());
-                Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
-            })
-        };
+        // Sleep until the node's next deadline or the control socket's, whichever is first;
+        // not at all while datagrams wait unread or a large control answer has a step ready.
+        let now = Instant::now();
+        let timeout = node.poll_delay(now, control.as_ref().and_then(|c| c.poll_timeout(now)));
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -243,13 +232,8 @@ fn run(args: Args) -> Result<(), String> {
                         }
                     }
                 },
-                token if control.as_ref().is_some_and(|c| c.owns(token)) => {
-                    if let Some(server) = control.as_mut() {
-                        server.handle_event(&registry, event, Instant::now(), &mut |request| {
-                            peermesh::io::daemon::answer(&node, request)
-                        });
-                    }
-                }
+                // The control socket's tokens: served below, in one call.
+                token if control.as_ref().is_some_and(|c| c.owns(token)) => {}
                 token => {
                     let Some(client) = clients.get_mut(&token) else {
                         continue; // a spurious wake-up for a client already gone
@@ -265,9 +249,10 @@ fn run(args: Args) -> Result<(), String> {
         let now = Instant::now();
         node.handle_timeout(&registry, now)
             .map_err(|e| e.to_string())?;
+        // Control requests (status, matrix, ping), answered as `peermesh run` answers them;
+        // large answers go on a step per turn.
         if let Some(server) = control.as_mut() {
-            server.pump(&registry, now);
-            server.sweep(&registry, now);
+            server.serve(&registry, &events, &node, now);
         }
         while let Some(event) = node.poll_event() {
             println!("event: {}", describe(&node, &event));

@@ -9,7 +9,7 @@
 //!   send, when it next needs a call and what happened come out of `poll_*` methods;
 //! - the **simulator**, [`sim`]: many cores on a virtual network under a virtual clock, for
 //!   deterministic tests (yours too);
-//! - the **driver** and the binary: a thin `mio` event loop over the core.
+//! - the **driver** ([`io::driver`]) and the binary: a thin `mio` event loop over the core.
 //!
 //! ## Driving the core
 //!
@@ -56,8 +56,10 @@
 //! # }
 //! ```
 //!
-//! The real driver does the same with `mio`, never blocking, with a control socket in the
-//! same loop (see the `driver` module once built, and `examples/embed.rs`).
+//! The real driver, [`io::driver::Node`], does the same with `mio`, never blocking, and fits
+//! into a program's own mio loop; [`io::control::ControlServer::serve`] adds the control
+//! socket to that loop in one call a turn. See the [`io::driver`] module for the loop, and
+//! `examples/embed.rs` for a whole program.
 //!
 //! ## What the core promises
 //!

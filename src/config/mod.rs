@@ -42,6 +42,9 @@ use crate::wire::identity::NodeId;
 use files::clip;
 
 pub(crate) mod files;
+pub mod key_file;
+
+pub use key_file::KeyFileError;
 
 /// The UDP port of a node that gives none, unless the file sets another default with `port`.
 pub const DEFAULT_PORT: u16 = 1313;
@@ -211,6 +214,16 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let base = Path::new(file).parent().unwrap_or(Path::new(""));
         parse_in(text, file, base)
+    }
+
+    /// Reads the key file this config names ([`Config::keyring`]) with
+    /// [`key_file::load_keyring`]; `Ok(None)` when it names none (the mesh then runs
+    /// unauthenticated).
+    pub fn load_keyring(&self) -> Result<Option<crate::wire::keyring::Keyring>, KeyFileError> {
+        self.keyring
+            .as_deref()
+            .map(key_file::load_keyring)
+            .transpose()
     }
 
     /// Which node this process is: the index of its entry in [`Config::nodes`].

@@ -11,6 +11,11 @@
 //! Connections are limited in number (a client over [`MAX_CONNECTIONS`] is told so) and in
 //! time ([`CLIENT_TIMEOUT`]).
 //!
+//! In a mio loop the server takes three things: [`ControlServer::bind`] and
+//! [`ControlServer::register`] once, then each loop turn one [`ControlServer::serve`] with
+//! the turn's events and the node (its requests are answered by [`answer`]), and no sleep
+//! past [`ControlServer::poll_timeout`]. `peermesh run` and `examples/embed.rs` do just that.
+//!
 //! The socket file is created with mode 0600, in a directory others cannot write to (or a
 //! sticky one), and only a stale socket is ever replaced ([`ControlServer::bind`]). The
 //! client believes only a node run by root, by the caller, or by the owner of a private
@@ -19,10 +24,13 @@
 //! directory, never directly in `/tmp`.
 
 use crate::config::files::describe;
-use crate::io::control_protocol::error_line;
+use crate::io::control_protocol::{error_line, json_string, ok_prefix};
+use crate::io::driver::Node;
+use crate::report::matrix_report::MatrixRender;
+use crate::report::status::StatusReport;
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
-use mio::{event::Event, Interest, Registry, Token};
+use mio::{event::Event, Events, Interest, Registry, Token};
 use slab::Slab;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
@@ -295,7 +303,7 @@ struct Conn {
     /// The rest of a stepped reply.
     steps: Option<NextStep>,
     /// The socket took all there was and a step is due: no readiness event will come for
-    /// it, so [`ControlServer::pump`] serves it.
+    /// it, so the next [`ControlServer::serve`] goes on with it.
     ready: bool,
     /// When the client last made progress (connected, or took part of the answer).
     since: Instant,
@@ -477,9 +485,26 @@ impl ControlServer {
             || (self.first_conn_token..self.first_conn_token + MAX_CONNECTIONS).contains(&token.0)
     }
 
+    /// The control socket's share of one loop turn, and the only call a mio program makes
+    /// for it each turn (after `poll`, and after the node's own work so that answers are up
+    /// to date): accepts and serves this server's events among `events` (other tokens are
+    /// left alone), writes the next step of large answers, and drops clients stuck for
+    /// longer than [`CLIENT_TIMEOUT`]. Every request gets [`answer`] from `node`: what
+    /// `peermesh run` answers. Sleep no longer than [`ControlServer::poll_timeout`] before
+    /// the next call.
+    pub fn serve(&mut self, registry: &Registry, events: &Events, node: &Node, now: Instant) {
+        for event in events.iter() {
+            if self.owns(event.token()) {
+                self.handle_event(registry, event, now, &mut |request| answer(node, request));
+            }
+        }
+        self.pump(registry, now);
+        self.sweep(registry, now);
+    }
+
     /// Handles readiness for one of this server's tokens; `answer` renders a reply to a
     /// parsed request.
-    pub fn handle_event(
+    fn handle_event(
         &mut self,
         registry: &Registry,
         event: &Event,
@@ -492,19 +517,17 @@ impl ControlServer {
         }
         let key = event.token().0.wrapping_sub(self.first_conn_token);
         if self.conns.contains(key) {
-            self.serve(registry, key, now, answer);
+            self.serve_conn(registry, key, now, answer);
         }
     }
 
-    /// Whether a stepped reply can go on now: call [`ControlServer::pump`] without
-    /// sleeping (a zero poll timeout).
-    pub fn has_work(&self) -> bool {
+    /// Whether a stepped reply can go on now, with no readiness event to come for it.
+    fn has_work(&self) -> bool {
         self.conns.iter().any(|(_, c)| c.ready)
     }
 
     /// Renders and writes one more step of every stepped reply whose socket has room.
-    /// Call once per loop turn, after the node's own work.
-    pub fn pump(&mut self, registry: &Registry, now: Instant) {
+    fn pump(&mut self, registry: &Registry, now: Instant) {
         let ready: Vec<usize> = self
             .conns
             .iter()
@@ -512,12 +535,12 @@ impl ControlServer {
             .map(|(k, _)| k)
             .collect();
         for key in ready {
-            self.serve(registry, key, now, &mut |_| Reply::Text(String::new()));
+            self.serve_conn(registry, key, now, &mut |_| Reply::Text(String::new()));
         }
     }
 
     /// Drops connections older than [`CLIENT_TIMEOUT`] (slow or stuck clients).
-    pub fn sweep(&mut self, registry: &Registry, now: Instant) {
+    fn sweep(&mut self, registry: &Registry, now: Instant) {
         let stale: Vec<usize> = self
             .conns
             .iter()
@@ -530,8 +553,14 @@ impl ControlServer {
         }
     }
 
-    /// When [`ControlServer::sweep`] next has something to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// When [`ControlServer::serve`] must next be called even if no event comes: `now`
+    /// while a large answer has its next step ready (no readiness event will come for it),
+    /// else when the oldest client times out; `None` without clients. Give it to
+    /// [`Node::poll_delay`] as the other deadline.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.has_work() {
+            return Some(now);
+        }
         self.conns
             .iter()
             .map(|(_, c)| c.since + CLIENT_TIMEOUT)
@@ -578,7 +607,7 @@ impl ControlServer {
         }
     }
 
-    fn serve(
+    fn serve_conn(
         &mut self,
         registry: &Registry,
         key: usize,
@@ -674,6 +703,59 @@ impl ControlServer {
             discard_input(&mut conn.stream);
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
             let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+}
+
+/// The answer to one control request, in control protocol 1 (`docs/CONTROL.md`): the one
+/// function behind every control socket, `peermesh run`'s and an embedder's
+/// ([`ControlServer::serve`] calls it). The matrix (up to a million cells) is a snapshot
+/// rendered in steps; the peer table is small enough to render at once.
+pub fn answer(node: &Node, request: Request) -> Reply {
+    match request {
+        Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
+        Request::Matrix(format) => {
+            let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);
+            let json = format == MatrixFormat::Json;
+            let mut opened = false;
+            Reply::Steps(Box::new(move |out| {
+                if !opened {
+                    opened = true;
+                    out.extend_from_slice(
+                        ok_prefix(if json { "matrix" } else { "text" }).as_bytes(),
+                    );
+                    if !json {
+                        out.push(b'"');
+                    }
+                }
+                let more = if json {
+                    render.next_chunk(out)
+                } else {
+                    // Text travels as a JSON string: each part escaped on its own (parts end
+                    // between rows, never inside a character).
+                    let mut part = Vec::new();
+                    let more = render.next_chunk(&mut part);
+                    let quoted = json_string(&String::from_utf8_lossy(&part));
+                    out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+                    more
+                };
+                if !more {
+                    out.extend_from_slice(if json { b"}\n" } else { b"\"}\n" });
+                }
+                more
+            }))
+        }
+        Request::Status { json, color } => {
+            let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
+            Reply::Text(if json {
+                format!("{}{}}}", ok_prefix("status"), report.to_json())
+            } else {
+                format!(
+                    "{}{}}}",
+                    ok_prefix("text"),
+                    json_string(&report.to_table(color))
+                )
+            })
         }
     }
 }

@@ -5,13 +5,11 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
+use crate::config::KeyFileError;
 use crate::core::Event as MeshEvent;
-use crate::io::control::{ControlError, ControlServer, MatrixFormat, Reply, Request};
-use crate::io::control_protocol::{json_string, ok_prefix};
+use crate::io::control::{ControlError, ControlServer};
 use crate::io::driver::{Node, StartError};
-use crate::report::matrix_report::MatrixRender;
-use crate::report::status::StatusReport;
-use crate::wire::keyring::{Keyring, KeyringError};
+use crate::wire::keyring::Keyring;
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -20,7 +18,7 @@ use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -47,8 +45,9 @@ pub enum RunError {
     Start(StartError),
     /// The control socket could not be opened.
     Control(ControlError),
-    /// The key file named in the config was refused.
-    Keyring(KeyringError),
+    /// The key file named in the config was refused at start ([`StartError::Keyring`],
+    /// told apart because it is the operator's to fix, like the config).
+    Keyring(KeyFileError),
     /// The event loop failed.
     Io(io::Error),
 }
@@ -82,23 +81,20 @@ impl From<io::Error> for RunError {
     }
 }
 
-/// Reads the key file the config names, if any.
-pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyringError> {
-    config.keyring.as_deref().map(Keyring::load).transpose()
+/// Reads the key file the config names, if any: [`Config::load_keyring`], which callers
+/// should use instead (this stays until `peermesh check` and the load generator do).
+pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyFileError> {
+    config.load_keyring()
 }
 
 /// Runs the node until SIGINT or SIGTERM, then says `Leave` to every peer and returns.
 /// SIGHUP re-reads the key file (for key rotation without downtime).
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
-    let keyring = load_keyring(&opts.config).map_err(RunError::Keyring)?;
-    let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(RunError::Start)?;
-    if keyring.is_none() {
-        warn!(
-            "no keyring in the config: the mesh is NOT authenticated; datagrams are accepted \
-             only from the configured peers' addresses (see docs/SECURITY.md)"
-        );
-    }
-    node.mesh_mut().set_keyring(keyring);
+    // The node reads the key file itself; a refused one is the operator's to fix (exit 2).
+    let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(|e| match e {
+        StartError::Keyring(e) => RunError::Keyring(e),
+        other => RunError::Start(other),
+    })?;
     let mut control = ControlServer::bind(&opts.control).map_err(RunError::Control)?;
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -118,21 +114,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     node.handle_timeout(poll.registry(), Instant::now())?;
     let mut events = Events::with_capacity(256);
     loop {
-        let deadline = [node.poll_timeout(), control.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        // Round the sleep up to a whole millisecond, as epoll does: waking early would spin.
-        // Datagrams left unread by the batch limit are read at once, without sleeping.
-        // So are the next steps of a large control answer (interleaved with the above).
-        let timeout = if node.has_unread() || control.has_work() {
-            Some(Duration::ZERO)
-        } else {
-            deadline.map(|at| {
-                let d = at.saturating_duration_since(Instant::now());
-                Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
-            })
-        };
+        // Datagrams left unread by the batch limit, and the next steps of a large control
+        // answer, are served at once, without sleeping.
+        let now = Instant::now();
+        let timeout = node.poll_delay(now, control.poll_timeout(now));
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -153,19 +138,13 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                         }
                     }
                 }
-                token if control.owns(token) => {
-                    let now = Instant::now();
-                    control.handle_event(poll.registry(), event, now, &mut |request| {
-                        answer(&node, request)
-                    });
-                }
+                token if control.owns(token) => {} // served below, after the node's timers
                 token => debug!("event for unknown token {token:?} ignored"),
             }
         }
         let now = Instant::now();
         node.handle_timeout(poll.registry(), now)?;
-        control.pump(poll.registry(), now);
-        control.sweep(poll.registry(), now);
+        control.serve(poll.registry(), &events, &node, now);
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
         }
@@ -185,62 +164,9 @@ fn reload_keyring(config: &Config, node: &mut Node) {
         info!("SIGHUP: no keyring in the config, nothing to reload");
         return;
     }
-    match load_keyring(config) {
+    match config.load_keyring() {
         Ok(keyring) => node.mesh_mut().set_keyring(keyring),
         Err(e) => warn!("SIGHUP: keeping the current keys: {e}"),
-    }
-}
-
-/// The answer to one control request, in control protocol 1 (`docs/CONTROL.md`): the one
-/// function behind `peermesh run`'s control socket, for embedders to serve the same. The
-/// matrix (up to a million cells) is a snapshot rendered in steps; the peer table is small
-/// enough to render at once.
-pub fn answer(node: &Node, request: Request) -> Reply {
-    match request {
-        Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
-        Request::Matrix(format) => {
-            let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);
-            let json = format == MatrixFormat::Json;
-            let mut opened = false;
-            Reply::Steps(Box::new(move |out| {
-                if !opened {
-                    opened = true;
-                    out.extend_from_slice(
-                        ok_prefix(if json { "matrix" } else { "text" }).as_bytes(),
-                    );
-                    if !json {
-                        out.push(b'"');
-                    }
-                }
-                let more = if json {
-                    render.next_chunk(out)
-                } else {
-                    // Text travels as a JSON string: each part escaped on its own (parts end
-                    // between rows, never inside a character).
-                    let mut part = Vec::new();
-                    let more = render.next_chunk(&mut part);
-                    let quoted = json_string(&String::from_utf8_lossy(&part));
-                    out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
-                    more
-                };
-                if !more {
-                    out.extend_from_slice(if json { b"}\n" } else { b"\"}\n" });
-                }
-                more
-            }))
-        }
-        Request::Status { json, color } => {
-            let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
-            Reply::Text(if json {
-                format!("{}{}}}", ok_prefix("status"), report.to_json())
-            } else {
-                format!(
-                    "{}{}}}",
-                    ok_prefix("text"),
-                    json_string(&report.to_table(color))
-                )
-            })
-        }
     }
 }
 

@@ -2,38 +2,50 @@
 //!
 //! [`Node`] holds no protocol logic: it moves datagrams between the socket and the core,
 //! reads the monotonic clock, and keeps what the kernel would not take (`WouldBlock`) in a
-//! small bounded queue until the socket is writable again. Embed it in an existing loop:
+//! small bounded queue until the socket is writable again. A node built from a config
+//! ([`Node::from_config`]) seals and opens with the key file the config names, or does not
+//! start. Embed it in an existing loop:
 //!
 //! ```no_run
-//! use mio::{Events, Interest, Poll, Token};
+//! use mio::{Events, Poll, Token};
 //! use peermesh::io::driver::Node;
+//! use std::io::ErrorKind;
 //! use std::time::Instant;
-//! # fn main() -> std::io::Result<()> {
-//! # let config = peermesh::config::Config::parse("(nodes: [(name: \"a\", host: \"127.0.0.1\")])", "x").unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let config = peermesh::config::Config::parse("(nodes: [(name: \"a\", host: \"127.0.0.1\")])", "x")?;
 //! const MESH: Token = Token(7);
 //! let mut poll = Poll::new()?;
 //! let mut node = Node::from_config(&config, 0, None)?;
 //! node.register(poll.registry(), MESH)?;
 //! let mut events = Events::with_capacity(64);
 //! loop {
-//!     let timeout = node.poll_timeout().map(|at| at.saturating_duration_since(Instant::now()));
-//!     poll.poll(&mut events, timeout)?;
+//!     // Zero while a flood left datagrams unread (`has_unread`), else until the core's
+//!     // next deadline (or the host program's own, in place of `None`).
+//!     let timeout = node.poll_delay(Instant::now(), None);
+//!     match poll.poll(&mut events, timeout) {
+//!         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+//!         other => other?,
+//!     }
 //!     for event in events.iter() {
 //!         if event.token() == MESH {
 //!             node.handle_event(poll.registry(), event)?;
 //!         }
 //!         // ... the host program's own tokens ...
 //!     }
-//!     node.handle_timeout(poll.registry(), Instant::now())?;
+//!     node.handle_timeout(poll.registry(), Instant::now())?; // every turn
 //!     while let Some(e) = node.poll_event() {
 //!         println!("{e:?}");
 //!     }
 //! }
 //! # }
 //! ```
+//!
+//! To serve the control socket (`peermesh status --control PATH`) from the same loop, add a
+//! [`crate::io::control::ControlServer`]: one call per loop turn.
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, KeyFileError};
 use crate::core::{Event as MeshEvent, Mesh, Settings};
+use crate::report::status::IoCounters;
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};
@@ -64,26 +76,15 @@ const RECV_MANY: usize = 16;
 /// The socket receive buffer asked of the kernel (bytes).
 const RECV_SOCKET_BUFFER: usize = 4 << 20;
 
-/// Counters of the driver's own I/O (the core counts protocol drops).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IoCounters {
-    /// Datagrams read from the socket.
-    pub received: u64,
-    /// Datagrams handed to the kernel.
-    pub sent: u64,
-    /// Datagrams dropped because the send queue was full.
-    pub send_queue_full: u64,
-    /// Sends that failed with an error other than `WouldBlock` (unreachable host, ...).
-    pub send_errors: u64,
-    /// Receive errors other than `WouldBlock` (e.g. ICMP port unreachable reported late).
-    pub recv_errors: u64,
-}
-
 /// Why a node could not start.
 #[derive(Debug)]
 pub enum StartError {
     /// The config has a problem (a host that does not resolve, ...).
     Config(ConfigError),
+    /// The key file the config names was refused (missing, readable by others, not a
+    /// keyring, ...): the node would otherwise run unauthenticated and could not join
+    /// its mesh. Its message names the file.
+    Keyring(KeyFileError),
     /// The UDP socket could not be bound.
     Bind {
         /// The address tried.
@@ -97,6 +98,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(err) => write!(f, "{err}"),
+            StartError::Keyring(err) => write!(f, "{err}"),
             StartError::Bind { addr, source } => {
                 write!(f, "cannot bind UDP {addr}: {source}")?;
                 if source.kind() == ErrorKind::AddrInUse {
@@ -110,8 +112,10 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The wrappers show their inner error's message as their own: its source is theirs.
         match self {
-            StartError::Config(err) => Some(err),
+            StartError::Config(err) => err.source(),
+            StartError::Keyring(err) => err.source(),
             StartError::Bind { source, .. } => Some(source),
         }
     }
@@ -120,6 +124,12 @@ impl std::error::Error for StartError {
 impl From<ConfigError> for StartError {
     fn from(err: ConfigError) -> StartError {
         StartError::Config(err)
+    }
+}
+
+impl From<KeyFileError> for StartError {
+    fn from(err: KeyFileError) -> StartError {
+        StartError::Keyring(err)
     }
 }
 
@@ -216,13 +226,27 @@ impl fmt::Debug for Node {
 }
 
 impl Node {
-    /// Node `config.nodes[me]`: resolves every node's address, binds its own (or `bind`),
-    /// and starts its core with a fresh random incarnation.
+    /// Node `config.nodes[me]`: reads the key file the config names (if any), resolves
+    /// every node's address, binds its own (or `bind`), and starts its core with a fresh
+    /// random incarnation, sealing with the key file's first key.
+    ///
+    /// Fails with [`StartError::Keyring`] when the config names a key file that cannot be
+    /// used, before any address is resolved or bound. A config without `keyring` gives an
+    /// unauthenticated node (logged as a warning): datagrams are then accepted only from
+    /// the configured peers' addresses (docs/SECURITY.md). [`Mesh::set_keyring`] changes the
+    /// keys later (a reload).
     pub fn from_config(
         config: &Config,
         me: usize,
         bind: Option<SocketAddr>,
     ) -> Result<Node, StartError> {
+        let keyring = config.load_keyring()?;
+        if keyring.is_none() {
+            warn!(
+                "no keyring in the config: the mesh is NOT authenticated; datagrams are \
+                 accepted only from the configured peers' addresses (see docs/SECURITY.md)"
+            );
+        }
         let addrs = (0..config.nodes.len())
             .map(|i| config.resolve(i))
             .collect::<Result<Vec<_>, _>>()?;
@@ -236,6 +260,9 @@ impl Node {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         mesh.set_phase(wall);
+        if keyring.is_some() {
+            mesh.set_keyring(keyring);
+        }
         Ok(Node::new(mesh, socket))
     }
 
@@ -317,6 +344,25 @@ impl Node {
         self.mesh.poll_timeout()
     }
 
+    /// How long a mio loop may sleep in `poll` before it calls [`Node::handle_timeout`]
+    /// again: zero while datagrams may wait unread ([`Node::has_unread`]), else until the
+    /// earlier of [`Node::poll_timeout`] and `other` (the host program's own deadline, or
+    /// [`crate::io::control::ControlServer::poll_timeout`]), rounded up to a whole
+    /// millisecond as epoll rounds it (waking a little early would spin). `None`: nothing is
+    /// due; sleep until an event.
+    pub fn poll_delay(&self, now: Instant, other: Option<Instant>) -> Option<Duration> {
+        if self.unread {
+            return Some(Duration::ZERO);
+        }
+        let deadline = match (self.poll_timeout(), other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        let wait = deadline.saturating_duration_since(now);
+        let ms = u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        Some(Duration::from_millis(ms))
+    }
+
     /// The next thing that happened.
     pub fn poll_event(&mut self) -> Option<MeshEvent> {
         self.mesh.poll_event()
@@ -344,7 +390,8 @@ impl Node {
         self.socket.local_addr()
     }
 
-    /// The driver's I/O counters.
+    /// The driver's I/O counters, as the status report shows them
+    /// ([`crate::report::status::StatusReport::new`]).
     pub fn io_counters(&self) -> &IoCounters {
         &self.io
     }
@@ -575,5 +622,79 @@ fn send_to(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) -> Sent {
             Err(err) if err.kind() == ErrorKind::WouldBlock => Sent::WouldBlock,
             Err(err) => Sent::Failed(err),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const ANY_PORT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+    fn config(keyring: Option<&Path>) -> Config {
+        let keyring = keyring.map_or(String::new(), |k| format!("keyring: {:?}, ", k));
+        let text = format!(
+            "({keyring}nodes: [(name: \"a\", host: \"127.0.0.1\"), (name: \"b\", host: \"127.0.0.1\", port: 1314)])"
+        );
+        Config::parse(&text, "/peers.ron").expect("a valid config")
+    }
+
+    #[test]
+    fn a_node_from_a_config_seals_with_its_key_file_or_does_not_start() {
+        let dir = std::env::temp_dir().join(format!("peermesh-driver-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let keys = dir.join("keys");
+
+        // Named but missing: a typed error naming the file, nothing bound.
+        let err = Node::from_config(&config(Some(&keys)), 0, Some(ANY_PORT)).unwrap_err();
+        assert!(
+            matches!(err, StartError::Keyring(KeyFileError::Io { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&keys.display().to_string()),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+
+        // Readable by others: refused too.
+        std::fs::write(&keys, format!("{KEY}\n")).expect("write");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = Node::from_config(&config(Some(&keys)), 0, Some(ANY_PORT)).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+
+        // A private key file: the node seals with its key.
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let node = Node::from_config(&config(Some(&keys)), 0, Some(ANY_PORT)).expect("starts");
+        let want = crate::config::key_file::load_keyring(&keys).expect("loads");
+        let ring = node.mesh().keyring().expect("a keyring");
+        assert_eq!(ring.primary().id(), want.primary().id());
+
+        // No key file named: unauthenticated, as the config says.
+        let node = Node::from_config(&config(None), 0, Some(ANY_PORT)).expect("starts");
+        assert!(node.mesh().keyring().is_none());
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn the_poll_delay_is_zero_with_unread_datagrams_and_rounds_up_to_milliseconds() {
+        let mut node = Node::from_config(&config(None), 0, Some(ANY_PORT)).expect("starts");
+        let now = Instant::now();
+        let due = node.poll_timeout().expect("a heartbeat is due");
+        let wait = node.poll_delay(now, None).expect("a delay");
+        assert!(wait >= due.saturating_duration_since(now), "{wait:?}");
+        assert_eq!(wait.subsec_nanos() % 1_000_000, 0, "whole milliseconds");
+        let soon = now + Duration::from_micros(1500);
+        assert_eq!(
+            node.poll_delay(now, Some(soon)),
+            Some(Duration::from_millis(2))
+        );
+        assert_eq!(node.poll_delay(now, Some(now)), Some(Duration::ZERO));
+        node.unread = true;
+        assert_eq!(node.poll_delay(now, None), Some(Duration::ZERO));
     }
 }

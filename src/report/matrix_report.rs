@@ -9,11 +9,12 @@
 use crate::core::matrix::{not_hearing, MatrixSnapshot, MatrixView};
 use crate::core::peer::PeerState;
 use crate::report::status::human_us;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
-/// The `peermesh matrix --json` contract.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The `peermesh matrix --json` contract. Deserialises too: a client parses
+/// `matrix --json` back into it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MatrixReport {
     /// The node whose view this is.
     pub node: String,
@@ -24,7 +25,7 @@ pub struct MatrixReport {
     /// `loss_pct[i][j]`: node i's loss to node j in percent (null likewise).
     pub loss_pct: Vec<Vec<Option<f64>>>,
     /// `state[i][j]`: node i's view of node j (null likewise).
-    pub state: Vec<Vec<Option<&'static str>>>,
+    pub state: Vec<Vec<Option<PeerState>>>,
     /// Milliseconds since row i was refreshed (null: never received).
     pub age_ms: Vec<Option<u64>>,
     /// Whether row i is fresh; stale rows have null cells.
@@ -74,8 +75,10 @@ impl MatrixCells for MatrixReport {
         &self.nodes
     }
     fn cell(&self, i: usize, j: usize) -> Option<(Option<f64>, Option<f64>, PeerState)> {
-        let state = PeerState::from_name(self.state.get(i)?.get(j).copied()??)?;
-        Some((self.rtt_us[i][j], self.loss_pct[i][j], state))
+        let state = (*self.state.get(i)?.get(j)?)?;
+        let rtt = *self.rtt_us.get(i)?.get(j)?;
+        let loss = *self.loss_pct.get(i)?.get(j)?;
+        Some((rtt, loss, state))
     }
     fn age_ms(&self, i: usize) -> Option<u64> {
         self.age_ms.get(i).copied().flatten()
@@ -111,11 +114,7 @@ impl MatrixReport {
             nodes: view.nodes.clone(),
             rtt_us: view.rtt_us.clone(),
             loss_pct: view.loss_pct.clone(),
-            state: view
-                .state
-                .iter()
-                .map(|row| row.iter().map(|s| s.map(PeerState::as_str)).collect())
-                .collect(),
+            state: view.state.clone(),
             age_ms: view.age_ms.clone(),
             fresh: view.fresh.clone(),
             asymmetric: view.asymmetric.iter().map(|&(i, j)| [i, j]).collect(),
@@ -709,5 +708,28 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert!(!json["asymmetric"].as_array().unwrap().is_empty(), "{json}");
         assert_eq!(json["state"][0][7], "dead");
+    }
+
+    #[test]
+    fn matrix_json_parses_back_into_the_same_report_and_renders_the_same() {
+        let mut sim = Sim::with_nodes(6, Duration::from_millis(100), 9);
+        let lossy = Link::latency(Duration::from_micros(400)).with_loss(0.2);
+        sim.set_default_link(lossy.with_jitter(Duration::from_micros(90)));
+        sim.run_for(Duration::from_secs(3));
+        sim.crash(5);
+        sim.run_for(Duration::from_secs(1));
+        let mesh = sim.mesh(0).unwrap();
+        let report = MatrixReport::new(mesh.name(), &mesh.matrix());
+        let json = report.to_json();
+        let back: MatrixReport = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, report, "{json}");
+        assert_eq!(back.state[0][5], Some(PeerState::Dead));
+        assert_eq!(back.to_json(), json);
+        assert_eq!(back.to_table(), report.to_table());
+        // A report read from elsewhere may be ragged: rendering it never panics.
+        let mut ragged = back;
+        ragged.rtt_us[1].clear();
+        ragged.state.truncate(2);
+        let _ = (ragged.to_table(), ragged.to_svg(), ragged.to_json());
     }
 }

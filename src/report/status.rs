@@ -1,24 +1,37 @@
 //! The peer table as a report: built from a core, rendered as JSON or as an aligned table.
 //!
 //! Pure presentation: `peermesh status`, `peermesh top` and the control socket all go
-//! through here, so the JSON contract is defined in one place.
+//! through here, so the JSON contract is defined in one place. The report types are typed
+//! (states are [`PeerState`] and [`Diagnosis`], never strings) and deserialise too, so a
+//! client parses `status --json` back into a [`StatusReport`]:
+//!
+//! ```
+//! # use peermesh::report::status::StatusReport;
+//! let json = r#"{"node":"alpha","incarnation":7,"uptime_ms":2252,"heartbeat_interval_ms":1000,
+//!   "peers":[{"name":"beta","addr":"127.0.0.2:1313","state":"alive","diagnosis":"ok",
+//!     "rtt_us":null,"jitter_us":null,"loss_pct":0.0,"last_heard_ms":747,"sent":4,
+//!     "received":4,"incarnation":"01a212b429ab1aed"}],"dropped":{}}"#;
+//! let report: StatusReport = serde_json::from_str(json)?;
+//! assert_eq!(report.peers[0].state, peermesh::PeerState::Alive);
+//! assert!(report.io.is_none(), "a report of a bare core has no I/O counters");
+//! # Ok::<(), serde_json::Error>(())
+//! ```
 
 use crate::core::peer::PeerState;
-use crate::core::Mesh;
-use crate::io::driver::IoCounters;
-use serde::Serialize;
+use crate::core::{Diagnosis, Mesh};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 /// RTT figures of one peer, in microseconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RttReport {
     /// Most recent sample.
     pub last: f64,
     /// Smallest in the window.
     pub min: f64,
-    /// Mean of the window.
+    /// Mean of the window (the core's `RttSummary::mean`; `avg` in the JSON contract).
     pub avg: f64,
     /// Median of the window.
     pub p50: f64,
@@ -27,17 +40,17 @@ pub struct RttReport {
 }
 
 /// One row of the peer table.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerReport {
     /// The peer's name.
     pub name: String,
     /// Its configured address, `ip:port`.
     pub addr: String,
-    /// `unknown|alive|suspect|dead|left|unreachable`.
-    pub state: String,
-    /// What this node concludes with the other nodes' rows as witnesses:
-    /// `ok|asymmetric|unknown|suspect|dead|unreachable|left`.
-    pub diagnosis: String,
+    /// Its liveness as this node sees it (JSON: `unknown|alive|suspect|dead|left|unreachable`).
+    pub state: PeerState,
+    /// What this node concludes with the other nodes' rows as witnesses (JSON:
+    /// `ok|asymmetric|unknown|suspect|dead|unreachable|left`).
+    pub diagnosis: Diagnosis,
     /// Round-trip figures, once measured.
     pub rtt_us: Option<RttReport>,
     /// RFC 3550 jitter, once measured.
@@ -50,15 +63,34 @@ pub struct PeerReport {
     pub sent: u64,
     /// Valid datagrams received from it.
     pub received: u64,
-    /// Where its datagrams come from, if not its configured address (NAT).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Where its datagrams come from, if not its configured address (NAT). Absent from the
+    /// JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_addr: Option<String>,
     /// Its incarnation in hex, once heard.
     pub incarnation: Option<String>,
 }
 
+/// Counters of a driver's own I/O (the core counts protocol drops): what the report shows
+/// as `io`, filled in by the mio driver (`Node::io_counters` of the I/O layer).
+///
+/// The fields are declared in alphabetical order, which is their order in the JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoCounters {
+    /// Datagrams read from the socket.
+    pub received: u64,
+    /// Receive errors other than `WouldBlock` (e.g. ICMP port unreachable reported late).
+    pub recv_errors: u64,
+    /// Sends that failed with an error other than `WouldBlock` (unreachable host, ...).
+    pub send_errors: u64,
+    /// Datagrams dropped because the send queue was full.
+    pub send_queue_full: u64,
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+}
+
 /// The whole status of one node: the `status --json` contract.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// This node's name.
     pub node: String,
@@ -70,11 +102,12 @@ pub struct StatusReport {
     pub heartbeat_interval_ms: u64,
     /// One row per peer, in config order.
     pub peers: Vec<PeerReport>,
-    /// Datagrams dropped, by reason.
+    /// Datagrams dropped, by reason (`DropReason::as_str`), keys in alphabetical order.
     pub dropped: BTreeMap<String, u64>,
-    /// The driver's I/O counters, when a driver runs the core.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub io: Option<BTreeMap<String, u64>>,
+    /// The driver's I/O counters, when a driver runs the core. Absent from the JSON when
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoCounters>,
 }
 
 fn micros(d: Duration) -> f64 {
@@ -95,11 +128,8 @@ impl StatusReport {
                 PeerReport {
                     name: peer.name().to_owned(),
                     addr: peer.addr().to_string(),
-                    state: peer.state().as_str().to_owned(),
-                    diagnosis: mesh
-                        .diagnosis(id)
-                        .map_or("unknown", |d| d.as_str())
-                        .to_owned(),
+                    state: peer.state(),
+                    diagnosis: mesh.diagnosis(id).unwrap_or(Diagnosis::Unknown),
                     rtt_us: rtt.map(|r| RttReport {
                         last: micros(r.last),
                         min: micros(r.min),
@@ -127,15 +157,6 @@ impl StatusReport {
             .iter()
             .map(|(reason, n)| (reason.as_str().to_owned(), n))
             .collect();
-        let io = io.map(|c| {
-            BTreeMap::from([
-                ("received".to_owned(), c.received),
-                ("sent".to_owned(), c.sent),
-                ("send_queue_full".to_owned(), c.send_queue_full),
-                ("send_errors".to_owned(), c.send_errors),
-                ("recv_errors".to_owned(), c.recv_errors),
-            ])
-        });
         StatusReport {
             node: mesh.name().to_owned(),
             incarnation: mesh.incarnation(),
@@ -143,7 +164,7 @@ impl StatusReport {
             heartbeat_interval_ms: millis(mesh.settings().heartbeat_interval),
             peers,
             dropped,
-            io,
+            io: io.cloned(),
         }
     }
 
@@ -156,7 +177,11 @@ impl StatusReport {
     /// The human form: a header line and aligned columns; ANSI colours on `color`.
     pub fn to_table(&self, color: bool) -> String {
         let mut out = String::new();
-        let alive = self.peers.iter().filter(|p| p.state == "alive").count();
+        let alive = self
+            .peers
+            .iter()
+            .filter(|p| p.state == PeerState::Alive)
+            .count();
         let _ = writeln!(
             out,
             "node {} (incarnation {:016x}), up {}, {}/{} peers alive, heartbeat every {} ms",
@@ -180,10 +205,10 @@ impl StatusReport {
                 [
                     p.name.clone(),
                     p.seen_addr.clone().unwrap_or_else(|| p.addr.clone()),
-                    if p.diagnosis == "ok" || p.diagnosis == p.state {
-                        p.state.clone()
+                    if says_more(p.state, p.diagnosis) {
+                        format!("{} ({})", p.state, p.diagnosis.as_str())
                     } else {
-                        format!("{} ({})", p.state, p.diagnosis)
+                        p.state.to_string()
                     },
                     rtt(|r| r.last),
                     rtt(|r| r.avg),
@@ -202,7 +227,7 @@ impl StatusReport {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let line = |cells: &[String; 9], state: Option<&str>| {
+        let line = |cells: &[String; 9], state: Option<PeerState>| {
             let mut s = String::new();
             for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
                 let pad = w - cell.chars().count();
@@ -225,7 +250,7 @@ impl StatusReport {
         };
         let _ = writeln!(out, "{}", line(&headers.map(str::to_owned), None));
         for (row, peer) in rows.iter().zip(&self.peers) {
-            let _ = writeln!(out, "{}", line(row, Some(&peer.state)));
+            let _ = writeln!(out, "{}", line(row, Some(peer.state)));
         }
         let dropped: u64 = self.dropped.values().sum();
         if dropped > 0 {
@@ -241,14 +266,29 @@ impl StatusReport {
     }
 }
 
-fn state_colour(state: &str) -> &'static str {
+/// Whether the diagnosis tells more than the state (it is shown beside it): not when it
+/// is `ok` or only repeats the state.
+fn says_more(state: PeerState, diagnosis: Diagnosis) -> bool {
+    let repeats = match diagnosis {
+        Diagnosis::Ok => true,
+        Diagnosis::Asymmetric => false,
+        Diagnosis::Unknown => state == PeerState::Unknown,
+        Diagnosis::Suspect => state == PeerState::Suspect,
+        Diagnosis::Dead => state == PeerState::Dead,
+        Diagnosis::Unreachable => state == PeerState::Unreachable,
+        Diagnosis::Left => state == PeerState::Left,
+    };
+    !repeats
+}
+
+fn state_colour(state: PeerState) -> &'static str {
     match state {
-        s if s == PeerState::Alive.as_str() => "\x1b[32m",
-        s if s == PeerState::Suspect.as_str() => "\x1b[33m",
-        s if s == PeerState::Dead.as_str() => "\x1b[31m",
-        s if s == PeerState::Left.as_str() => "\x1b[2m",
-        s if s == PeerState::Unreachable.as_str() => "\x1b[35m",
-        _ => "\x1b[36m",
+        PeerState::Alive => "\x1b[32m",
+        PeerState::Suspect => "\x1b[33m",
+        PeerState::Dead => "\x1b[31m",
+        PeerState::Left => "\x1b[2m",
+        PeerState::Unreachable => "\x1b[35m",
+        PeerState::Unknown => "\x1b[36m",
     }
 }
 
@@ -311,6 +351,152 @@ mod tests {
         assert_eq!(lines[2].find("alive"), Some(col));
         assert_eq!(lines[3].find("dead"), Some(col));
         assert!(report.to_table(true).contains("\x1b[31mdead"));
+    }
+
+    /// A report with every kind of value: lossy, jittery links, a dead and a left peer.
+    fn busy_report() -> StatusReport {
+        let mut sim = Sim::with_nodes(5, Duration::from_millis(100), 3);
+        let link = Link::latency(Duration::from_micros(250))
+            .with_loss(0.1)
+            .with_jitter(Duration::from_micros(77));
+        sim.set_default_link(link);
+        sim.run_for(Duration::from_secs(3));
+        sim.crash(2);
+        sim.leave(3);
+        sim.run_for(Duration::from_secs(1));
+        let io = IoCounters {
+            received: 1,
+            recv_errors: 5,
+            send_errors: 4,
+            send_queue_full: 3,
+            sent: 2,
+        };
+        StatusReport::new(sim.mesh(0).unwrap(), sim.now(), Some(&io))
+    }
+
+    #[test]
+    fn status_json_parses_back_into_the_same_report() {
+        let mut report = busy_report();
+        report.peers[0].seen_addr = Some("10.0.0.9:4000".to_owned());
+        // 11 of 12 probes lost: its shortest decimal, 91.66666666666667, is read back 2 ULP
+        // off by serde_json's default float parser (hence its `float_roundtrip` feature).
+        report.peers[1].loss_pct = 1100.0 / 12.0;
+        let states: Vec<PeerState> = report.peers.iter().map(|p| p.state).collect();
+        assert_eq!(
+            states,
+            [
+                PeerState::Alive,
+                PeerState::Dead,
+                PeerState::Left,
+                PeerState::Alive
+            ]
+        );
+        for report in [report.clone(), StatusReport { io: None, ..report }] {
+            let json = report.to_json();
+            let back: StatusReport = serde_json::from_str(&json).expect("parses");
+            assert_eq!(back, report, "{json}");
+            assert_eq!(back.to_json(), json, "and prints the same bytes again");
+        }
+    }
+
+    #[test]
+    fn the_json_keeps_its_field_names_and_spellings() {
+        let report = StatusReport {
+            node: "alpha".to_owned(),
+            incarnation: 117677105266917554,
+            uptime_ms: 2252,
+            heartbeat_interval_ms: 1000,
+            peers: vec![
+                PeerReport {
+                    name: "beta".to_owned(),
+                    addr: "127.0.0.2:1313".to_owned(),
+                    state: PeerState::Alive,
+                    diagnosis: Diagnosis::Asymmetric,
+                    rtt_us: Some(RttReport {
+                        last: 76.311,
+                        min: 76.311,
+                        avg: 79.372,
+                        p50: 76.311,
+                        p99: 82.433,
+                    }),
+                    jitter_us: Some(0.383),
+                    loss_pct: 0.0,
+                    last_heard_ms: Some(747),
+                    sent: 4,
+                    received: 4,
+                    seen_addr: Some("10.1.1.1:1313".to_owned()),
+                    incarnation: Some("01a212b429ab1aed".to_owned()),
+                },
+                PeerReport {
+                    name: "gamma".to_owned(),
+                    addr: "127.0.0.3:1313".to_owned(),
+                    state: PeerState::Unknown,
+                    diagnosis: Diagnosis::Unreachable,
+                    rtt_us: None,
+                    jitter_us: None,
+                    loss_pct: 0.0,
+                    last_heard_ms: None,
+                    sent: 2,
+                    received: 0,
+                    seen_addr: None,
+                    incarnation: None,
+                },
+            ],
+            dropped: BTreeMap::from([("auth_failed".to_owned(), 3), ("malformed".to_owned(), 0)]),
+            io: Some(IoCounters {
+                received: 8,
+                recv_errors: 0,
+                send_errors: 0,
+                send_queue_full: 0,
+                sent: 8,
+            }),
+        };
+        assert_eq!(
+            report.to_json(),
+            concat!(
+                r#"{"node":"alpha","incarnation":117677105266917554,"uptime_ms":2252,"#,
+                r#""heartbeat_interval_ms":1000,"peers":[{"name":"beta","addr":"127.0.0.2:1313","#,
+                r#""state":"alive","diagnosis":"asymmetric","rtt_us":{"last":76.311,"#,
+                r#""min":76.311,"avg":79.372,"p50":76.311,"p99":82.433},"jitter_us":0.383,"#,
+                r#""loss_pct":0.0,"last_heard_ms":747,"sent":4,"received":4,"#,
+                r#""seen_addr":"10.1.1.1:1313","incarnation":"01a212b429ab1aed"},"#,
+                r#"{"name":"gamma","addr":"127.0.0.3:1313","state":"unknown","#,
+                r#""diagnosis":"unreachable","rtt_us":null,"jitter_us":null,"loss_pct":0.0,"#,
+                r#""last_heard_ms":null,"sent":2,"received":0,"incarnation":null}],"#,
+                r#""dropped":{"auth_failed":3,"malformed":0},"#,
+                r#""io":{"received":8,"recv_errors":0,"send_errors":0,"send_queue_full":0,"sent":8}}"#
+            )
+        );
+        // The table shows a diagnosis only where it tells more than the state.
+        let table = report.to_table(false);
+        assert!(table.contains("alive (asymmetric)"), "{table}");
+        assert!(table.contains("unknown (unreachable)"), "{table}");
+        assert!(
+            table.lines().next().unwrap().contains("1/2 peers alive"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_diagnosis_is_shown_only_when_it_says_more_than_the_state() {
+        use Diagnosis as D;
+        use PeerState as S;
+        for state in S::ALL {
+            assert!(!says_more(state, D::Ok));
+            assert!(says_more(state, D::Asymmetric));
+        }
+        let repeats = [
+            (S::Unknown, D::Unknown),
+            (S::Suspect, D::Suspect),
+            (S::Dead, D::Dead),
+            (S::Unreachable, D::Unreachable),
+            (S::Left, D::Left),
+        ];
+        for (state, diagnosis) in repeats {
+            assert!(!says_more(state, diagnosis), "{state} {diagnosis:?}");
+        }
+        assert!(says_more(S::Dead, D::Unreachable));
+        assert!(says_more(S::Unknown, D::Dead));
     }
 
     #[test]

@@ -7,6 +7,21 @@
 //! paused (frozen, as by `SIGSTOP`), resumed, restarted with a new incarnation, or made to
 //! leave; the network can be partitioned and healed. Embedders can test their own code on it.
 //!
+//! ## What the nodes report
+//!
+//! The simulator drives every core itself, so it drains each core's events after every
+//! input (`mesh_mut(i).poll_event()` therefore finds nothing). Each event goes two ways:
+//!
+//! - into node `i`'s own **event stream**, [`Sim::poll_event`]`(i)`, as a program embedding
+//!   that node would read it from [`Mesh::poll_event`]. It is bounded: at most
+//!   [`EVENT_QUEUE_LIMIT`] unread events per node; past that the **oldest** unread event is
+//!   dropped to make room, and counted ([`Sim::events_dropped`]). A crash, restart or leave
+//!   of node `i` discards its unread events, as a killed process loses them.
+//! - into the **trace**, [`Sim::trace`]: every event of every node, in order, with its
+//!   virtual time and node, for the whole run (it is not bounded: it grows by one record per
+//!   event, a few per node and state change). Two runs with the same seed give the same
+//!   trace, byte for byte ([`Sim::trace_text`]).
+//!
 //! ```
 //! use peermesh::sim::{Link, Sim};
 //! use std::time::Duration;
@@ -23,7 +38,7 @@ use crate::core::peer::PeerState;
 use crate::core::rng::Rng;
 use crate::core::{Event, Mesh, PeerId};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -112,6 +127,10 @@ struct SimNode {
     keyring: Option<crate::wire::keyring::Keyring>,
     /// Times the node was woken for its timers (`handle_timeout` calls).
     timer_wakeups: u64,
+    /// Its events not yet read with [`Sim::poll_event`], at most [`EVENT_QUEUE_LIMIT`].
+    events: VecDeque<Event>,
+    /// Unread events dropped from `events` to make room.
+    events_dropped: u64,
 }
 
 /// A datagram in flight. Ordered by arrival time, then by send order (deterministic ties).
@@ -126,6 +145,12 @@ struct Flight {
 
 /// Datagrams a paused node's socket buffer holds before it drops more (like a kernel's).
 const PAUSED_INBOX_LIMIT: usize = 1024;
+
+/// Unread events [`Sim::poll_event`] keeps per node; one more drops the oldest unread one
+/// ([`Sim::events_dropped`]). Room for an `Up` from every peer of the largest mesh
+/// ([`crate::config::MAX_NODES`]) at once; a node's queue takes at most about 40 KiB. The
+/// trace keeps every event regardless.
+pub const EVENT_QUEUE_LIMIT: usize = 1024;
 
 /// A simulated mesh: every node of a config, on a virtual network, under a virtual clock.
 pub struct Sim {
@@ -235,6 +260,8 @@ impl Sim {
                     restarts: 0,
                     timer_wakeups: 0,
                     keyring: None,
+                    events: VecDeque::new(),
+                    events_dropped: 0,
                 }
             })
             .collect();
@@ -354,6 +381,7 @@ impl Sim {
             node.status = NodeStatus::Down;
             node.inbox.clear();
             node.wake = None;
+            node.events.clear();
         }
     }
 
@@ -512,6 +540,8 @@ impl Sim {
     }
 
     /// Node `i`'s core, mutably (to send data, say). Drive it only through the simulator.
+    /// Its events are drained by the simulator after every input: read them with
+    /// [`Sim::poll_event`], not with this core's own `poll_event`.
     pub fn mesh_mut(&mut self, i: usize) -> Option<&mut Mesh> {
         self.nodes.get_mut(i)?.mesh.as_mut()
     }
@@ -543,7 +573,22 @@ impl Sim {
         Some(self.mesh(from)?.peer(id)?.rtt()?.p50)
     }
 
-    /// Every event every node reported, in order.
+    /// The next event node `i` reported that has not been read yet, oldest first: node
+    /// `i`'s own event stream, as its embedder would drain [`Mesh::poll_event`]. `None` when
+    /// all are read (or `i` is no node). Holds at most [`EVENT_QUEUE_LIMIT`] unread events;
+    /// see [`Sim::events_dropped`]. Reading events does not change the trace.
+    pub fn poll_event(&mut self, i: usize) -> Option<Event> {
+        self.nodes.get_mut(i)?.events.pop_front()
+    }
+
+    /// How many of node `i`'s events were dropped unread because [`EVENT_QUEUE_LIMIT`]
+    /// others were waiting (the oldest goes first). They are still in the trace.
+    pub fn events_dropped(&self, i: usize) -> u64 {
+        self.nodes.get(i).map_or(0, |n| n.events_dropped)
+    }
+
+    /// Every event every node reported, in order, with its virtual time: the whole run,
+    /// unbounded (see the module docs). Unlike [`Sim::poll_event`], nothing is consumed.
     pub fn trace(&self) -> &[TraceRecord] {
         &self.trace
     }
@@ -643,10 +688,16 @@ impl Sim {
         }
         self.flush(i);
         let now = self.now;
-        let Some(mesh) = self.nodes[i].mesh.as_mut() else {
+        let node = &mut self.nodes[i];
+        let Some(mesh) = node.mesh.as_mut() else {
             return;
         };
         while let Some(event) = mesh.poll_event() {
+            if node.events.len() >= EVENT_QUEUE_LIMIT {
+                node.events.pop_front();
+                node.events_dropped += 1;
+            }
+            node.events.push_back(event.clone());
             self.trace.push(TraceRecord {
                 at: now - self.base,
                 node: i,

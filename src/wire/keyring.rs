@@ -1,11 +1,14 @@
-//! The mesh keyring: the shared keys datagrams are sealed with, read from a key file.
+//! The mesh keyring: the shared keys datagrams are sealed with, parsed from a key file's text.
 //!
 //! A key file holds one key per line, 64 hex digits (32 bytes); blank lines and lines
 //! starting with `#` are ignored. Every key opens datagrams; the **first** seals what this
 //! node sends. Keys rotate with no downtime, as with Serf's keyring: add the new key on
 //! every node (second line), then make it first everywhere, then remove the old one, with
-//! a `SIGHUP` (reload) after each step. The file must be a regular file of at most
-//! [`MAX_KEY_FILE_BYTES`], not readable by group or others.
+//! a `SIGHUP` (reload) after each step.
+//!
+//! This module only parses text ([`Keyring::parse`]). Reading the file (a regular file of at
+//! most [`MAX_KEY_FILE_BYTES`], not readable by group or others) is the caller's: the crate
+//! does it in the layer that reads the files an operator names, not here in the wire format.
 
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
@@ -17,7 +20,7 @@ pub const KEY_LEN: usize = 32;
 /// Keys a keyring may hold (a rotation needs two; a few more is plenty).
 pub const MAX_KEYS: usize = 8;
 /// The largest key file read, in bytes (64 KiB): eight keys take 520, the rest is room for
-/// comments. A larger file is refused unread.
+/// comments. A larger file is refused unread (by whoever reads it).
 pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
 /// One mesh key, ready to seal and open.
@@ -73,19 +76,12 @@ pub struct Keyring {
     keys: Vec<Key>,
 }
 
-/// Why a key file was refused. Nothing is changed when it is.
-#[derive(Debug)]
+/// Why the text of a key file is not a keyring ([`Keyring::parse`]). Nothing is changed
+/// when it is not. Each names the file as the caller labelled it; reading the file can fail
+/// in other ways, which the reader of the file reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyringError {
-    /// The file could not be read.
-    Io(PathBuf, std::io::Error),
-    /// The path names something other than a regular file (a FIFO, a device, a
-    /// directory): what it is instead. Refused without reading it.
-    NotRegularFile(PathBuf, &'static str),
-    /// Larger than [`MAX_KEY_FILE_BYTES`]: its size, or `None` when it only proved too
-    /// large while read.
-    TooLarge(PathBuf, Option<u64>),
-    /// Group or others may read it.
-    Permissions(PathBuf, u32),
     /// A line is not 64 hex digits.
     BadKey {
         /// The file.
@@ -109,26 +105,6 @@ pub enum KeyringError {
 impl fmt::Display for KeyringError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyringError::Io(p, e) => write!(f, "keyring {}: {e}", p.display()),
-            KeyringError::NotRegularFile(p, what) => {
-                write!(f, "keyring {}: not a regular file ({what})", p.display())
-            }
-            KeyringError::TooLarge(p, Some(bytes)) => write!(
-                f,
-                "keyring {}: {bytes} bytes, more than the {MAX_KEY_FILE_BYTES} a key file may have",
-                p.display()
-            ),
-            KeyringError::TooLarge(p, None) => write!(
-                f,
-                "keyring {}: more than the {MAX_KEY_FILE_BYTES} bytes a key file may have",
-                p.display()
-            ),
-            KeyringError::Permissions(p, mode) => write!(
-                f,
-                "keyring {}: mode {mode:o} lets others read the mesh key; run chmod 600 {}",
-                p.display(),
-                p.display()
-            ),
             KeyringError::BadKey { file, line } => write!(
                 f,
                 "{}:{line}: not a key: want 64 hex digits (make one with `peermesh keygen`)",
@@ -152,14 +128,8 @@ impl fmt::Display for KeyringError {
     }
 }
 
-impl std::error::Error for KeyringError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            KeyringError::Io(_, e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// A parse error has no underlying cause: its message is the whole story.
+impl std::error::Error for KeyringError {}
 
 /// 64 hex digits (`[0-9a-fA-F]` only: no sign, no prefix) as 32 bytes.
 fn parse_hex_key(text: &str) -> Option<[u8; KEY_LEN]> {
@@ -182,7 +152,7 @@ impl Keyring {
         (!keys.is_empty()).then_some(Keyring { keys })
     }
 
-    /// Parses the text of a key file; `file` names it in errors. Pure.
+    /// Parses the text of a key file; `file` only names it in errors (nothing is read). Pure.
     pub fn parse(text: &str, file: &Path) -> Result<Keyring, KeyringError> {
         let mut keys = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -206,30 +176,6 @@ impl Keyring {
             keys.push(Key::new(&bytes));
         }
         Keyring::new(keys).ok_or_else(|| KeyringError::Empty(file.to_owned()))
-    }
-
-    /// Reads a key file, refusing one that group or others may read, anything but a
-    /// regular file (without blocking on a FIFO), and a file over [`MAX_KEY_FILE_BYTES`].
-    /// The mode and type are checked on the opened file, so they are those of what is read.
-    pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
-        use crate::config::files::{open_regular, read_limited, ReadError};
-        use std::os::unix::fs::PermissionsExt;
-        let refused = |e| match e {
-            ReadError::Io(e) => KeyringError::Io(path.to_owned(), e),
-            ReadError::NotRegular(what) => KeyringError::NotRegularFile(path.to_owned(), what),
-            ReadError::TooLarge(bytes) => KeyringError::TooLarge(path.to_owned(), bytes),
-        };
-        let (file, meta) = open_regular(path).map_err(refused)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyringError::Permissions(path.to_owned(), mode));
-        }
-        let bytes = read_limited(file, &meta, MAX_KEY_FILE_BYTES).map_err(refused)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text");
-            KeyringError::Io(path.to_owned(), e)
-        })?;
-        Keyring::parse(&text, path)
     }
 
     /// The key that seals.
