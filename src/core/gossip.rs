@@ -1,6 +1,6 @@
 //! Row gossip, the sending side: this node's own latency row, encoded in chunks that fit
 //! a ping, one chunk piggy-backed on each ping (see `docs/PROTOCOL.md`). The receiving
-//! side is [`crate::core::matrix::Matrix::ingest`].
+//! side is `Mesh::ingest_row`.
 
 use crate::core::peer_table::PeerTable;
 use crate::wire::{RowChunk, ROW_ENTRY_MAX_LEN};

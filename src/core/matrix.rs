@@ -7,7 +7,6 @@
 //! late or reordered chunk never overwrites newer data.
 
 use crate::core::peer::PeerState;
-use crate::wire::identity::NodeId;
 use crate::wire::RowChunk;
 use std::time::Instant;
 
@@ -135,38 +134,6 @@ impl Matrix {
     /// The row `origin` shared, if any.
     pub(crate) fn row(&self, origin: usize) -> Option<&Row> {
         self.rows.get(origin)?.as_ref()
-    }
-
-    /// Stores a chunk of `origin`'s row, unless an equal or newer one is already stored.
-    /// `column_of` gives the column of an entry's target (`None`: not a node known here);
-    /// `now_cs` and `transit_cs` date the entries (the origin heard its peers a one-way trip
-    /// before this node read the chunk). Returns whether the chunk was stored.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn ingest(
-        &mut self,
-        origin: usize,
-        incarnation: u64,
-        chunk: &RowChunk<'_>,
-        width: usize,
-        now: Instant,
-        (now_cs, transit_cs): (u64, u64),
-        column_of: impl Fn(NodeId) -> Option<usize>,
-    ) -> bool {
-        let Some(cells) = self.accept_chunk(origin, incarnation, chunk, width, now) else {
-            return false;
-        };
-        for entry in chunk.entries() {
-            let Some(column) = column_of(entry.target) else {
-                continue;
-            };
-            let heard_cs = entry
-                .heard_ago_ms
-                .map(|ago| now_cs.saturating_sub(u64::from(ago) / 10 + transit_cs));
-            if let Some(cell) = cells.get_mut(column) {
-                *cell = Cell::new(entry.rtt_us, entry.loss_half_pct, entry.state, heard_cs);
-            }
-        }
-        true
     }
 
     /// Forgets everything about the peer in slot `key` (removed): its row, and its column
