@@ -9,9 +9,10 @@ build:
 run: build
 	./scripts/local-mesh.sh
 
-# Examples are built as programs first: tests/embed.rs runs examples/embed.
+# Examples and the tools (peermesh-tools: loadgen, relay, flood) are built as programs first:
+# tests/embed.rs runs examples/embed, and the process tests run the tools beside peermesh.
 test:
-	$(CARGO) build --examples
+	$(CARGO) build --workspace --bins --examples
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --doc
 

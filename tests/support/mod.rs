@@ -22,7 +22,7 @@ pub fn tool(name: &str) -> PathBuf {
     let path = Path::new(BIN).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is missing: build the tools with `cargo build -p peermesh-tools`",
+        "{} is missing: build the tools with `cargo build --workspace --bins (make test does)`",
         path.display()
     );
     path
