@@ -409,10 +409,9 @@ impl Mesh {
                     self.heartbeat_slot(slot as usize)
                 }
                 Timer::Slot { .. } => {}
-                Timer::Liveness { key, generation } => {
-                    // A timer of a removed peer, whose slot may hold another by now.
-                    if self.peers.contains(key) && self.peers.id_of(key).generation() == generation
-                    {
+                Timer::Liveness(id) => {
+                    // A timer of a removed peer is refused here, whoever holds its slot now.
+                    if let Some(key) = self.peers.key(id) {
                         self.judge_silence(key)
                     }
                 }
@@ -607,7 +606,7 @@ impl Mesh {
     }
 
     /// Where a peer is listed: its row and column in [`Mesh::matrix`] and
-    /// [`Mesh::matrix_snapshot`] (`None` once removed).
+    /// [`Mesh::matrix_snapshot`] (`None` once removed). O(peers): a scan of the listing.
     pub fn matrix_index(&self, id: PeerId) -> Option<usize> {
         let key = self.peers.key(id)?;
         self.peers
@@ -949,8 +948,8 @@ impl Mesh {
     /// Arms peer `key`'s liveness check at `at`, rounded up to the liveness grain.
     fn set_liveness_timer(&mut self, at: u64, key: usize) {
         let at = self.liveness.round_up(at);
-        let generation = self.peers.id_of(key).generation();
-        self.timers.insert(at, Timer::Liveness { key, generation });
+        self.timers
+            .insert(at, Timer::Liveness(self.peers.id_of(key)));
     }
 
     /// The header of the next datagram to peer `key`; it names the peer's incarnation as

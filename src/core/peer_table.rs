@@ -199,10 +199,6 @@ impl PeerTable {
         self.peers.get(key)
     }
 
-    pub(crate) fn contains(&self, key: usize) -> bool {
-        self.peers.contains(key)
-    }
-
     /// Peers by slot.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Peer)> + '_ {
         self.peers.iter()

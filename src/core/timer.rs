@@ -2,11 +2,14 @@
 //! one apart when it fires (lazy cancel, as foca does), so nothing is ever searched for and
 //! removed from the wheel.
 
+use crate::core::peer_table::PeerId;
+
 /// One pending wake-up of the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
     /// Heartbeats of one slot, of the slots built at `epoch`.
     Slot { slot: u32, epoch: u32 },
-    /// A peer's liveness check; ignored if the slot now holds another generation.
-    Liveness { key: usize, generation: u32 },
+    /// A peer's liveness check; ignored once that peer is removed (its id is then refused
+    /// by the peer table, even if the slot holds another peer).
+    Liveness(PeerId),
 }
