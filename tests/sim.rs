@@ -275,6 +275,60 @@ fn leave_is_reported_as_left_everywhere_not_dead() {
     assert!(sim.run_until(INTERVAL * 3, all_alive));
 }
 
+#[test]
+fn a_node_started_after_a_peer_left_shows_it_left_as_the_others_saw_it() {
+    let mut sim = Sim::with_nodes(4, INTERVAL, 12);
+    assert!(sim.run_until(ms(3000), all_alive));
+    sim.leave(3);
+    assert!(sim.run_until(ms(1000), |s| {
+        (0..3).all(|i| s.state(i, 3) == Some(PeerState::Left))
+    }));
+    // node0 restarts: it never hears node3, whose goodbye it missed.
+    sim.restart(0);
+    let restarted = sim.elapsed();
+    let judged = sim.run_until(ms(2000), |s| s.state(0, 3) == Some(PeerState::Left));
+    assert!(
+        judged,
+        "node0 still shows node3 {:?} though the others' rows say left",
+        sim.state(0, 3)
+    );
+    // Within a few intervals: once the others' rows have reached it.
+    assert!(
+        sim.elapsed() - restarted <= ms(1000),
+        "{:?}",
+        sim.elapsed() - restarted
+    );
+    let id = sim.peer_id(0, 3).expect("node3");
+    assert_eq!(
+        sim.mesh(0).and_then(|m| m.diagnosis(id)),
+        Some(peermesh::Diagnosis::Left)
+    );
+    // A verdict of witnesses, not a goodbye: when node3 comes back, it is alive again.
+    sim.restart(3);
+    assert!(sim.run_until(ms(2000), |s| s.state(0, 3) == Some(PeerState::Alive)));
+    assert!(sim.run_until(ms(2000), all_alive));
+}
+
+#[test]
+fn a_peer_taken_for_left_by_witnesses_is_not_left_once_they_hear_it_again() {
+    let mut sim = Sim::with_nodes(4, INTERVAL, 13);
+    assert!(sim.run_until(ms(3000), all_alive));
+    sim.leave(3);
+    sim.run_for(ms(500));
+    sim.restart(0);
+    assert!(sim.run_until(ms(2000), |s| s.state(0, 3) == Some(PeerState::Left)));
+    // node3 comes back, but the path between it and node0 is broken both ways: node0
+    // cannot hear it, and the others' rows now say alive.
+    sim.set_link(0, 3, Link::latency(ms(1)).with_loss(1.0));
+    sim.restart(3);
+    let judged = sim.run_until(ms(2000), |s| {
+        let id = s.peer_id(0, 3).expect("node3");
+        s.mesh(0).and_then(|m| m.diagnosis(id)) == Some(peermesh::Diagnosis::Unreachable)
+    });
+    assert!(judged, "node0 shows node3 {:?}", sim.state(0, 3));
+    assert_ne!(sim.state(0, 3), Some(PeerState::Left));
+}
+
 fn eventful_run(seed: u64) -> String {
     let mut sim = Sim::with_nodes(6, INTERVAL, seed);
     sim.set_default_link(Link::latency(ms(2)).with_jitter(ms(3)).with_loss(0.05));

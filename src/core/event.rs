@@ -33,6 +33,15 @@ pub enum Event {
         /// Whether the path is now one-way.
         asymmetric: bool,
     },
+    /// Two processes started (`true`) or stopped (`false`) claiming the peer's identity
+    /// from two addresses at once (a cloned machine, a second process with its name); see
+    /// [`crate::Peer::rival_addr`]. They take turns at being believed while it lasts.
+    Conflict {
+        /// Which peer.
+        peer: PeerId,
+        /// Whether two processes claim it now.
+        conflict: bool,
+    },
     /// Application data from a peer.
     Data {
         /// Who sent it.
@@ -51,7 +60,9 @@ impl Event {
             | Event::Down(p)
             | Event::Left(p)
             | Event::Unreachable(p) => *p,
-            Event::Restarted { peer, .. } | Event::Asymmetric { peer, .. } => *peer,
+            Event::Restarted { peer, .. }
+            | Event::Asymmetric { peer, .. }
+            | Event::Conflict { peer, .. } => *peer,
             Event::Data { from, .. } => *from,
         }
     }

@@ -29,6 +29,10 @@ pub enum Diagnosis {
     Unreachable,
     /// It left on purpose.
     Left,
+    /// Two processes claim its identity from two addresses (a cloned machine, a second
+    /// process started with its name): whatever its state says, it cannot be trusted
+    /// until one of them stops.
+    Conflict,
 }
 
 impl Diagnosis {
@@ -42,6 +46,7 @@ impl Diagnosis {
             Diagnosis::Dead => "dead",
             Diagnosis::Unreachable => "unreachable",
             Diagnosis::Left => "left",
+            Diagnosis::Conflict => "conflict",
         }
     }
 }
@@ -156,6 +161,17 @@ impl LivenessRules {
 #[derive(Debug, Default)]
 pub(crate) struct Witnesses {
     heard_cs: Vec<Option<u64>>,
+    /// Per peer slot, what the fresh rows say of its state ([`Testimony`] bits).
+    said: Vec<u8>,
+}
+
+/// Bits of [`Witnesses::said`]: which states the fresh rows gave a peer.
+struct Testimony;
+
+impl Testimony {
+    const LEFT: u8 = 1;
+    /// Alive or suspect: some node heard it lately.
+    const LIVE: u8 = 2;
 }
 
 impl Witnesses {
@@ -170,6 +186,8 @@ impl Witnesses {
         let latest = &mut self.heard_cs;
         latest.clear();
         latest.resize(peers.slot_bound(), None);
+        self.said.clear();
+        self.said.resize(peers.slot_bound(), 0);
         for (origin, _) in peers.iter() {
             if !is_fresh(origin) {
                 continue;
@@ -185,12 +203,17 @@ impl Witnesses {
                 .skip(1)
                 .map(|(c, x)| (c - 1, x))
             {
+                if key == origin || key >= latest.len() || !cell.is_present() {
+                    continue;
+                }
+                self.said[key] |= match cell.state() {
+                    PeerState::Left => Testimony::LEFT,
+                    PeerState::Alive | PeerState::Suspect => Testimony::LIVE,
+                    _ => 0,
+                };
                 let Some(age) = cell.heard_age_cs(now_cs) else {
                     continue;
                 };
-                if key == origin || key >= latest.len() {
-                    continue;
-                }
                 let heard = now_cs.saturating_sub(age);
                 latest[key] = Some(latest[key].map_or(heard, |l: u64| l.max(heard)));
             }
@@ -200,6 +223,7 @@ impl Witnesses {
     /// Forgets everything (no peer needs witnesses this interval).
     pub(crate) fn clear(&mut self) {
         self.heard_cs.clear();
+        self.said.clear();
     }
 
     /// Forgets the peer in slot `key` (removed).
@@ -207,6 +231,16 @@ impl Witnesses {
         if let Some(slot) = self.heard_cs.get_mut(key) {
             *slot = None;
         }
+        if let Some(said) = self.said.get_mut(key) {
+            *said = 0;
+        }
+    }
+
+    /// Whether the fresh rows say the peer in slot `key` left, and none says it is alive
+    /// or suspect: it said goodbye to them before this node could hear it.
+    pub(crate) fn say_left(&self, key: usize) -> bool {
+        self.said.get(key).copied().unwrap_or(0) & (Testimony::LEFT | Testimony::LIVE)
+            == Testimony::LEFT
     }
 
     /// The latest time another node heard the peer in slot `key`, as gathered.

@@ -10,6 +10,7 @@
 //! gossip (`gossip.rs`) and the matrix ([`crate::core::matrix`]) each live in
 //! their own file with their own tests; here they are wired to the inputs and outputs.
 
+use crate::core::conflict::{ConflictRules, RefutationWatch};
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
 use crate::core::gossip::RowGossip;
@@ -132,6 +133,9 @@ pub struct Mesh {
     schedule: HeartbeatSchedule,
     liveness: LivenessRules,
     witnesses: Witnesses,
+    conflicts: ConflictRules,
+    /// Peers holding this node at incarnations it never took (another process with its name?).
+    refutations: RefutationWatch,
     /// The mesh keys; `None`: unauthenticated mode.
     keyring: Option<Keyring>,
     /// Counts sealed datagrams: the per-process part of every nonce.
@@ -179,6 +183,8 @@ impl Mesh {
             schedule: HeartbeatSchedule::new(interval_ns),
             liveness: LivenessRules::new(&settings),
             witnesses: Witnesses::default(),
+            conflicts: ConflictRules::new(&settings),
+            refutations: RefutationWatch::default(),
             keyring: None,
             // Counters start at a point drawn from the seed (random per process in the
             // driver): two processes that ever share an identity and an incarnation (after
@@ -346,7 +352,15 @@ impl Mesh {
             }
             return self.drop_datagram(DropReason::NotFresh, from, &header.to_incarnation);
         }
-        if let Err(reason) = self.admit(key, &header, answers_probe) {
+        if let Err(reason) = self.admit(key, from, &header, answers_probe) {
+            if reason == DropReason::StaleIncarnation {
+                // Fresh, so a live process sent it: from elsewhere than the incarnation
+                // held, that is a second process with this identity.
+                let now_ns = self.ns_of(now);
+                if self.peers[key].heard_stale_from(from, now_ns, &self.conflicts) {
+                    self.conflict_began(key);
+                }
+            }
             if let (DropReason::StaleIncarnation, Body::Ping { probe, sent_ns, .. }) =
                 (reason, packet.body)
             {
@@ -554,6 +568,13 @@ impl Mesh {
         self.settings.incarnation
     }
 
+    /// Whether another process is judged to be running with this node's name: peers held
+    /// it at incarnations this process never took, twice or more in a row (each time it
+    /// refuted). Ends once that has not happened for 4 × `dead_after`.
+    pub fn identity_conflict(&self) -> bool {
+        self.refutations.is_active()
+    }
+
     /// The settings this node runs with.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -634,6 +655,9 @@ impl Mesh {
     pub fn diagnosis(&self, id: PeerId) -> Option<Diagnosis> {
         let key = self.peers.key(id)?;
         let peer = &self.peers[key];
+        if peer.rival_addr().is_some() {
+            return Some(Diagnosis::Conflict);
+        }
         Some(match peer.state() {
             PeerState::Alive if peer.is_asymmetric() => Diagnosis::Asymmetric,
             PeerState::Alive => Diagnosis::Ok,
@@ -774,11 +798,18 @@ impl Mesh {
     fn admit(
         &mut self,
         key: usize,
+        from: SocketAddr,
         header: &Header,
         answers_probe: bool,
     ) -> Result<(), DropReason> {
         let incarnation = header.incarnation;
-        match self.peers[key].admit(incarnation, header.seq, answers_probe)? {
+        let admission = self.peers[key].admit(incarnation, header.seq, answers_probe)?;
+        if let Admission::Restarted { .. } = admission {
+            if self.peers[key].restarted_from(from, self.now_ns, &self.conflicts) {
+                self.conflict_began(key);
+            }
+        }
+        match admission {
             Admission::Known | Admission::First => {}
             Admission::WindowReset => warn!(
                 "{}: peer {}'s sequence numbers fell behind its replay window \
@@ -854,6 +885,64 @@ impl Mesh {
         for (_, peer) in self.peers.iter_mut() {
             peer.restart_sequence();
         }
+        if self.refutations.note(self.now_ns, &self.conflicts) {
+            error!(
+                "{}: another process is running as {}: peers keep holding this node at \
+                 incarnations it never took ({} refutations in a row). The two take turns \
+                 at being believed until one stops; stop the other one (a cloned machine \
+                 or image with this hostname, or a second `peermesh run --name {}`?)",
+                self.name,
+                self.name,
+                self.refutations.count(),
+                self.name
+            );
+        }
+    }
+
+    /// Peer `key` now has two processes claiming it: said loudly, and as an event.
+    fn conflict_began(&mut self, key: usize) {
+        let peer = &self.peers[key];
+        error!(
+            "{}: two processes claim to be {}, one at {} and one at {}: a cloned machine or \
+             image, or a second process started with that name? They take turns at being \
+             believed until one stops",
+            self.name,
+            peer.name(),
+            peer.seen_addr().map_or("?".to_owned(), |a| a.to_string()),
+            peer.rival_addr().map_or("?".to_owned(), |a| a.to_string()),
+        );
+        self.events.push_back(Event::Conflict {
+            peer: self.peers.id_of(key),
+            conflict: true,
+        });
+    }
+
+    /// Ends the conflicts no evidence came for lately (once an interval).
+    fn expire_conflicts(&mut self) {
+        let now_ns = self.now_ns;
+        if self.refutations.expire(now_ns, &self.conflicts) {
+            info!(
+                "{}: no other process has claimed this node's name for a while",
+                self.name
+            );
+        }
+        for key in 0..self.peers.slot_bound() {
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            if peer.expire_rival(now_ns, &self.conflicts) {
+                info!(
+                    "{}: only one process claims to be {} again (at {})",
+                    self.name,
+                    peer.name(),
+                    peer.seen_addr().map_or("?".to_owned(), |a| a.to_string()),
+                );
+                self.events.push_back(Event::Conflict {
+                    peer: self.peers.id_of(key),
+                    conflict: false,
+                });
+            }
+        }
     }
 
     /// A valid datagram came from the peer: it is alive.
@@ -913,6 +1002,7 @@ impl Mesh {
         if self.schedule.is_refresh_slot(slot) {
             self.refresh_row();
             self.judge_by_witnesses();
+            self.expire_conflicts();
         }
         for &key in self.schedule.peers(slot) {
             if self
@@ -1101,7 +1191,7 @@ impl Mesh {
             matches!(
                 p.state(),
                 PeerState::Unknown | PeerState::Dead | PeerState::Unreachable
-            )
+            ) || p.left_unheard()
         }) {
             let mut witnesses = std::mem::take(&mut self.witnesses);
             witnesses.gather(&self.peers, &self.matrix, centis(self.now_ns), |origin| {
@@ -1121,6 +1211,14 @@ impl Mesh {
                 }
                 PeerState::Unreachable if !self.witness_of(key) => {
                     self.set_state(key, PeerState::Dead)
+                }
+                // Never heard here (this node started after it left), but the others
+                // saw it go: it left, rather than unknown for ever. Heard again, it is alive.
+                PeerState::Unknown if self.witnesses.say_left(key) => {
+                    self.set_state(key, PeerState::Left)
+                }
+                PeerState::Left if peer.left_unheard() && !self.witnesses.say_left(key) => {
+                    self.set_state(key, PeerState::Unknown)
                 }
                 PeerState::Alive => {
                     let deaf = self.liveness.settled(peer, self.now_ns)

@@ -9,8 +9,10 @@
 //! ([`peer_table`]), what is known of one peer and how it changes ([`peer`]), liveness and
 //! the witness diagnosis ([`liveness`]), the heartbeat schedule ([`schedule`]), row gossip
 //! (`gossip.rs`), the matrix ([`matrix`]), drop counters ([`drops`]), timers (`timer.rs`,
-//! [`wheel`]) and replay protection ([`replay`]).
+//! [`wheel`]), replay protection ([`replay`]) and the verdict on two processes with one
+//! identity (`conflict.rs`).
 
+pub(crate) mod conflict;
 pub mod drops;
 pub mod event;
 pub(crate) mod gossip;

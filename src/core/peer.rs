@@ -3,6 +3,7 @@
 //! Pure bookkeeping: the mesh core feeds it samples and state changes; nothing here reads a
 //! clock (times are nanoseconds on the node's own clock, handed in by the core).
 
+use crate::core::conflict::{ConflictRules, RivalWatch};
 use crate::core::drops::DropReason;
 use crate::core::replay::{ReplayWindow, Verdict};
 use crate::wire::identity::NodeId;
@@ -344,6 +345,8 @@ pub struct Peer {
     /// A Ping of it that named no incarnation of this node was answered since it was last
     /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
     greeted: bool,
+    /// Evidence that a second process claims its identity from another address.
+    rival: Option<RivalWatch>,
 }
 
 impl Peer {
@@ -369,6 +372,7 @@ impl Peer {
             asymmetric: false,
             replay: ReplayWindow::new(),
             greeted: false,
+            rival: None,
         }
     }
 
@@ -413,6 +417,53 @@ impl Peer {
             old,
             asymmetry_ended,
         })
+    }
+
+    /// A fresh datagram from an incarnation older than the one held came from `from` at
+    /// `now_ns`: when that is another address than the held incarnation's, a second live
+    /// process claims the identity. Returns true when that makes a conflict.
+    pub(crate) fn heard_stale_from(
+        &mut self,
+        from: SocketAddr,
+        now_ns: u64,
+        rules: &ConflictRules,
+    ) -> bool {
+        if self.seen_addr.is_none_or(|held| held == from) {
+            return false;
+        }
+        RivalWatch::note(&mut self.rival, from, now_ns, rules)
+    }
+
+    /// It announced a new incarnation from `from` at `now_ns` (before [`Peer::hear`] takes
+    /// the datagram): when the previous one was heard within the window from another
+    /// address and had not said goodbye, that process may still run (evidence, see
+    /// [`RivalWatch`]). Returns true when that makes a conflict.
+    pub(crate) fn restarted_from(
+        &mut self,
+        from: SocketAddr,
+        now_ns: u64,
+        rules: &ConflictRules,
+    ) -> bool {
+        let Some(before) = self.seen_addr.filter(|&a| a != from) else {
+            return false;
+        };
+        let recent = self.last_heard.is_some()
+            && now_ns.saturating_sub(self.last_heard_ns) <= rules.window_ns();
+        if !recent || self.state == PeerState::Left {
+            return false;
+        }
+        RivalWatch::note(&mut self.rival, before, now_ns, rules)
+    }
+
+    /// Ends a conflict once no evidence came for the window; returns true when one ended.
+    pub(crate) fn expire_rival(&mut self, now_ns: u64, rules: &ConflictRules) -> bool {
+        RivalWatch::expire(&mut self.rival, now_ns, rules)
+    }
+
+    /// While two processes claim its identity: the address of the one not held right now
+    /// (the other is [`Peer::seen_addr`]).
+    pub fn rival_addr(&self) -> Option<SocketAddr> {
+        self.rival.filter(|r| r.is_active()).map(|r| r.other())
     }
 
     /// Records whether its row says it does not hear this node; returns whether that changed.
@@ -609,6 +660,12 @@ impl Peer {
     /// Its liveness.
     pub fn state(&self) -> PeerState {
         self.state
+    }
+
+    /// Left as the other nodes' rows said, never heard here (this node started after it
+    /// left): a verdict the witnesses can take back.
+    pub(crate) fn left_unheard(&self) -> bool {
+        self.state == PeerState::Left && self.last_heard.is_none()
     }
 
     /// Its current incarnation, once heard from.

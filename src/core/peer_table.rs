@@ -199,6 +199,10 @@ impl PeerTable {
         self.peers.get(key)
     }
 
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut Peer> {
+        self.peers.get_mut(key)
+    }
+
     /// Peers by slot.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Peer)> + '_ {
         self.peers.iter()

@@ -271,7 +271,7 @@ impl StatusReport {
 fn says_more(state: PeerState, diagnosis: Diagnosis) -> bool {
     let repeats = match diagnosis {
         Diagnosis::Ok => true,
-        Diagnosis::Asymmetric => false,
+        Diagnosis::Asymmetric | Diagnosis::Conflict => false,
         Diagnosis::Unknown => state == PeerState::Unknown,
         Diagnosis::Suspect => state == PeerState::Suspect,
         Diagnosis::Dead => state == PeerState::Dead,

@@ -116,6 +116,8 @@ impl fmt::Display for TraceRecord {
 }
 
 struct SimNode {
+    /// The config entry whose identity it runs: its own index, except for an impostor.
+    plays: usize,
     mesh: Option<Mesh>,
     status: NodeStatus,
     addr: SocketAddr,
@@ -252,6 +254,7 @@ impl Sim {
                 };
                 by_addr.insert(addr, i);
                 SimNode {
+                    plays: i,
                     mesh: None,
                     status: NodeStatus::Down,
                     addr,
@@ -396,6 +399,36 @@ impl Sim {
     pub fn restart_with_incarnation(&mut self, i: usize, incarnation: u64) {
         self.crash(i);
         self.start_as(i, Some(incarnation));
+    }
+
+    /// Starts a second process with node `of`'s name, key and config, sending from `addr`
+    /// (as a cloned VM image with the same hostname would): an impostor. Returns its index,
+    /// past the config's nodes, for [`Sim::crash`], [`Sim::leave`], [`Sim::mesh`] and the
+    /// like; `None` if `of` is no node or `addr` is taken. Its incarnation is later than the
+    /// real node's, as a later start's is.
+    pub fn start_impostor(&mut self, of: usize, addr: SocketAddr) -> Option<usize> {
+        let real = self.nodes.get(of)?;
+        if self.by_addr.contains_key(&addr) {
+            return None;
+        }
+        let i = self.nodes.len();
+        let keyring = real.keyring.clone();
+        self.nodes.push(SimNode {
+            plays: of,
+            mesh: None,
+            status: NodeStatus::Down,
+            addr,
+            inbox: Vec::new(),
+            wake: None,
+            restarts: 0,
+            timer_wakeups: 0,
+            keyring,
+            events: VecDeque::new(),
+            events_dropped: 0,
+        });
+        self.by_addr.insert(addr, i);
+        self.start(i);
+        Some(i)
     }
 
     /// Freezes node `i` (as `SIGSTOP`).
@@ -627,7 +660,12 @@ impl Sim {
     }
 
     fn start_as(&mut self, i: usize, chosen: Option<u64>) {
-        let addrs: Vec<SocketAddr> = self.nodes.iter().map(|n| n.addr).collect();
+        let addrs: Vec<SocketAddr> = self
+            .nodes
+            .iter()
+            .take(self.config.nodes.len())
+            .map(|n| n.addr)
+            .collect();
         let node = &mut self.nodes[i];
         node.restarts += 1;
         // Incarnations and jitter seeds derive from the run's seed: reproducible.
@@ -637,7 +675,9 @@ impl Sim {
         let incarnation = (started_ms << 16) | (rng.next_u64() & 0xffff);
         let incarnation = chosen.unwrap_or(incarnation);
         let seed = rng.next_u64();
-        let mut mesh = self.config.mesh(i, &addrs, (incarnation, seed), self.now);
+        let mut mesh = self
+            .config
+            .mesh(node.plays, &addrs, (incarnation, seed), self.now);
         // Every node shares the simulation's clock: slots line up, as NTP lines them up.
         mesh.set_phase(self.now - self.base);
         if node.keyring.is_some() {
