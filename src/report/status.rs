@@ -49,7 +49,7 @@ pub struct PeerReport {
     /// Its liveness as this node sees it (JSON: `unknown|alive|suspect|dead|left|unreachable`).
     pub state: PeerState,
     /// What this node concludes with the other nodes' rows as witnesses (JSON:
-    /// `ok|asymmetric|unknown|suspect|dead|unreachable|left`).
+    /// `ok|asymmetric|unknown|suspect|dead|unreachable|left|conflict`).
     pub diagnosis: Diagnosis,
     /// Round-trip figures, once measured.
     pub rtt_us: Option<RttReport>,
@@ -69,6 +69,10 @@ pub struct PeerReport {
     pub seen_addr: Option<String>,
     /// Its incarnation in hex, once heard.
     pub incarnation: Option<String>,
+    /// While two processes claim its name (diagnosis `conflict`): the address of the one
+    /// not believed right now. Absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rival_addr: Option<String>,
 }
 
 /// Counters of a driver's own I/O (the core counts protocol drops): what the report shows
@@ -100,6 +104,10 @@ pub struct StatusReport {
     pub uptime_ms: u64,
     /// The heartbeat interval in milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// Whether another process seems to run with this node's name (peers keep holding it
+    /// at incarnations it never took). Absent from the JSON (false) in older nodes.
+    #[serde(default)]
+    pub identity_conflict: bool,
     /// One row per peer, in config order.
     pub peers: Vec<PeerReport>,
     /// Datagrams dropped, by reason (`DropReason::as_str`), keys in alphabetical order.
@@ -149,6 +157,7 @@ impl StatusReport {
                         .filter(|&a| a != peer.addr())
                         .map(|a| a.to_string()),
                     incarnation: peer.incarnation().map(|i| format!("{i:016x}")),
+                    rival_addr: peer.rival_addr().map(|a| a.to_string()),
                 }
             })
             .collect();
@@ -162,6 +171,7 @@ impl StatusReport {
             incarnation: mesh.incarnation(),
             uptime_ms: millis(now.saturating_duration_since(mesh.started())),
             heartbeat_interval_ms: millis(mesh.settings().heartbeat_interval),
+            identity_conflict: mesh.identity_conflict(),
             peers,
             dropped,
             io: io.cloned(),
@@ -192,6 +202,26 @@ impl StatusReport {
             self.peers.len(),
             self.heartbeat_interval_ms
         );
+        if self.identity_conflict {
+            let _ = writeln!(
+                out,
+                "CONFLICT: another process is running as {}: stop one of them",
+                self.node
+            );
+        }
+        for p in self
+            .peers
+            .iter()
+            .filter_map(|p| Some((p, p.rival_addr.as_ref()?)))
+        {
+            let _ = writeln!(
+                out,
+                "CONFLICT: two processes claim to be {}: at {} and at {}",
+                p.0.name,
+                p.0.seen_addr.as_deref().unwrap_or(&p.0.addr),
+                p.1
+            );
+        }
         let headers = [
             "PEER", "ADDRESS", "STATE", "RTT LAST", "AVG", "P99", "JITTER", "LOSS", "HEARD",
         ];
@@ -406,6 +436,7 @@ mod tests {
             incarnation: 117677105266917554,
             uptime_ms: 2252,
             heartbeat_interval_ms: 1000,
+            identity_conflict: false,
             peers: vec![
                 PeerReport {
                     name: "beta".to_owned(),
@@ -426,6 +457,7 @@ mod tests {
                     received: 4,
                     seen_addr: Some("10.1.1.1:1313".to_owned()),
                     incarnation: Some("01a212b429ab1aed".to_owned()),
+                    rival_addr: None,
                 },
                 PeerReport {
                     name: "gamma".to_owned(),
@@ -440,6 +472,7 @@ mod tests {
                     received: 0,
                     seen_addr: None,
                     incarnation: None,
+                    rival_addr: None,
                 },
             ],
             dropped: BTreeMap::from([("auth_failed".to_owned(), 3), ("malformed".to_owned(), 0)]),
@@ -455,7 +488,8 @@ mod tests {
             report.to_json(),
             concat!(
                 r#"{"node":"alpha","incarnation":117677105266917554,"uptime_ms":2252,"#,
-                r#""heartbeat_interval_ms":1000,"peers":[{"name":"beta","addr":"127.0.0.2:1313","#,
+                r#""heartbeat_interval_ms":1000,"identity_conflict":false,"#,
+                r#""peers":[{"name":"beta","addr":"127.0.0.2:1313","#,
                 r#""state":"alive","diagnosis":"asymmetric","rtt_us":{"last":76.311,"#,
                 r#""min":76.311,"avg":79.372,"p50":76.311,"p99":82.433},"jitter_us":0.383,"#,
                 r#""loss_pct":0.0,"last_heard_ms":747,"sent":4,"received":4,"#,
