@@ -264,7 +264,13 @@ fn legend_entries(drawn: &Drawn) -> Vec<&(f64, f64, f64, String)> {
 /// The browser: `PEERMESH_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
 fn chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PEERMESH_CHROMIUM") {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "PEERMESH_CHROMIUM={} is not a file",
+            path.display()
+        );
+        return Some(path);
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).find_map(|dir| {
