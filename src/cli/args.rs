@@ -61,7 +61,7 @@ pub(crate) enum Command {
     ///
     /// Prints the N x N latency matrix a running node has assembled (rows: from, columns: to;
     /// RTT medians): a table, one line of JSON with --json, or an SVG heatmap written to FILE
-    /// with --svg FILE.
+    /// with --svg FILE (to standard output with --svg -).
     Matrix(MatrixArgs),
     /// validate the config and say what this node would do
     ///
@@ -174,7 +174,8 @@ pub(crate) struct MatrixArgs {
     /// print one line of JSON instead of the table (for scripts: `peermesh matrix --json | jq`)
     #[arg(long, conflicts_with = "svg")]
     pub(crate) json: bool,
-    /// write an SVG heatmap to FILE (open it in a browser) instead of printing the table
+    /// write an SVG heatmap to FILE (open it in a browser; - for standard output) instead of
+    /// printing the table
     #[arg(long, value_name = "FILE")]
     pub(crate) svg: Option<PathBuf>,
 }

@@ -76,11 +76,15 @@ pub(super) fn top(args: TopArgs) -> Result<(), Failure> {
     }
 }
 
-/// `peermesh matrix`: the latency matrix as a table, its JSON, or an SVG file.
+/// `peermesh matrix`: the latency matrix as a table, its JSON, or an SVG file (`--svg -`:
+/// the SVG on standard output).
 /// (`--json` with `--svg` is refused by the parser.)
 pub(super) fn matrix(args: MatrixArgs) -> Result<(), Failure> {
     let path = control_path(&args.target)?;
     match &args.svg {
+        Some(file) if file.as_os_str() == "-" => {
+            emit(ask(&path, Request::Matrix(MatrixFormat::Svg))?)
+        }
         Some(file) => {
             let svg = ask(&path, Request::Matrix(MatrixFormat::Svg))?;
             std::fs::write(file, svg)

@@ -1,6 +1,11 @@
 //! The latency matrix as a report: the `matrix --json` contract, an aligned N×N table, and
-//! an SVG heatmap. Pure presentation over any [`MatrixCells`] source: a [`MatrixReport`]
-//! (built from a [`MatrixView`]) or a [`MatrixSnapshot`] taken from a running mesh.
+//! an SVG heatmap (drawn by [`crate::report::heatmap`]). Pure presentation over any
+//! [`MatrixCells`] source: a [`MatrixReport`] (built from a [`MatrixView`]) or a
+//! [`MatrixSnapshot`] taken from a running mesh.
+//!
+//! One rule holds in every rendering: a cell carries an RTT only while its state is `alive`
+//! or `suspect` ([`carries_rtt`]); a dead, unreachable, left or unknown peer's last figure
+//! is not shown as if it were current.
 //!
 //! Rendering goes in steps ([`MatrixRender::next_chunk`]), a few rows at a time, so that the
 //! matrix of the largest mesh (a million cells) never holds a node's event loop: the control
@@ -8,9 +13,11 @@
 
 use crate::core::matrix::{not_hearing, MatrixSnapshot, MatrixView};
 use crate::core::peer::PeerState;
-use crate::report::status::human_us;
+use crate::report::heatmap::Heatmap;
+use crate::report::status::human_duration;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
+use std::time::SystemTime;
 
 /// The `peermesh matrix --json` contract. Deserialises too: a client parses
 /// `matrix --json` back into it.
@@ -20,7 +27,8 @@ pub struct MatrixReport {
     pub node: String,
     /// Node names; row and column `i` are `nodes[i]`.
     pub nodes: Vec<String>,
-    /// `rtt_us[i][j]`: node i's RTT p50 to node j in µs (null: diagonal, unknown, or aged out).
+    /// `rtt_us[i][j]`: node i's RTT p50 to node j in µs; null on the diagonal, when unknown,
+    /// when row i has aged out, and unless `state[i][j]` is `alive` or `suspect`.
     pub rtt_us: Vec<Vec<Option<f64>>>,
     /// `loss_pct[i][j]`: node i's loss to node j in percent (null likewise).
     pub loss_pct: Vec<Vec<Option<f64>>>,
@@ -28,7 +36,8 @@ pub struct MatrixReport {
     pub state: Vec<Vec<Option<PeerState>>>,
     /// Milliseconds since row i was refreshed (null: never received).
     pub age_ms: Vec<Option<u64>>,
-    /// Whether row i is fresh; stale rows have null cells.
+    /// Whether row i is fresh (see [`MatrixView::fresh`]); a renderer marks the other rows
+    /// stale.
     pub fresh: Vec<bool>,
     /// `[i, j]` pairs where i hears j but j does not hear i.
     pub asymmetric: Vec<[usize; 2]>,
@@ -106,13 +115,43 @@ impl<T: MatrixCells + ?Sized> MatrixCells for &T {
     }
 }
 
+/// Whether a cell in `state` shows an RTT: only a peer heard lately (`alive`, `suspect`)
+/// has a current one; the last figure of a `dead`, `unreachable`, `left` or `unknown` peer
+/// is history, and is left out (null in JSON).
+pub fn carries_rtt(state: PeerState) -> bool {
+    matches!(state, PeerState::Alive | PeerState::Suspect)
+}
+
+/// Cell `(i, j)` of `source` as every rendering shows it: the RTT dropped unless the
+/// state [`carries_rtt`].
+pub(crate) fn shown_cell<S: MatrixCells + ?Sized>(
+    source: &S,
+    i: usize,
+    j: usize,
+) -> Option<(Option<f64>, Option<f64>, PeerState)> {
+    let (rtt, loss, state) = source.cell(i, j)?;
+    Some((rtt.filter(|_| carries_rtt(state)), loss, state))
+}
+
 impl MatrixReport {
-    /// The report of `view`, as seen by `node`.
+    /// The report of `view`, as seen by `node`. RTTs of cells whose state does not
+    /// [`carries_rtt`] are left out.
     pub fn new(node: &str, view: &MatrixView) -> MatrixReport {
+        let rtt_us = view
+            .rtt_us
+            .iter()
+            .zip(&view.state)
+            .map(|(rtts, states)| {
+                rtts.iter()
+                    .zip(states)
+                    .map(|(&rtt, &state)| rtt.filter(|_| state.is_some_and(carries_rtt)))
+                    .collect()
+            })
+            .collect();
         MatrixReport {
             node: node.to_owned(),
             nodes: view.nodes.clone(),
-            rtt_us: view.rtt_us.clone(),
+            rtt_us,
             loss_pct: view.loss_pct.clone(),
             state: view.state.clone(),
             age_ms: view.age_ms.clone(),
@@ -121,9 +160,11 @@ impl MatrixReport {
         }
     }
 
-    /// One JSON object on one line.
+    /// One JSON object on one line: the `matrix --json` contract, rendered as a node
+    /// renders it (RTTs only where the state [`carries_rtt`], `asymmetric` worked out from
+    /// the states), so a report built by hand obeys the contract too.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        MatrixRender::new(self, MatrixFormat::Json).render_all()
     }
 
     /// An aligned N×N table (rows: from, columns: to) with row ages and a legend.
@@ -131,10 +172,18 @@ impl MatrixReport {
         MatrixRender::new(self, MatrixFormat::Table).render_all()
     }
 
-    /// An SVG heatmap: log colour scale from green (fast) to red (slow) with a legend,
-    /// names on both axes, dead / unreachable / unknown cells marked.
+    /// An SVG heatmap (see [`crate::report::heatmap`]): the RTT in every cell on an absolute
+    /// log colour scale, a mark per state, stale rows faded, loss marked, and the node and
+    /// the time now (UTC) in the title.
     pub fn to_svg(&self) -> String {
         MatrixRender::new(self, MatrixFormat::Svg).render_all()
+    }
+
+    /// [`MatrixReport::to_svg`] with `at` as the snapshot's time in the title.
+    pub fn to_svg_at(&self, at: SystemTime) -> String {
+        MatrixRender::new(self, MatrixFormat::Svg)
+            .at(at)
+            .render_all()
     }
 }
 
@@ -169,31 +218,56 @@ pub struct MatrixRender<S> {
     row: usize,
     /// Pairs `(i, j)` found while rendering the states: i hears j, j does not hear i.
     asymmetric: Vec<(usize, usize)>,
-    svg: SvgLayout,
+    /// The heatmap's layout (SVG only).
+    svg: Option<Heatmap>,
     /// Table column widths: names, then each node's column, then the row age.
     widths: Vec<usize>,
+    /// Table: the unit of each node's column.
+    units: Vec<Unit>,
 }
 
 /// A step appends at least one row and stops once it has appended this many bytes.
 pub const STEP_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Copy, Debug, Default)]
-struct SvgLayout {
-    cell: f64,
-    left: f64,
-    top: f64,
-    width: f64,
-    height: f64,
-    lo: f64,
-    hi: f64,
+/// The widest text a table cell shows for a value (`999.99ms`, `unknown`).
+const CELL_WIDTH: usize = 8;
+
+/// The one unit every RTT of a table column is written in, chosen by the column's largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// Whole microseconds: `76µs`.
+    Micros,
+    /// Milliseconds, two decimals: `0.58ms`, `28.73ms`.
+    Millis,
+    /// Seconds, two decimals: `1.20s`.
+    Seconds,
 }
 
-/// The widest text a table cell shows for a value (`99.99ms`, `unreach`).
-const CELL_WIDTH: usize = 7;
+impl Unit {
+    /// The unit for a column whose largest RTT is `max_us` (µs).
+    fn for_max(max_us: f64) -> Unit {
+        if max_us < 999.5 {
+            Unit::Micros
+        } else if max_us < 999_995.0 {
+            Unit::Millis
+        } else {
+            Unit::Seconds
+        }
+    }
+
+    fn format(self, us: f64) -> String {
+        match self {
+            Unit::Micros => format!("{us:.0}µs"),
+            Unit::Millis => format!("{:.2}ms", us / 1e3),
+            Unit::Seconds => format!("{:.2}s", us / 1e6),
+        }
+    }
+}
 
 impl<S: MatrixCells> MatrixRender<S> {
-    /// Starts rendering `source` as `format`. Costs O(N) (SVG: O(N²) arithmetic for the
-    /// colour scale, no allocation per cell).
+    /// Starts rendering `source` as `format`. Costs O(N) (the table: O(N²) arithmetic to
+    /// pick each column's unit, no allocation per cell). An SVG's title carries the wall
+    /// clock's time now (UTC); [`MatrixRender::at`] sets another.
     pub fn new(source: S, format: MatrixFormat) -> MatrixRender<S> {
         let mut render = MatrixRender {
             source,
@@ -201,15 +275,30 @@ impl<S: MatrixCells> MatrixRender<S> {
             phase: Phase::Head,
             row: 0,
             asymmetric: Vec::new(),
-            svg: SvgLayout::default(),
+            svg: None,
             widths: Vec::new(),
+            units: Vec::new(),
         };
         match format {
-            MatrixFormat::Svg => render.svg = render.svg_layout(),
-            MatrixFormat::Table => render.widths = render.table_widths(),
+            MatrixFormat::Svg => {
+                render.svg = Some(Heatmap::new(&render.source, SystemTime::now()));
+            }
+            MatrixFormat::Table => {
+                render.units = render.table_units();
+                render.widths = render.table_widths();
+            }
             MatrixFormat::Json => {}
         }
         render
+    }
+
+    /// The snapshot's time an SVG's title shows (by default the time [`MatrixRender::new`]
+    /// was called); no effect on the other formats. Call it before the first chunk.
+    pub fn at(mut self, at: SystemTime) -> MatrixRender<S> {
+        if let Some(svg) = &mut self.svg {
+            svg.set_time(at);
+        }
+        self
     }
 
     /// Whether everything has been rendered.
@@ -247,7 +336,11 @@ impl<S: MatrixCells> MatrixRender<S> {
                 match self.format {
                     MatrixFormat::Json => self.json_head(s),
                     MatrixFormat::Table => self.table_head(s),
-                    MatrixFormat::Svg => self.svg_head(s),
+                    MatrixFormat::Svg => {
+                        if let Some(svg) = &self.svg {
+                            svg.head(&self.source, s);
+                        }
+                    }
                 }
                 self.phase = Phase::Rows(0);
                 self.row = 0;
@@ -256,7 +349,11 @@ impl<S: MatrixCells> MatrixRender<S> {
                 match self.format {
                     MatrixFormat::Json => self.json_row(s, part),
                     MatrixFormat::Table => self.table_row(s),
-                    MatrixFormat::Svg => self.svg_row(s),
+                    MatrixFormat::Svg => {
+                        if let Some(svg) = &self.svg {
+                            svg.row(&self.source, self.row, s);
+                        }
+                    }
                 }
                 self.row += 1;
             }
@@ -277,7 +374,11 @@ impl<S: MatrixCells> MatrixRender<S> {
                 match self.format {
                     MatrixFormat::Json => self.json_tail(s),
                     MatrixFormat::Table => self.table_tail(s),
-                    MatrixFormat::Svg => self.svg_tail(s),
+                    MatrixFormat::Svg => {
+                        if let Some(svg) = &self.svg {
+                            svg.tail(s);
+                        }
+                    }
                 }
                 self.phase = Phase::Done;
             }
@@ -305,7 +406,7 @@ impl<S: MatrixCells> MatrixRender<S> {
             if j > 0 {
                 s.push(',');
             }
-            let cell = self.source.cell(i, j);
+            let cell = shown_cell(&self.source, i, j);
             match part {
                 0 => json(s, &cell.and_then(|c| c.0)),
                 1 => json(s, &cell.and_then(|c| c.1)),
@@ -339,20 +440,37 @@ impl<S: MatrixCells> MatrixRender<S> {
 
     // ----- the table ----------------------------------------------------------------------
 
+    /// Each column's unit, from the largest RTT it shows: one unit per column.
+    fn table_units(&self) -> Vec<Unit> {
+        let n = self.n();
+        let mut max = vec![0.0f64; n];
+        for i in 0..n {
+            for (j, m) in max.iter_mut().enumerate() {
+                if let Some((Some(rtt), _, _)) = shown_cell(&self.source, i, j) {
+                    *m = m.max(rtt);
+                }
+            }
+        }
+        max.into_iter().map(Unit::for_max).collect()
+    }
+
     fn table_widths(&self) -> Vec<usize> {
         let names = self.source.names();
         let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(0);
         let mut widths = vec![longest.max("from \\ to".len())];
         widths.extend(names.iter().map(|s| s.chars().count().max(CELL_WIDTH)));
-        widths.push("row age".len());
+        // `12.0s ago, stale`, `5m02s ago, stale`.
+        widths.push("00m00s ago, stale".len());
         widths
     }
 
     fn table_line(&self, s: &mut String, cells: impl Iterator<Item = String>) {
         let mut line = String::new();
+        let last = self.widths.len().saturating_sub(1);
         for (k, (c, w)) in cells.zip(&self.widths).enumerate() {
             let pad = " ".repeat(w.saturating_sub(c.chars().count()));
-            if k == 0 {
+            // Names and the row's age align left, figures right.
+            if k == 0 || k == last {
                 let _ = write!(line, "{c}{pad}  ");
             } else {
                 let _ = write!(line, "{pad}{c}  ");
@@ -370,7 +488,7 @@ impl<S: MatrixCells> MatrixRender<S> {
         let names = self.source.names();
         let header = std::iter::once("from \\ to".to_owned())
             .chain(names.iter().cloned())
-            .chain(std::iter::once("row age".to_owned()));
+            .chain(std::iter::once("updated".to_owned()));
         self.table_line(s, header);
     }
 
@@ -379,11 +497,14 @@ impl<S: MatrixCells> MatrixRender<S> {
         if i == j {
             return "·".to_owned();
         }
-        match self.source.cell(i, j) {
+        match shown_cell(&self.source, i, j) {
             Some((_, _, PeerState::Dead)) => "dead".to_owned(),
             Some((_, _, PeerState::Unreachable)) => "unreach".to_owned(),
             Some((_, _, PeerState::Left)) => "left".to_owned(),
-            Some((Some(rtt), _, _)) => human_us(rtt),
+            Some((Some(rtt), _, _)) => match self.units.get(j) {
+                Some(unit) => unit.format(rtt),
+                None => Unit::for_max(rtt).format(rtt),
+            },
             _ => "-".to_owned(),
         }
     }
@@ -391,8 +512,8 @@ impl<S: MatrixCells> MatrixRender<S> {
     fn table_row(&mut self, s: &mut String) {
         let (i, n) = (self.row, self.n());
         let age = match (self.source.age_ms(i), self.source.fresh(i)) {
-            (Some(ms), true) => format!("{ms}ms"),
-            (Some(ms), false) => format!("{ms}ms stale"),
+            (Some(ms), true) => format!("{} ago", human_duration(ms)),
+            (Some(ms), false) => format!("{} ago, stale", human_duration(ms)),
             (None, _) => "never".to_owned(),
         };
         let cells = std::iter::once(self.source.names()[i].clone())
@@ -410,7 +531,7 @@ impl<S: MatrixCells> MatrixRender<S> {
     fn table_tail(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "legend: · self, - unknown, dead = nobody hears it, unreach = path broken (others hear it), stale = row older than dead_after"
+            "legend: · self, - no figure (unknown, or a stale row), dead = nobody hears it, unreach = path broken (others hear it), stale = row older than dead_after or from a peer not alive here"
         );
         if !self.asymmetric.is_empty() {
             let names = self.source.names();
@@ -422,202 +543,6 @@ impl<S: MatrixCells> MatrixRender<S> {
             let _ = writeln!(s, "asymmetric: {}", pairs.join("; "));
         }
     }
-
-    // ----- the SVG heatmap ----------------------------------------------------------------
-
-    fn svg_layout(&self) -> SvgLayout {
-        let names = self.source.names();
-        let n = names.len();
-        let cell = if n > 60 {
-            8.0
-        } else if n > 20 {
-            16.0
-        } else {
-            32.0
-        };
-        let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(1);
-        let label = 12.0 * longest.min(24) as f64 * 0.6 + 12.0;
-        let grid = cell * n as f64;
-        let (left, top) = (label + 10.0, label + 50.0);
-        let legend_h = 90.0;
-        let width = (left + grid + 20.0).max(self.svg_title().chars().count() as f64 * 7.8 + 20.0);
-        let (lo, hi) = self.rtt_range();
-        SvgLayout {
-            cell,
-            left,
-            top,
-            width,
-            height: top + grid + legend_h,
-            lo,
-            hi,
-        }
-    }
-
-    fn svg_title(&self) -> String {
-        format!(
-            "Latency matrix (RTT p50) as seen by {} — rows: from, columns: to",
-            self.source.node()
-        )
-    }
-
-    fn rtt_range(&self) -> (f64, f64) {
-        let n = self.n();
-        let (mut lo, mut hi) = (f64::MAX, 0.0f64);
-        for i in 0..n {
-            for j in 0..n {
-                if let Some((Some(v), _, _)) = self.source.cell(i, j) {
-                    if v > 0.0 {
-                        lo = lo.min(v);
-                        hi = hi.max(v);
-                    }
-                }
-            }
-        }
-        if hi <= 0.0 {
-            (1.0, 1000.0)
-        } else if hi / lo < 2.0 {
-            (lo / 1.5, hi * 1.5)
-        } else {
-            (lo, hi)
-        }
-    }
-
-    fn svg_head(&self, s: &mut String) {
-        let SvgLayout {
-            cell,
-            left,
-            top,
-            width,
-            height,
-            ..
-        } = self.svg;
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
-        );
-        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="20" font-size="14">{}</text>"#,
-            xml(&self.svg_title())
-        );
-        for (i, name) in self.source.names().iter().enumerate() {
-            let y = top + cell * (i as f64 + 0.5);
-            let _ = writeln!(
-                s,
-                r#"<text x="{:.1}" y="{y:.1}" text-anchor="end" dominant-baseline="middle">{}</text>"#,
-                left - 4.0,
-                xml(name)
-            );
-            let x = left + cell * (i as f64 + 0.5);
-            let _ = writeln!(
-                s,
-                r#"<text x="{x:.1}" y="{:.1}" transform="rotate(-60 {x:.1} {:.1})">{}</text>"#,
-                top - 4.0,
-                top - 4.0,
-                xml(name)
-            );
-        }
-    }
-
-    fn svg_row(&self, s: &mut String) {
-        let SvgLayout {
-            cell,
-            left,
-            top,
-            lo,
-            hi,
-            ..
-        } = self.svg;
-        let (i, n) = (self.row, self.n());
-        let names = self.source.names();
-        for j in 0..n {
-            let (x, y) = (left + cell * j as f64, top + cell * i as f64);
-            let value = self.source.cell(i, j);
-            let (fill, mark, title) = match value {
-                _ if i == j => ("#444444".to_owned(), None, "self".to_owned()),
-                Some((_, _, st @ (PeerState::Dead | PeerState::Unreachable | PeerState::Left))) => {
-                    (
-                        "#202020".to_owned(),
-                        Some("×"),
-                        format!("{} → {}: {st}", names[i], names[j]),
-                    )
-                }
-                Some((Some(rtt), _, _)) => (
-                    colour(rtt, lo, hi),
-                    None,
-                    format!("{} → {}: {}", names[i], names[j], human_us(rtt)),
-                ),
-                _ => (
-                    "#dddddd".to_owned(),
-                    Some("?"),
-                    format!("{} → {}: unknown", names[i], names[j]),
-                ),
-            };
-            let _ = write!(
-                s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{cell:.1}" height="{cell:.1}" fill="{fill}" stroke="white" stroke-width="0.5"><title>{}</title></rect>"#,
-                xml(&title)
-            );
-            if let Some(mark) = mark {
-                let _ = write!(
-                    s,
-                    r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" dominant-baseline="middle" fill="{}" font-size="{:.0}">{mark}</text>"##,
-                    x + cell / 2.0,
-                    y + cell / 2.0,
-                    if mark == "×" { "#ff5050" } else { "#666666" },
-                    (cell * 0.7).max(6.0)
-                );
-            }
-            s.push('\n');
-        }
-    }
-
-    fn svg_tail(&self, s: &mut String) {
-        let SvgLayout {
-            cell, top, lo, hi, ..
-        } = self.svg;
-        // Legend: the colour scale with its end values, then the marks.
-        let ly = top + cell * self.n() as f64 + 25.0;
-        let _ = writeln!(s, r#"<defs><linearGradient id="scale">"#);
-        for k in 0..=10 {
-            let f = k as f64 / 10.0;
-            let rtt = lo * (hi / lo).powf(f);
-            let _ = writeln!(
-                s,
-                r#"<stop offset="{f:.1}" stop-color="{}"/>"#,
-                colour(rtt, lo, hi)
-            );
-        }
-        let _ = writeln!(s, "</linearGradient></defs>");
-        let _ = writeln!(
-            s,
-            r#"<rect x="10" y="{ly:.1}" width="240" height="14" fill="url(#scale)"/>"#
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="{:.1}">{}</text>"#,
-            ly + 28.0,
-            human_us(lo)
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="250" y="{:.1}" text-anchor="end">{}</text>"#,
-            ly + 28.0,
-            human_us(hi)
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="270" y="{:.1}">RTT p50 (log scale)</text>"#,
-            ly + 11.0
-        );
-        let _ = writeln!(
-            s,
-            r##"<text x="10" y="{:.1}"><tspan fill="#ff5050">×</tspan> dead / unreachable / left   <tspan fill="#666666">?</tspan> unknown   dark: self</text>"##,
-            ly + 48.0
-        );
-        s.push_str("</svg>\n");
-    }
 }
 
 /// Appends `value` as serde_json writes it (so streamed JSON equals the serialised report).
@@ -626,29 +551,6 @@ fn json<T: Serialize + ?Sized>(s: &mut String, value: &T) {
         Ok(text) => s.push_str(&text),
         Err(_) => s.push_str("null"),
     }
-}
-
-/// Green → yellow → red on a log scale between `lo` and `hi`.
-fn colour(v: f64, lo: f64, hi: f64) -> String {
-    let f = ((v.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln())).clamp(0.0, 1.0);
-    let (r, g) = if f < 0.5 {
-        (f * 2.0, 1.0)
-    } else {
-        (1.0, 2.0 - f * 2.0)
-    };
-    format!(
-        "#{:02x}{:02x}40",
-        (r * 215.0 + 40.0) as u8,
-        (g * 175.0 + 40.0) as u8
-    )
-}
-
-/// Escapes text for SVG/XML.
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -676,7 +578,7 @@ mod tests {
         assert!(table.contains("2.00ms") && table.contains("dead"));
         let svg = report.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("node3") && svg.contains("×"));
+        assert!(svg.contains("node3") && svg.contains(">dead</text>"));
     }
 
     #[test]
@@ -690,8 +592,10 @@ mod tests {
         let mesh = sim.mesh(0).unwrap();
         let report = MatrixReport::new(mesh.name(), &mesh.matrix());
         let snapshot = mesh.matrix_snapshot();
+        // The SVG's title has the time: both renderings are given the same.
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
         for format in [MatrixFormat::Json, MatrixFormat::Table, MatrixFormat::Svg] {
-            let mut render = MatrixRender::new(&snapshot, format);
+            let mut render = MatrixRender::new(&snapshot, format).at(at);
             let (mut out, mut steps) = (Vec::new(), 0);
             while render.next_chunk(&mut out) {
                 steps += 1;
@@ -701,7 +605,7 @@ mod tests {
             let whole = match format {
                 MatrixFormat::Json => report.to_json(),
                 MatrixFormat::Table => report.to_table(),
-                MatrixFormat::Svg => report.to_svg(),
+                MatrixFormat::Svg => report.to_svg_at(at),
             };
             assert_eq!(streamed, whole, "{format:?}");
         }

@@ -3,5 +3,6 @@
 //! Pure presentation over the core's getters: the `--json` contracts, aligned tables, the
 //! SVG heatmap. `peermesh status`, `matrix`, `top` and the control socket all render here.
 
+pub mod heatmap;
 pub mod matrix_report;
 pub mod status;
