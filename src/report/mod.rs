@@ -5,3 +5,4 @@
 
 pub mod matrix_report;
 pub mod status;
+pub mod units;
