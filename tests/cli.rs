@@ -731,7 +731,9 @@ fn every_command_has_its_own_help_and_help_command_prints_it() {
             "/tmp/peermesh-UID/NAME.sock",
             "--name <NAME>",
             "--config <PATH>",
-            "[default: peers.ron]",
+            "[default: ./peers.ron, else /etc/peermesh/peers.ron]",
+            "$PEERMESH_CONTROL",
+            "/run/peermesh/peermesh.sock",
         ] {
             assert!(
                 help.contains(says),
