@@ -13,7 +13,7 @@ const HELP_TEMPLATE: &str = "usage: {usage}\n\n{about-with-newline}\n{all-args}{
 /// The exit codes, under the top-level help and in the man page.
 pub(crate) const EXIT_STATUS: &str = "\
 Exit codes: 0 success; 1 failure at run time (no node answering, a port or socket in use, ...);
-2 bad usage or bad config.";
+2 bad usage or bad config. `status --check`: 0 every peer alive, 1 not, 3 unknown.";
 
 /// Where to read more, under the top-level help: what is there on any machine.
 const MORE_HELP: &str = "\
@@ -50,12 +50,15 @@ pub(crate) enum Command {
     /// print the peer table of a running node
     ///
     /// Prints the peer table of a running node: state, RTT last/avg/p99, jitter, loss, last
-    /// heard (coloured on a terminal); with --json, one line of JSON.
+    /// heard (coloured on a terminal unless NO_COLOR is set); with --json, one line of JSON;
+    /// with --check, one line for a monitoring system and its exit code.
     Status(StatusArgs),
     /// live view of the peer table, refreshed every second
     ///
-    /// Shows the peer table of a running node, redrawn every second until Ctrl-C (on a
-    /// terminal; to a pipe, one table after another).
+    /// Shows the peer table of a running node, redrawn every second until Ctrl-C, on the
+    /// terminal's alternate screen (to a pipe, one table after another). While the node does
+    /// not answer (stopped, restarting) it shows a "reconnecting to PATH" line and asks again
+    /// every second. Ctrl-C exits 0.
     Top(TopArgs),
     /// the latency matrix between every pair of nodes (table, --json, --svg FILE)
     ///

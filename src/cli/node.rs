@@ -3,18 +3,21 @@
 use super::args::{NodeArgs, DEFAULT_CONFIG, SYSTEM_CONFIG};
 use super::Failure;
 use peermesh::config::{default_hostname, Config};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-/// The config to read: `--config` if given; else `./peers.ron`, or when that is absent
-/// (nothing at all there, not even a broken link) `/etc/peermesh/peers.ron` if that exists;
-/// else `peers.ron`, so the error names the file that was looked for first.
+/// The config to read: `--config` if given; else `./peers.ron`, or when nothing at all is
+/// there (not even a broken link) `/etc/peermesh/peers.ron` unless that is absent too; else
+/// `peers.ron`, so the error names the file that was looked for first.
 pub(super) fn config_path(given: Option<&Path>) -> PathBuf {
     if let Some(path) = given {
         return path.to_owned();
     }
     let local = Path::new(DEFAULT_CONFIG);
     let system = Path::new(SYSTEM_CONFIG);
-    if local.symlink_metadata().is_err() && system.symlink_metadata().is_ok() {
+    let absent =
+        |p: &Path| matches!(p.symlink_metadata(), Err(e) if e.kind() == ErrorKind::NotFound);
+    if absent(local) && !absent(system) {
         system.to_owned()
     } else {
         local.to_owned()

@@ -3,10 +3,10 @@
 use super::args::{MatrixArgs, StatusArgs, TargetArgs, TopArgs, CONTROL_ENV, SYSTEM_CONTROL};
 use super::node::{config_path, find_self, load_config};
 use super::{emit, Failure};
-use peermesh::io::control::{self, Answer, MatrixFormat, Request};
+use peermesh::io::control::{self, Answer, ClientError, MatrixFormat, Request};
 use peermesh::report::status::{StatusReport, TableOptions, TableWidths};
 use peermesh::PeerState;
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,10 @@ fn control_path(target: &TargetArgs) -> Result<PathBuf, Failure> {
         if let Some(path) = std::env::var_os(CONTROL_ENV).filter(|v| !v.is_empty()) {
             return Ok(PathBuf::from(path));
         }
+        // There unless it is not: a socket this user may not even see (permission denied)
+        // is still the one meant, and the error then says so.
         let system = Path::new(SYSTEM_CONTROL);
-        if system.symlink_metadata().is_ok() {
+        if !matches!(system.symlink_metadata(), Err(e) if e.kind() == ErrorKind::NotFound) {
             return Ok(system.to_owned());
         }
     }
@@ -51,7 +53,12 @@ pub(super) fn colour_allowed() -> bool {
 /// Asks the node and returns what it answered as text to print: the JSON of `status` and
 /// `matrix` exactly as the node wrote it, tables and SVG as they are; a newline at the end.
 fn ask(path: &Path, request: Request) -> Result<String, Failure> {
-    let answer = control::request(path, request).map_err(|e| Failure::Runtime(e.to_string()))?;
+    ask_node(path, request).map_err(|e| Failure::Runtime(e.to_string()))
+}
+
+/// [`ask`], with the client's own error.
+fn ask_node(path: &Path, request: Request) -> Result<String, ClientError> {
+    let answer = control::request(path, request)?;
     let mut text = match answer {
         Answer::Status(json) | Answer::Matrix(json) | Answer::Text(json) => json,
         Answer::Pong => "pong".to_owned(),
@@ -64,18 +71,36 @@ fn ask(path: &Path, request: Request) -> Result<String, Failure> {
 
 /// The node's status report, and its JSON as the node wrote it.
 fn fetch_status(path: &Path) -> Result<(StatusReport, String), Failure> {
-    let json = ask(
-        path,
-        Request::Status {
-            json: true,
-            color: false,
-        },
-    )?;
-    let report = serde_json::from_str(&json).map_err(|e| {
-        Failure::Runtime(format!(
+    fetch(path).map_err(|e| e.failure)
+}
+
+/// Why there is no status report: the failure, and whether asking again could help.
+struct NoStatus {
+    failure: Failure,
+    /// The socket is served by another user, or sits in a directory others control: that
+    /// is no node restarting, and waiting for it is not what `top` does.
+    settled: bool,
+}
+
+/// [`fetch_status`], saying whether the failure may pass.
+fn fetch(path: &Path) -> Result<(StatusReport, String), NoStatus> {
+    let request = Request::Status {
+        json: true,
+        color: false,
+    };
+    let json = ask_node(path, request).map_err(|e| NoStatus {
+        settled: matches!(
+            e,
+            ClientError::Untrusted { .. } | ClientError::Directory { .. }
+        ),
+        failure: Failure::Runtime(e.to_string()),
+    })?;
+    let report = serde_json::from_str(&json).map_err(|e| NoStatus {
+        failure: Failure::Runtime(format!(
             "the node at {} answered a status this peermesh cannot read: {e}",
             path.display()
-        ))
+        )),
+        settled: false,
     })?;
     Ok((report, json))
 }
@@ -139,7 +164,8 @@ fn check(target: &TargetArgs) -> Result<(), Failure> {
 
 /// `peermesh top`: the peer table once a second until Ctrl-C (or `--count` frames). A node
 /// that does not answer (stopped, restarting) gets a `reconnecting to PATH (why)` line, and
-/// is asked again each second until it answers. On a terminal it draws on the alternate
+/// is asked again each second until it answers; a socket served by another user, or in a
+/// directory others control, ends it at once (exit 1). On a terminal it draws on the alternate
 /// screen, which it leaves on any exit, Ctrl-C included; to a pipe it prints plain frames.
 pub(super) fn top(args: TopArgs) -> Result<(), Failure> {
     let path = control_path(&args.target)?;
@@ -155,14 +181,17 @@ pub(super) fn top(args: TopArgs) -> Result<(), Failure> {
     };
     let mut shown = 0u64;
     loop {
-        let (frame, failure) = match fetch_status(&path) {
+        let (frame, failure) = match fetch(&path) {
             Ok((report, _)) => {
                 let (table, widths) = report.render_table(&options);
                 options.widths = widths;
                 (table, None)
             }
-            Err(Failure::ClosedPipe) => return Err(Failure::ClosedPipe),
-            Err(why) => {
+            Err(NoStatus {
+                failure,
+                settled: true,
+            }) => return Err(failure),
+            Err(NoStatus { failure: why, .. }) => {
                 let line = format!(
                     "reconnecting to {} ({}); retrying every {} s\n",
                     path.display(),

@@ -428,7 +428,9 @@ impl ControlServer {
 
     /// Listens on `path`, mode 0600, or with `group` (a gid) mode 0660 and that group, so
     /// its members may connect too (`run --control-group`). The group and mode are set
-    /// before the socket appears at `path`.
+    /// before the socket appears at `path`; the group is changed only if it is not already
+    /// this process's effective group (so a service run with `Group=` that group needs no
+    /// right to chown).
     ///
     /// Refuses a directory group or others may write to unless it is sticky (`/tmp` is).
     /// In this user's [`private_dir`] (the default), first creates that directory (mode
@@ -474,7 +476,10 @@ impl ControlServer {
         }
         let (listener, staging) = bind_staging(path)?;
         let mode = if group.is_some() { 0o660 } else { 0o600 };
-        let placed = std::os::unix::fs::chown(&staging, None, group)
+        // A socket already of this process's group needs no chown, which the systemd
+        // unit's system-call filter (`~@privileged`) refuses.
+        let chgrp = group.filter(|&gid| gid != nix::unistd::getegid().as_raw());
+        let placed = std::os::unix::fs::chown(&staging, None, chgrp)
             .and_then(|()| {
                 std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
             })
