@@ -594,6 +594,63 @@ fn control_group_gives_the_socket_to_a_group_whose_members_may_ask() {
     );
 }
 
+#[test]
+fn as_the_unit_runs_it_the_service_group_gets_the_socket_without_a_chown() {
+    // The unit's way: the service user (here uid 65534) runs with the ops group (4321) as
+    // its own group, in a /run/peermesh-like directory (service user, ops group, 0750).
+    let mut lab = Lab::new("unitgroup");
+    let config = lab.write_config(&loopback_config(&["alpha", "beta"], SUSPECT_MS, DEAD_MS));
+    fs::set_permissions(&lab.dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+    let run = lab.dir.join("run");
+    fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(65534), Some(4321)).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o750)).unwrap();
+    let socket = run.join("peermesh.sock");
+    let args = [
+        "--reuid=65534",
+        "--regid=4321",
+        "--clear-groups",
+        BIN,
+        "run",
+        "--config",
+        path_str(&config),
+        "--name",
+        "alpha",
+        "--control",
+        path_str(&socket),
+        "--control-group",
+        "4321",
+    ];
+    let child = lab.spawn(lab.netns.clone().as_deref(), "setpriv", &args, "alpha");
+    lab.adopt("alpha", child);
+    assert!(
+        wait_until(Duration::from_secs(10), || socket.exists()),
+        "{}",
+        lab.logs()
+    );
+    let meta = fs::metadata(&socket).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 4321));
+    assert_eq!(meta.mode() & 0o777, 0o660, "{:o}", meta.mode());
+    // Another user of the ops group may ask (the directory's owner serves it: believed).
+    let ran = run_bounded(
+        Command::new("setpriv").args([
+            "--reuid=65533",
+            "--regid=4321",
+            "--clear-groups",
+            BIN,
+            "status",
+            "--json",
+            "--control",
+            path_str(&socket),
+        ]),
+        Duration::from_secs(10),
+    );
+    assert_exit(&ran, 0);
+    let json: Value = serde_json::from_str(&ran.stdout).expect("JSON");
+    assert_eq!(json["node"], "alpha", "{json}");
+}
+
 // ---- make run's script (item 5) -------------------------------------------------------------
 
 #[test]
