@@ -750,6 +750,72 @@ fn the_local_mesh_script_prints_the_commands_and_exits_0_on_ctrl_c() {
     }
 }
 
+#[test]
+fn on_a_terminal_ctrl_c_ends_the_local_mesh_with_0_and_its_commands_still_on_the_screen() {
+    let lab = Lab::new("localmeshtty");
+    let addrs = host_loopback_addrs(2);
+    let config = lab.write_config(&config_for(
+        &[("alpha", addrs[0]), ("beta", addrs[1])],
+        SUSPECT_MS,
+        DEAD_MS,
+    ));
+    let runtime = lab.dir.join("xdg");
+    let tmp = lab.dir.join("tmp");
+    fs::create_dir_all(&runtime).unwrap();
+    fs::create_dir_all(&tmp).unwrap();
+    fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/local-mesh.sh");
+    let command = format!(
+        "env XDG_RUNTIME_DIR={} TMPDIR={} PEERMESH_CONFIG={} PEERMESH_BIN={BIN} {}",
+        runtime.display(),
+        tmp.display(),
+        config.display(),
+        script.display()
+    );
+    // `script` gives the mesh a terminal of its own; what the test writes to its stdin is
+    // typed on that terminal, so ^C is a real Ctrl-C (SIGINT to the foreground group).
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn script");
+    let seen = collect_stdout(&mut child);
+    assert!(
+        wait_until(Duration::from_secs(20), || text(&seen)
+            .matches("PEER ")
+            .count()
+            >= 2),
+        "{:?}",
+        text(&seen)
+    );
+    {
+        use std::io::Write;
+        let mut tty = child.stdin.take().expect("stdin");
+        tty.write_all(b"\x03").expect("type ^C");
+        // Kept open until the end: a closed stdin would end `script` by itself.
+        assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(0));
+    }
+    let out = text(&seen);
+    let (before, rest) = out.split_once("\x1b[?1049h").expect("the alternate screen");
+    for command in ["status", "matrix"] {
+        let line = format!("  {BIN} {command} --name alpha\r\n");
+        assert!(before.contains(&line), "{line:?} missing:\n{before}");
+    }
+    // After the alternate screen, only the script's last line: the screen before is back.
+    let (_, after) = rest
+        .rsplit_once("\x1b[?1049l")
+        .expect("the screen restored");
+    assert!(
+        after.starts_with("stopped 2 nodes; their logs are in ") && after.lines().count() == 1,
+        "{after:?}"
+    );
+    assert!(!out.to_lowercase().contains("error"), "{out:?}");
+    let left: Vec<_> = fs::read_dir(&runtime).unwrap().collect();
+    assert!(left.is_empty(), "sockets left: {left:?}");
+}
+
 // ---- keygen parses its arguments (item 8) ---------------------------------------------------
 
 #[test]
