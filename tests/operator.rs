@@ -437,6 +437,11 @@ fn peermesh_control_names_the_socket_and_flags_beat_it() {
     );
     let ran = status(&["status", "--control", &control], &missing);
     assert_exit(&ran, 0);
+    // So does --config: the config is read (and this machine, no node of it, not found).
+    let config = path_str(&lab.dir.join("peers.ron")).to_owned();
+    let ran = status(&["status", "--config", &config], &control);
+    assert_exit(&ran, 2);
+    assert!(ran.stderr.contains("hostname"), "{ran:?}");
 }
 
 /// `script` (sh) in a mount namespace of its own where `/run` and `/etc` are private: `/run`

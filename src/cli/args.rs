@@ -118,7 +118,7 @@ pub(crate) struct TargetArgs {
     /// the node's control socket [default: $PEERMESH_CONTROL, else
     /// /run/peermesh/peermesh.sock if it exists, else this node's own default]
     ///
-    /// The node's control socket. Without --control or --name: $PEERMESH_CONTROL if set,
+    /// The node's control socket. Without it, --name or --config: $PEERMESH_CONTROL if set,
     /// else /run/peermesh/peermesh.sock (the systemd unit's) if it exists, else the default
     /// socket of the node the config and this machine's hostname pick:
     /// $XDG_RUNTIME_DIR/peermesh-NAME.sock if XDG_RUNTIME_DIR is a directory you own, else
@@ -129,8 +129,8 @@ pub(crate) struct TargetArgs {
     /// as the config does)
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
-    /// the mesh config, read to find this machine's node when nothing else names the
-    /// socket [default: ./peers.ron, else /etc/peermesh/peers.ron]
+    /// the mesh config, read to find this machine's node and its default socket (when
+    /// given, before $PEERMESH_CONTROL) [default: ./peers.ron, else /etc/peermesh/peers.ron]
     #[arg(long, value_name = "PATH")]
     pub(crate) config: Option<PathBuf>,
 }
