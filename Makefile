@@ -7,7 +7,7 @@ build:
 	$(CARGO) build --release
 
 run: build
-	./scripts/local-mesh.sh
+	CARGO="$(CARGO)" ./scripts/local-mesh.sh
 
 # Examples and the tools (peermesh-tools: loadgen, relay, flood) are built as programs first:
 # tests/embed.rs runs examples/embed, and the process tests run the tools beside peermesh.

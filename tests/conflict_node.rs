@@ -107,6 +107,20 @@ fn an_impostor_is_logged_and_shown_everywhere_and_the_real_node_recovers_when_it
         "{}",
         table.stdout
     );
+    // A monitoring check is not OK while it lasts.
+    let check = support::peermesh(&[
+        "status",
+        "--check",
+        "--control",
+        lab.control("alpha").to_str().unwrap(),
+    ]);
+    assert_eq!(check.code, Some(1), "{check:?}");
+    assert!(
+        check.stdout.starts_with("PEERMESH WARNING")
+            && check.stdout.contains("two processes claim to be beta"),
+        "{}",
+        check.stdout
+    );
     // Logged as an error at every node that sees it, and by both processes.
     for n in others() {
         let log = read_log(&lab, n);

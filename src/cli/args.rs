@@ -13,7 +13,7 @@ const HELP_TEMPLATE: &str = "usage: {usage}\n\n{about-with-newline}\n{all-args}{
 /// The exit codes, under the top-level help and in the man page.
 pub(crate) const EXIT_STATUS: &str = "\
 Exit codes: 0 success; 1 failure at run time (no node answering, a port or socket in use, ...);
-2 bad usage or bad config.";
+2 bad usage or bad config. `status --check`: 0 every peer alive, 1 not, 3 unknown.";
 
 /// Where to read more, under the top-level help: what is there on any machine.
 const MORE_HELP: &str = "\
@@ -50,12 +50,15 @@ pub(crate) enum Command {
     /// print the peer table of a running node
     ///
     /// Prints the peer table of a running node: state, RTT last/avg/p99, jitter, loss, last
-    /// heard (coloured on a terminal); with --json, one line of JSON.
+    /// heard (coloured on a terminal unless NO_COLOR is set); with --json, one line of JSON;
+    /// with --check, one line for a monitoring system and its exit code.
     Status(StatusArgs),
     /// live view of the peer table, refreshed every second
     ///
-    /// Shows the peer table of a running node, redrawn every second until Ctrl-C (on a
-    /// terminal; to a pipe, one table after another).
+    /// Shows the peer table of a running node, redrawn every second until Ctrl-C, on the
+    /// terminal's alternate screen (to a pipe, one table after another). While the node does
+    /// not answer (stopped, restarting) it shows a "reconnecting to PATH" line and asks again
+    /// every second. Ctrl-C exits 0.
     Top(TopArgs),
     /// the latency matrix between every pair of nodes (table, --json, --svg FILE)
     ///
@@ -86,12 +89,21 @@ pub(crate) enum Command {
     Man(ManArgs),
 }
 
+/// The config's default path, and where it is looked for when that is absent.
+pub(crate) const DEFAULT_CONFIG: &str = "peers.ron";
+/// The system-wide config, used when `./peers.ron` is absent (the systemd unit's).
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/peermesh/peers.ron";
+/// The systemd unit's control socket, asked when it exists and nothing else says where.
+pub(crate) const SYSTEM_CONTROL: &str = "/run/peermesh/peermesh.sock";
+/// The environment variable that names the control socket of `status`, `top`, `matrix`.
+pub(crate) const CONTROL_ENV: &str = "PEERMESH_CONTROL";
+
 /// Which config, and which of its nodes this machine is: for `run` and `check`.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// the mesh config
-    #[arg(long, value_name = "PATH", default_value = "peers.ron")]
-    pub(crate) config: PathBuf,
+    /// the mesh config [default: ./peers.ron, else /etc/peermesh/peers.ron]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
     /// which node of the config this is (compared case-insensitively) [default: the node
     /// whose name is this machine's hostname or its first label]
     #[arg(long, value_name = "NAME")]
@@ -99,27 +111,28 @@ pub(crate) struct NodeArgs {
 }
 
 /// How `status`, `top` and `matrix` find the node to ask: `--control`, else the default
-/// socket of `--name`, else that of the node the config and the hostname pick.
+/// socket of `--name`, else `$PEERMESH_CONTROL`, else the systemd unit's socket if it
+/// exists, else the default socket of the node the config and the hostname pick.
 #[derive(Debug, Args)]
 pub(crate) struct TargetArgs {
-    /// the node's control socket [default: $XDG_RUNTIME_DIR/peermesh-NAME.sock, else
-    /// /tmp/peermesh-UID/NAME.sock]
+    /// the node's control socket [default: $PEERMESH_CONTROL, else
+    /// /run/peermesh/peermesh.sock if it exists, else this node's own default]
     ///
-    /// The node's control socket. Default: $XDG_RUNTIME_DIR/peermesh-NAME.sock if
-    /// XDG_RUNTIME_DIR is a directory you own, else /tmp/peermesh-UID/NAME.sock, where NAME
-    /// is --name, or the node the config and this machine's hostname pick. The default
-    /// depends on the caller's uid, so for a node run by another user (the systemd unit's
-    /// /run/peermesh/peermesh.sock) pass --control.
+    /// The node's control socket. Without it, --name or --config: $PEERMESH_CONTROL if set,
+    /// else /run/peermesh/peermesh.sock (the systemd unit's) if it exists, else the default
+    /// socket of the node the config and this machine's hostname pick:
+    /// $XDG_RUNTIME_DIR/peermesh-NAME.sock if XDG_RUNTIME_DIR is a directory you own, else
+    /// /tmp/peermesh-UID/NAME.sock.
     #[arg(long, value_name = "PATH")]
     pub(crate) control: Option<PathBuf>,
     /// the node whose default control socket to ask, without reading the config (spell it
     /// as the config does)
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
-    /// the mesh config, read to find this machine's node when neither --control nor --name
-    /// is given
-    #[arg(long, value_name = "PATH", default_value = "peers.ron")]
-    pub(crate) config: PathBuf,
+    /// the mesh config, read to find this machine's node and its default socket (when
+    /// given, before $PEERMESH_CONTROL) [default: ./peers.ron, else /etc/peermesh/peers.ron]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// `peermesh run`.
@@ -141,7 +154,17 @@ pub(crate) struct RunArgs {
     /// socket at the path is replaced; anything else there is refused.
     #[arg(long, value_name = "PATH")]
     pub(crate) control: Option<PathBuf>,
+    /// give the control socket to GROUP (mode 0660), so its members can query the node
+    ///
+    /// Gives the control socket to GROUP (a name or a number) with mode 0660 instead of
+    /// 0600, so members of GROUP can use status, top and matrix. This process must be root
+    /// or a member of GROUP, and the socket's directory must let GROUP in.
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) control_group: Option<String>,
 }
+
+/// The state names `--state` takes.
+const STATE_NAMES: [&str; 6] = ["unknown", "alive", "suspect", "dead", "unreachable", "left"];
 
 /// `peermesh status`.
 #[derive(Debug, Args)]
@@ -152,6 +175,18 @@ pub(crate) struct StatusArgs {
     /// print one line of JSON instead of the table (for scripts: `peermesh status --json | jq`)
     #[arg(long)]
     pub(crate) json: bool,
+    /// show only the peers in these states (e.g. --state dead,unreachable)
+    #[arg(long, value_name = "STATES", value_delimiter = ',',
+          value_parser = PossibleValuesParser::new(STATE_NAMES), conflicts_with = "check")]
+    pub(crate) state: Vec<String>,
+    /// monitoring check: one line, exit 0 if every peer is alive, 1 if not, 3 if unknown
+    ///
+    /// A monitoring check in the Nagios style: prints one line, `PEERMESH OK - 4/4 peers
+    /// alive` and exits 0 when every peer is alive; `PEERMESH WARNING - 1/4 peers not alive:
+    /// web3 dead` and exits 1 when any is not; `PEERMESH UNKNOWN - why` and exits 3 when the
+    /// node cannot be asked.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) check: bool,
 }
 
 /// `peermesh top`.
@@ -160,9 +195,13 @@ pub(crate) struct TopArgs {
     /// The node to ask.
     #[command(flatten)]
     pub(crate) target: TargetArgs,
-    /// stop after N tables [default: at Ctrl-C]
+    /// stop after N frames (tables or reconnecting lines) [default: at Ctrl-C]
     #[arg(long, value_name = "N", value_parser = count)]
     pub(crate) count: Option<u64>,
+    /// show only the peers in these states (e.g. --state dead,unreachable)
+    #[arg(long, value_name = "STATES", value_delimiter = ',',
+          value_parser = PossibleValuesParser::new(STATE_NAMES))]
+    pub(crate) state: Vec<String>,
 }
 
 /// `peermesh matrix`.
@@ -284,7 +323,7 @@ mod tests {
             Command::Run(run) => {
                 assert_eq!(run.bind, Some("0.0.0.0:1400".parse().unwrap()));
                 assert_eq!(run.node.name.as_deref(), Some("a"));
-                assert_eq!(run.node.config, PathBuf::from("peers.ron"));
+                assert_eq!(run.node.config, None, "the default is looked for later");
             }
             other => panic!("{other:?}"),
         }

@@ -5,30 +5,44 @@ use super::node::this_node;
 use super::{emit, Failure};
 use peermesh::config::default_hostname;
 use peermesh::io::daemon;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 /// Prints who this node is, what it binds, its keyring and its peers; starts nothing.
+/// Every check runs before anything is printed: a fault prints only what is wrong (exit 2),
+/// never a "valid" line first.
 pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
-    let (config, me) = this_node(&args.node)?;
+    let (config, path, me) = this_node(&args.node)?;
     let node = &config.nodes[me];
     let own = config
         .resolve(me)
         .map_err(|e| Failure::Config(e.to_string()))?;
+    let ring = daemon::load_keyring(&config).map_err(|e| Failure::Config(e.to_string()))?;
+    let mut peers = Vec::new();
+    for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
+        let addr = config
+            .resolve(i)
+            .map_err(|e| Failure::Config(e.to_string()))?;
+        peers.push((peer.name.as_str(), addr));
+    }
     let how = match &args.node.name {
         Some(_) => "from --name".to_owned(),
         None => format!("from hostname {:?}", default_hostname()),
     };
-    // Written as a whole at the end: an error half-way prints no half report.
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(&text);
         out.push('\n');
     };
-    line(format!("config {} is valid", args.node.config.display()));
+    line(format!("config {} is valid", path.display()));
     line(format!("this node: {} ({how})", node.name));
-    line(format!(
-        "binds: udp {own} (the wildcard address with that port if {} is not local)",
-        own.ip()
-    ));
+    line(match binds(own) {
+        Binds::Own => format!("binds: udp {own}"),
+        Binds::Wildcard(wildcard) => format!(
+            "binds: udp {wildcard} ({} is not an address of this machine)",
+            own.ip()
+        ),
+    });
     line(format!(
         "heartbeat every {} ms; suspect after {} ms, dead after {} ms; datagrams up to {} bytes",
         config.heartbeat_interval.as_millis(),
@@ -36,24 +50,46 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
         config.dead_after.as_millis(),
         config.max_datagram
     ));
-    match daemon::load_keyring(&config) {
-        Ok(Some(ring)) => line(format!(
-            "keyring: {} keys, sealing with key {}",
-            ring.keys().len(),
-            ring.primary().id_hex()
-        )),
-        Ok(None) => {
+    match ring {
+        Some(ring) => {
+            let n = ring.keys().len();
+            line(format!(
+                "keyring: {n} {}, sealing with key {}",
+                if n == 1 { "key" } else { "keys" },
+                ring.primary().id_hex()
+            ))
+        }
+        None => {
             line("keyring: none: the mesh is NOT authenticated (see docs/SECURITY.md)".to_owned())
         }
-        Err(e) => return Err(Failure::Config(e.to_string())),
     }
-    line(format!("peers ({}):", config.nodes.len() - 1));
-    for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
-        let addr = config
-            .resolve(i)
-            .map(|a| a.to_string())
-            .map_err(|e| Failure::Config(e.to_string()))?;
-        line(format!("  {:<20} {addr}", peer.name));
+    line(format!("peers ({}):", peers.len()));
+    for (name, addr) in peers {
+        line(format!("  {name:<20} {addr}"));
     }
     emit(out)
+}
+
+/// What `run` would bind for the node's own address.
+enum Binds {
+    /// The address itself.
+    Own,
+    /// The wildcard address of its family, same port: the address is not this machine's.
+    Wildcard(SocketAddr),
+}
+
+/// Decides as `run` does: an address the kernel will not bind here (`EADDRNOTAVAIL`) is
+/// replaced by the wildcard address. Probed with port 0, so a node already running on the
+/// port does not change the answer.
+fn binds(own: SocketAddr) -> Binds {
+    match UdpSocket::bind(SocketAddr::new(own.ip(), 0)) {
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => {
+            let any = match own.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            Binds::Wildcard(SocketAddr::new(any, own.port()))
+        }
+        _ => Binds::Own,
+    }
 }

@@ -30,6 +30,20 @@ enum Failure {
     Runtime(String),
     /// Standard output is a pipe nobody reads any more: stop quietly, exit 0.
     ClosedPipe,
+    /// Everything to say is said (`status --check`): exit with this code, print nothing.
+    Exit(i32),
+}
+
+impl Failure {
+    /// What went wrong, without the `error: ` the command line puts first.
+    fn message(&self) -> String {
+        match self {
+            Failure::Usage(text) => text.lines().next().unwrap_or_default().to_owned(),
+            Failure::Config(msg) | Failure::Runtime(msg) => msg.clone(),
+            Failure::ClosedPipe => "standard output was closed".to_owned(),
+            Failure::Exit(code) => format!("exit {code}"),
+        }
+    }
 }
 
 impl fmt::Display for Failure {
@@ -37,7 +51,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Usage(text) => f.write_str(text.trim_end()),
             Failure::Config(msg) | Failure::Runtime(msg) => write!(f, "error: {msg}"),
-            Failure::ClosedPipe => f.write_str("standard output was closed"),
+            Failure::ClosedPipe | Failure::Exit(_) => f.write_str(&self.message()),
         }
     }
 }
@@ -48,6 +62,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match parse(&args).and_then(|command| command.map_or(Ok(()), dispatch)) {
         Ok(()) => 0,
         Err(Failure::ClosedPipe) => 0,
+        Err(Failure::Exit(code)) => {
+            let _ = io::stdout().flush();
+            code
+        }
         Err(failure) => {
             let _ = io::stdout().flush();
             // Not eprintln!: a closed stderr must not turn an error into a panic.
@@ -55,6 +73,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             match failure {
                 Failure::Usage(_) | Failure::Config(_) => 2,
                 Failure::Runtime(_) | Failure::ClosedPipe => 1,
+                Failure::Exit(code) => code,
             }
         }
     }

@@ -9,7 +9,12 @@ use peermesh::io::driver::StartError;
 
 /// Runs this node until SIGINT or SIGTERM.
 pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
-    let (config, me) = this_node(&args.node)?;
+    let (config, _, me) = this_node(&args.node)?;
+    let control_group = args
+        .control_group
+        .as_deref()
+        .map(|group| control::group_id(group).map_err(|e| Failure::Config(e.to_string())))
+        .transpose()?;
     init_logging();
     let control = args
         .control
@@ -19,6 +24,7 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
         me,
         bind: args.bind,
         control,
+        control_group,
     })
     .map_err(|e| match e {
         daemon::RunError::Start(StartError::Config(c)) => Failure::Config(c.to_string()),

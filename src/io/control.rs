@@ -393,8 +393,44 @@ fn file_id(path: &Path) -> io::Result<(u64, u64)> {
     std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
+/// A group for the control socket ([`group_id`]) that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownGroup(pub String);
+
+impl fmt::Display for UnknownGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "--control-group: no group {:?} on this machine",
+            clip(&self.0)
+        )
+    }
+}
+
+impl std::error::Error for UnknownGroup {}
+
+/// The gid of group `group`: a name from the group database, or a number as it is.
+pub fn group_id(group: &str) -> Result<u32, UnknownGroup> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        _ => Err(UnknownGroup(group.to_owned())),
+    }
+}
+
 impl ControlServer {
-    /// Listens on `path` (mode 0600).
+    /// Listens on `path` (mode 0600): [`ControlServer::bind_for`] with no group.
+    pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
+        ControlServer::bind_for(path, None)
+    }
+
+    /// Listens on `path`, mode 0600, or with `group` (a gid) mode 0660 and that group, so
+    /// its members may connect too (`run --control-group`). The group and mode are set
+    /// before the socket appears at `path`; the group is changed only if it is not already
+    /// this process's effective group (so a service run with `Group=` that group needs no
+    /// right to chown).
     ///
     /// Refuses a directory group or others may write to unless it is sticky (`/tmp` is).
     /// In this user's [`private_dir`] (the default), first creates that directory (mode
@@ -404,7 +440,7 @@ impl ControlServer {
     /// then linked into place, so no client connects while it has the default mode and
     /// nothing that appears at the path meanwhile is overwritten. On drop, the socket file
     /// is removed only if it is still the one this server made (same device and inode).
-    pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
+    pub fn bind_for(path: &Path, group: Option<u32>) -> Result<ControlServer, ControlError> {
         let io_err = |e| ControlError::Io(path.to_owned(), e);
         let dir = parent_dir(path);
         if dir == private_dir() {
@@ -439,7 +475,14 @@ impl ControlServer {
             Err(e) => return Err(io_err(e)),
         }
         let (listener, staging) = bind_staging(path)?;
-        let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        // A socket already of this process's group needs no chown, which the systemd
+        // unit's system-call filter (`~@privileged`) refuses.
+        let chgrp = group.filter(|&gid| gid != nix::unistd::getegid().as_raw());
+        let placed = std::os::unix::fs::chown(&staging, None, chgrp)
+            .and_then(|()| {
+                std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
+            })
             .and_then(|()| file_id(&staging))
             .and_then(|id| std::fs::hard_link(&staging, path).map(|()| id));
         let _ = std::fs::remove_file(&staging);

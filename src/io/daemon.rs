@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub bind: Option<SocketAddr>,
     /// The control socket path.
     pub control: PathBuf,
+    /// The group (gid) to give the control socket to, mode 0660; `None`: mode 0600.
+    pub control_group: Option<u32>,
 }
 
 /// Why the node stopped with an error.
@@ -95,7 +97,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         StartError::Keyring(e) => RunError::Keyring(e),
         other => RunError::Start(other),
     })?;
-    let mut control = ControlServer::bind(&opts.control).map_err(RunError::Control)?;
+    let mut control =
+        ControlServer::bind_for(&opts.control, opts.control_group).map_err(RunError::Control)?;
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     node.register(poll.registry(), UDP)?;

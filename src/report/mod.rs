@@ -6,3 +6,4 @@
 pub mod heatmap;
 pub mod matrix_report;
 pub mod status;
+pub mod units;

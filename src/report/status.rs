@@ -51,9 +51,10 @@ pub struct PeerReport {
     /// What this node concludes with the other nodes' rows as witnesses (JSON:
     /// `ok|asymmetric|unknown|suspect|dead|unreachable|left|conflict`).
     pub diagnosis: Diagnosis,
-    /// Round-trip figures, once measured.
+    /// Round-trip figures, once measured; `None` unless the peer is `alive` or `suspect`
+    /// ([`has_rtt`]).
     pub rtt_us: Option<RttReport>,
-    /// RFC 3550 jitter, once measured.
+    /// RFC 3550 jitter, once measured; `None` exactly when `rtt_us` is.
     pub jitter_us: Option<f64>,
     /// Loss over the recent settled probes (0 before any settled).
     pub loss_pct: f64,
@@ -132,7 +133,9 @@ impl StatusReport {
         let peers = mesh
             .peers()
             .map(|(id, peer)| {
-                let rtt = peer.rtt();
+                // Only a peer that answers now has an RTT: a dead, unreachable, left or
+                // unknown one's last figures would read as healthy.
+                let rtt = peer.rtt().filter(|_| has_rtt(peer.state()));
                 PeerReport {
                     name: peer.name().to_owned(),
                     addr: peer.addr().to_string(),
@@ -186,13 +189,30 @@ impl StatusReport {
 
     /// The human form: a header line and aligned columns; ANSI colours on `color`.
     pub fn to_table(&self, color: bool) -> String {
+        self.render_table(&TableOptions {
+            color,
+            ..TableOptions::default()
+        })
+        .0
+    }
+
+    /// The table as [`StatusReport::to_table`] draws it, with `options`: colours, only the
+    /// peers in some states, and columns at least as wide as a previous frame's (`peermesh
+    /// top` passes the widths of each frame to the next, so its columns never shrink).
+    /// Returns the text and the widths it used.
+    pub fn render_table(&self, options: &TableOptions) -> (String, TableWidths) {
         let mut out = String::new();
         let alive = self
             .peers
             .iter()
             .filter(|p| p.state == PeerState::Alive)
             .count();
-        let _ = writeln!(
+        let shown: Vec<&PeerReport> = self
+            .peers
+            .iter()
+            .filter(|p| options.states.as_ref().is_none_or(|s| s.contains(&p.state)))
+            .collect();
+        let _ = write!(
             out,
             "node {} (incarnation {:016x}), up {}, {}/{} peers alive, heartbeat every {} ms",
             self.node,
@@ -202,6 +222,17 @@ impl StatusReport {
             self.peers.len(),
             self.heartbeat_interval_ms
         );
+        if let Some(states) = &options.states {
+            let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+            let _ = write!(
+                out,
+                "; showing {} {}: {}",
+                shown.len(),
+                if shown.len() == 1 { "peer" } else { "peers" },
+                names.join(", ")
+            );
+        }
+        out.push('\n');
         if self.identity_conflict {
             let _ = writeln!(
                 out,
@@ -225,12 +256,21 @@ impl StatusReport {
         let headers = [
             "PEER", "ADDRESS", "STATE", "RTT LAST", "AVG", "P99", "JITTER", "LOSS", "HEARD",
         ];
-        let rows: Vec<[String; 9]> = self
-            .peers
+        // One unit per column of times, chosen from the values it shows.
+        let column = |f: fn(&PeerReport) -> Option<f64>| {
+            TimeUnit::for_column(shown.iter().filter_map(|&p| f(p)))
+        };
+        let last = column(|p| p.rtt_us.as_ref().map(|r| r.last));
+        let avg = column(|p| p.rtt_us.as_ref().map(|r| r.avg));
+        let p99 = column(|p| p.rtt_us.as_ref().map(|r| r.p99));
+        let jitter = column(|p| p.jitter_us);
+        let rows: Vec<[String; 9]> = shown
             .iter()
             .map(|p| {
-                let rtt = |f: fn(&RttReport) -> f64| {
-                    p.rtt_us.as_ref().map_or("-".to_owned(), |r| human_us(f(r)))
+                let rtt = |unit: TimeUnit, f: fn(&RttReport) -> f64| {
+                    p.rtt_us
+                        .as_ref()
+                        .map_or("-".to_owned(), |r| unit.format(f(r)))
                 };
                 [
                     p.name.clone(),
@@ -240,18 +280,19 @@ impl StatusReport {
                     } else {
                         p.state.to_string()
                     },
-                    rtt(|r| r.last),
-                    rtt(|r| r.avg),
-                    rtt(|r| r.p99),
-                    p.jitter_us.map_or("-".to_owned(), human_us),
+                    rtt(last, |r| r.last),
+                    rtt(avg, |r| r.avg),
+                    rtt(p99, |r| r.p99),
+                    p.jitter_us.map_or("-".to_owned(), |j| jitter.format(j)),
                     format!("{:.1}%", p.loss_pct),
-                    p.last_heard_ms.map_or("never".to_owned(), |ms| {
-                        format!("{} ago", human_duration(ms))
-                    }),
+                    p.last_heard_ms.map_or("never".to_owned(), ago),
                 ]
             })
             .collect();
-        let mut widths = headers.map(str::len);
+        let mut widths = options.widths.0;
+        for (w, header) in widths.iter_mut().zip(headers) {
+            *w = (*w).max(header.len());
+        }
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -261,7 +302,7 @@ impl StatusReport {
             let mut s = String::new();
             for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
                 let pad = w - cell.chars().count();
-                let colored = match (i, state, color) {
+                let colored = match (i, state, options.color) {
                     (2, Some(st), true) => format!("{}{cell}\x1b[0m", state_colour(st)),
                     _ => cell.clone(),
                 };
@@ -279,7 +320,7 @@ impl StatusReport {
             s
         };
         let _ = writeln!(out, "{}", line(&headers.map(str::to_owned), None));
-        for (row, peer) in rows.iter().zip(&self.peers) {
+        for (row, peer) in rows.iter().zip(&shown) {
             let _ = writeln!(out, "{}", line(row, Some(peer.state)));
         }
         let dropped: u64 = self.dropped.values().sum();
@@ -292,8 +333,112 @@ impl StatusReport {
                 .collect();
             let _ = writeln!(out, "dropped datagrams: {}", parts.join(", "));
         }
-        out
+        (out, TableWidths(widths))
     }
+
+    /// Only the peers whose state is one of `states` (for `status --state` with `--json`).
+    pub fn retain_states(&mut self, states: &[PeerState]) {
+        self.peers.retain(|p| states.contains(&p.state));
+    }
+
+    /// Whether every peer is alive, as a monitoring check wants it (`status --check`).
+    pub fn health(&self) -> Health {
+        Health {
+            alive: self
+                .peers
+                .iter()
+                .filter(|p| p.state == PeerState::Alive)
+                .count(),
+            peers: self.peers.len(),
+            not_alive: self
+                .peers
+                .iter()
+                .filter(|p| p.state != PeerState::Alive)
+                .map(|p| (p.name.clone(), p.state))
+                .collect(),
+            conflicts: self
+                .peers
+                .iter()
+                .filter(|p| p.diagnosis == Diagnosis::Conflict)
+                .map(|p| p.name.clone())
+                .collect(),
+            node: self.identity_conflict.then(|| self.node.clone()),
+        }
+    }
+}
+
+/// How [`StatusReport::render_table`] draws the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    /// ANSI colours for the states (for a terminal).
+    pub color: bool,
+    /// Show only the peers in these states (the header still counts them all); `None`:
+    /// every peer.
+    pub states: Option<Vec<PeerState>>,
+    /// The least width of each column, e.g. those of the frame before.
+    pub widths: TableWidths,
+}
+
+/// The widths of the table's nine columns, in characters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableWidths(pub [usize; 9]);
+
+/// The verdict of a monitoring check over the peer table ([`StatusReport::health`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Peers `alive`.
+    pub alive: usize,
+    /// Peers in all.
+    pub peers: usize,
+    /// The others, with their state, in config order.
+    pub not_alive: Vec<(String, PeerState)>,
+    /// Peers two processes claim at once (diagnosis `conflict`), in config order.
+    pub conflicts: Vec<String>,
+    /// This node's name, when another process seems to run with it.
+    pub node: Option<String>,
+}
+
+impl Health {
+    /// Whether every peer is alive and no name is claimed twice.
+    pub fn ok(&self) -> bool {
+        self.not_alive.is_empty() && self.conflicts.is_empty() && self.node.is_none()
+    }
+
+    /// The one line of a Nagios-style check: `PEERMESH OK - 4/4 peers alive`, or
+    /// `PEERMESH WARNING - 1/4 peers not alive: web3 dead`, with `; two processes claim to be
+    /// web2` for each conflict.
+    pub fn line(&self) -> String {
+        if self.ok() {
+            return format!("PEERMESH OK - {}/{} peers alive", self.alive, self.peers);
+        }
+        let mut parts = Vec::new();
+        if !self.not_alive.is_empty() {
+            let which: Vec<String> = self
+                .not_alive
+                .iter()
+                .map(|(name, state)| format!("{name} {state}"))
+                .collect();
+            parts.push(format!(
+                "{}/{} peers not alive: {}",
+                self.not_alive.len(),
+                self.peers,
+                which.join(", ")
+            ));
+        }
+        if let Some(node) = &self.node {
+            parts.push(format!("another process is running as {node}"));
+        }
+        for name in &self.conflicts {
+            parts.push(format!("two processes claim to be {name}"));
+        }
+        format!("PEERMESH WARNING - {}", parts.join("; "))
+    }
+}
+
+/// Whether a peer in `state` shows RTT figures (`rtt_us`, `jitter_us`): only `alive` and
+/// `suspect` ones do. The matrix follows the same rule for its cells.
+pub fn has_rtt(state: PeerState) -> bool {
+    matches!(state, PeerState::Alive | PeerState::Suspect)
 }
 
 /// Whether the diagnosis tells more than the state (it is shown beside it): not when it
@@ -322,28 +467,8 @@ fn state_colour(state: PeerState) -> &'static str {
     }
 }
 
-/// `734µs`, `12.3ms`, `1.20s`.
-pub fn human_us(us: f64) -> String {
-    if us < 1000.0 {
-        format!("{us:.0}µs")
-    } else if us < 100_000.0 {
-        format!("{:.2}ms", us / 1000.0)
-    } else if us < 1_000_000.0 {
-        format!("{:.0}ms", us / 1000.0)
-    } else {
-        format!("{:.2}s", us / 1_000_000.0)
-    }
-}
-
-/// `850ms`, `12.3s`, `5m02s`, `3h10m`.
-pub fn human_duration(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
-        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
-    }
-}
+use super::units::{ago, TimeUnit};
+pub use super::units::{human_duration, human_us};
 
 #[cfg(test)]
 mod tests {
@@ -534,10 +659,169 @@ mod tests {
     }
 
     #[test]
-    fn human_units() {
-        assert_eq!(human_us(42.4), "42µs");
-        assert_eq!(human_us(1234.0), "1.23ms");
-        assert_eq!(human_us(150_000.0), "150ms");
-        assert_eq!(human_duration(61_000), "1m01s");
+    fn dead_and_left_peers_show_no_rtt_in_the_json_or_the_table() {
+        let report = busy_report();
+        for peer in &report.peers {
+            let measured = peer.rtt_us.is_some();
+            assert_eq!(measured, has_rtt(peer.state), "{peer:?}");
+            assert_eq!(peer.jitter_us.is_some(), measured, "{peer:?}");
+        }
+        let table = report.to_table(false);
+        for (state, row) in [("dead", "node2"), ("left", "node3")] {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(row))
+                .unwrap_or_else(|| panic!("{table}"));
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cells[2], state, "{table}");
+            assert_eq!(&cells[3..7], ["-", "-", "-", "-"], "{table}");
+        }
+    }
+
+    /// A report of peers with the given RTTs (µs; `None`: dead) for table tests.
+    fn report_with(rtts: &[Option<f64>]) -> StatusReport {
+        let peers = rtts
+            .iter()
+            .enumerate()
+            .map(|(i, rtt)| PeerReport {
+                name: format!("p{i}"),
+                addr: format!("127.0.0.{}:1313", i + 2),
+                state: if rtt.is_some() {
+                    PeerState::Alive
+                } else {
+                    PeerState::Dead
+                },
+                diagnosis: Diagnosis::Ok,
+                rtt_us: rtt.map(|v| RttReport {
+                    last: v,
+                    min: v,
+                    avg: v,
+                    p50: v,
+                    p99: v,
+                }),
+                jitter_us: rtt.map(|v| v / 10.0),
+                loss_pct: 0.0,
+                last_heard_ms: Some(12_040),
+                sent: 1,
+                received: 1,
+                seen_addr: None,
+                incarnation: None,
+                rival_addr: None,
+            })
+            .collect();
+        StatusReport {
+            node: "me".to_owned(),
+            incarnation: 1,
+            uptime_ms: 1000,
+            heartbeat_interval_ms: 1000,
+            identity_conflict: false,
+            peers,
+            dropped: BTreeMap::new(),
+            io: None,
+        }
+    }
+
+    #[test]
+    fn each_column_of_times_has_one_unit_and_ages_read_ago() {
+        let table = report_with(&[Some(581.0), Some(6320.0), None]).to_table(false);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .skip(2)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            &rows[0][3..7],
+            ["0.58ms", "0.58ms", "0.58ms", "58µs"],
+            "{table}"
+        );
+        assert_eq!(
+            &rows[1][3..7],
+            ["6.32ms", "6.32ms", "6.32ms", "632µs"],
+            "{table}"
+        );
+        assert_eq!(&rows[2][3..7], ["-", "-", "-", "-"], "{table}");
+        assert!(
+            table.lines().skip(2).all(|l| l.ends_with("12.0s ago")),
+            "{table}"
+        );
+        // Right-aligned with the same decimals: the units line up.
+        let at: Vec<Option<usize>> = table
+            .lines()
+            .skip(2)
+            .take(2)
+            .map(|l| l.find("ms"))
+            .collect();
+        assert_eq!(at[0], at[1], "{table}");
+    }
+
+    #[test]
+    fn widths_carried_from_frame_to_frame_never_shrink() {
+        let wide = report_with(&[Some(123_456.0)]);
+        let narrow = report_with(&[Some(5.0)]);
+        let (first, widths) = wide.render_table(&TableOptions::default());
+        let (second, _) = narrow.render_table(&TableOptions {
+            widths,
+            ..TableOptions::default()
+        });
+        let header = |t: &str| t.lines().nth(1).unwrap_or_default().to_owned();
+        assert_eq!(header(&first), header(&second), "{first}{second}");
+        let alone = narrow.to_table(false);
+        assert!(header(&alone).len() < header(&second).len(), "{alone}");
+    }
+
+    #[test]
+    fn a_state_filter_shows_those_peers_and_says_so() {
+        let report = report_with(&[Some(50.0), None, Some(60.0)]);
+        let (table, _) = report.render_table(&TableOptions {
+            states: Some(vec![PeerState::Dead, PeerState::Unreachable]),
+            ..TableOptions::default()
+        });
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].ends_with(
+                "2/3 peers alive, heartbeat every 1000 ms; showing 1 peer: dead, unreachable"
+            ),
+            "{table}"
+        );
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[2].starts_with("p1 "), "{table}");
+        let mut only = report.clone();
+        only.retain_states(&[PeerState::Alive]);
+        let names: Vec<&str> = only.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["p0", "p2"]);
+    }
+
+    #[test]
+    fn health_is_ok_only_when_every_peer_is_alive() {
+        let ok = report_with(&[Some(50.0), Some(60.0)]).health();
+        assert!(ok.ok());
+        assert_eq!(ok.line(), "PEERMESH OK - 2/2 peers alive");
+        let mut report = report_with(&[Some(50.0), None, Some(60.0), None]);
+        report.peers[3].state = PeerState::Left;
+        let bad = report.health();
+        assert!(!bad.ok());
+        assert_eq!(
+            bad.line(),
+            "PEERMESH WARNING - 2/4 peers not alive: p1 dead, p3 left"
+        );
+    }
+
+    #[test]
+    fn health_is_not_ok_while_a_name_is_claimed_twice() {
+        let mut report = report_with(&[Some(50.0), Some(60.0)]);
+        report.peers[1].diagnosis = Diagnosis::Conflict;
+        let health = report.health();
+        assert!(!health.ok());
+        assert_eq!(
+            health.line(),
+            "PEERMESH WARNING - two processes claim to be p1"
+        );
+        report.peers[1].diagnosis = Diagnosis::Ok;
+        report.identity_conflict = true;
+        report.peers[0].state = PeerState::Dead;
+        assert_eq!(
+            report.health().line(),
+            "PEERMESH WARNING - 1/2 peers not alive: p0 dead; another process is running as me"
+        );
     }
 }
