@@ -135,6 +135,29 @@ struct SimNode {
     events_dropped: u64,
 }
 
+impl SimNode {
+    /// A process, not started yet, running config entry `plays`'s identity from `addr`.
+    fn new(
+        plays: usize,
+        addr: SocketAddr,
+        keyring: Option<crate::wire::keyring::Keyring>,
+    ) -> SimNode {
+        SimNode {
+            plays,
+            mesh: None,
+            status: NodeStatus::Down,
+            addr,
+            inbox: Vec::new(),
+            wake: None,
+            restarts: 0,
+            timer_wakeups: 0,
+            keyring,
+            events: VecDeque::new(),
+            events_dropped: 0,
+        }
+    }
+}
+
 /// A datagram in flight. Ordered by arrival time, then by send order (deterministic ties).
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Flight {
@@ -253,19 +276,7 @@ impl Sim {
                     Err(_) => sim_addr(i),
                 };
                 by_addr.insert(addr, i);
-                SimNode {
-                    plays: i,
-                    mesh: None,
-                    status: NodeStatus::Down,
-                    addr,
-                    inbox: Vec::new(),
-                    wake: None,
-                    restarts: 0,
-                    timer_wakeups: 0,
-                    keyring: None,
-                    events: VecDeque::new(),
-                    events_dropped: 0,
-                }
+                SimNode::new(i, addr, None)
             })
             .collect();
         let mut sim = Sim {
@@ -413,19 +424,7 @@ impl Sim {
         }
         let i = self.nodes.len();
         let keyring = real.keyring.clone();
-        self.nodes.push(SimNode {
-            plays: of,
-            mesh: None,
-            status: NodeStatus::Down,
-            addr,
-            inbox: Vec::new(),
-            wake: None,
-            restarts: 0,
-            timer_wakeups: 0,
-            keyring,
-            events: VecDeque::new(),
-            events_dropped: 0,
-        });
+        self.nodes.push(SimNode::new(of, addr, keyring));
         self.by_addr.insert(addr, i);
         self.start(i);
         Some(i)
