@@ -946,3 +946,72 @@ fn main() -> ExitCode {
     print!("{text}");
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn node(name: &str, listen: u16, real: u16) -> MeshNode {
+        MeshNode {
+            name: name.to_owned(),
+            listen: addr(listen),
+            real: addr(real),
+        }
+    }
+
+    #[test]
+    fn in_mesh_mode_a_datagram_goes_out_of_its_senders_socket_to_the_real_receiver() {
+        let mut mesh = Topology::Mesh {
+            nodes: vec![node("a", 1, 11), node("b", 2, 12), node("c", 3, 13)],
+        };
+        // a (from 11) sends to b's listen socket (1): out of a's socket (0) to b's real 12.
+        let Ok(route) = mesh.route(1, addr(11)) else {
+            panic!("not routed")
+        };
+        assert_eq!((route.socket, route.dst, route.path), (0, addr(12), 1));
+        // c answers a on a's listen socket (0): out of c's socket (2), path c->a.
+        let Ok(route) = mesh.route(0, addr(13)) else {
+            panic!("not routed")
+        };
+        assert_eq!((route.socket, route.dst, route.path), (2, addr(11), 2 * 3));
+        // A node sending to its own listen address, or a stranger: not routed.
+        assert!(matches!(mesh.route(0, addr(11)), Err(Unrouted::Stranger)));
+        assert!(matches!(mesh.route(0, addr(99)), Err(Unrouted::Stranger)));
+    }
+
+    #[test]
+    fn in_pair_mode_the_first_stranger_is_the_client_and_no_other() {
+        let mut pair = Topology::Pair {
+            to: addr(2),
+            client: None,
+        };
+        assert!(matches!(pair.route(0, addr(2)), Err(Unrouted::NoClient)));
+        let Ok(route) = pair.route(0, addr(7)) else {
+            panic!("not routed")
+        };
+        assert_eq!((route.dst, route.path), (addr(2), 0));
+        let Ok(route) = pair.route(0, addr(2)) else {
+            panic!("not routed")
+        };
+        assert_eq!((route.dst, route.path), (addr(7), 1));
+        assert!(matches!(pair.route(0, addr(8)), Err(Unrouted::Stranger)));
+    }
+
+    #[test]
+    fn medians_and_node_and_path_flags() {
+        assert_eq!(median_us([3000, 1000, 2000].into_iter()), Some(2.0));
+        assert_eq!(median_us([1000, 2000].into_iter()), Some(1.5));
+        assert_eq!(median_us(std::iter::empty()), None);
+        assert!(mesh_node("a,127.0.0.1:1,127.0.0.2:1").is_ok());
+        assert!(mesh_node("a,10.0.0.1:1,127.0.0.2:1").is_err());
+        assert!(mesh_node(",127.0.0.1:1,127.0.0.2:1").is_err());
+        assert!(mesh_node("a,127.0.0.1:1").is_err());
+        let path = mesh_path("a,b,13.5").expect("a path");
+        assert_eq!(path.delay, Duration::from_micros(13_500));
+        assert!(mesh_path("a,b,-1").is_err());
+    }
+}
