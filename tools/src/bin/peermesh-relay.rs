@@ -485,8 +485,11 @@ fn receive(
                         continue;
                     }
                 };
-                let read_at = Instant::now();
+                // The wall clock first: the gap between the two readings then makes the
+                // arrival's `Instant` a little late, never early, so no datagram is sent
+                // before its delay has passed on the clock its applied delay is measured on.
                 let wall = SystemTime::now();
+                let read_at = Instant::now();
                 let n = msg.bytes;
                 let stamp = msg.cmsgs().ok().and_then(kernel_stamp);
                 let from = msg.address.as_ref().and_then(|a| {
