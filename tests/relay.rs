@@ -271,3 +271,94 @@ fn the_relay_refuses_addresses_off_loopback_and_bad_options() {
     );
     assert!(ran.stderr.contains("not a loopback address"), "{ran:?}");
 }
+
+#[test]
+fn in_mesh_mode_each_directed_path_has_its_delay_and_the_relay_reports_what_it_applied() {
+    let [listen_a, listen_b, real_a, real_b] = host_loopback_addrs(4)[..] else {
+        unreachable!()
+    };
+    let dir = std::env::temp_dir().join(format!("peermesh-relay-mesh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let stats = dir.join("stats");
+    let relay = Relay::start(&[
+        "--node",
+        &format!("a,{listen_a},{real_a}"),
+        "--node",
+        &format!("b,{listen_b},{real_b}"),
+        "--path",
+        "a,b,4",
+        "--path",
+        "b,a,9",
+        "--secs",
+        "30",
+        "--stats",
+        stats.to_str().expect("a UTF-8 path"),
+    ]);
+    let a = UdpSocket::bind(real_a).expect("bind a");
+    let b = UdpSocket::bind(real_b).expect("bind b");
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    }
+    // a -> b's listed address: b hears it from a's listed address, 4 ms later at least.
+    let mut buf = [0u8; 64];
+    let started = (0..100).any(|i| {
+        let sent = Instant::now();
+        a.send_to(format!("hello {i}").as_bytes(), listen_b)
+            .unwrap();
+        while sent.elapsed() < Duration::from_millis(100) {
+            if let Ok((_, from)) = b.recv_from(&mut buf) {
+                assert_eq!(from, listen_a, "b must hear a at a's listed address");
+                assert!(sent.elapsed() >= Duration::from_millis(4));
+                return true;
+            }
+        }
+        false
+    });
+    assert!(started, "nothing through the relay within 10 s");
+    // b answers the source it saw: the answer takes the path b -> a, 9 ms.
+    let sent = Instant::now();
+    b.send_to(b"answer", listen_a).unwrap();
+    let mut heard = None;
+    while sent.elapsed() < Duration::from_secs(1) {
+        if let Ok((n, from)) = a.recv_from(&mut buf) {
+            if &buf[..n] == b"answer" {
+                heard = Some((from, sent.elapsed()));
+                break;
+            }
+        }
+    }
+    let (from, took) = heard.expect("the answer came back within 1 s");
+    assert_eq!(from, listen_b, "a must hear b at b's listed address");
+    assert!(took >= Duration::from_millis(9), "{took:?}");
+
+    // SIGTERM: the relay stops at once, its stats written.
+    assert!(support::sh("kill", &["-TERM", &relay.0.id().to_string()]));
+    let summary = relay.wait_summary(Duration::from_secs(5));
+    let text = std::fs::read_to_string(&stats).expect("the stats file");
+    let field = |path: &str, key: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("path {path} ")))
+            .unwrap_or_else(|| panic!("no {path} in {text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == key).expect("a field");
+        words[at + 1].parse().expect("a number")
+    };
+    assert_eq!(field("b->a", "forwarded"), 1.0, "{text}");
+    assert!(field("a->b", "forwarded") >= 1.0, "{text}");
+    // What it applied: never less than asked, and on an unloaded path close to it.
+    for (path, us) in [("a->b", 4000.0), ("b->a", 9000.0)] {
+        let min = field(path, "applied_min_us");
+        assert!(
+            min >= us,
+            "{path}: applied {min} us, less than {us}: {text}"
+        );
+        assert!(
+            field(path, "applied_p50_us") < us + 5000.0,
+            "{path}: {text}"
+        );
+    }
+    assert!(summary.contains("path a->b delay_us 4000.0"), "{summary}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
