@@ -157,6 +157,29 @@ fn a_node_that_restarts_at_another_address_is_no_conflict() {
 }
 
 #[test]
+fn a_node_that_moves_and_whose_clock_went_back_is_no_conflict() {
+    let mut sim = mesh(false);
+    // The real process dies; one with its name starts elsewhere with a smaller incarnation:
+    // its first datagrams are stale, it refutes, and it restarts, all from the new address.
+    sim.crash(REAL);
+    let moved = sim
+        .start_impostor(REAL, impostor_addr())
+        .expect("a free address");
+    sim.crash(moved);
+    sim.restart_with_incarnation(moved, 1);
+    let alive = sim.run_until(INTERVAL * 20, |sim| {
+        others().all(|i| sim.state(i, REAL) == Some(PeerState::Alive))
+    });
+    assert!(alive, "the moved node was not heard");
+    sim.run_for(INTERVAL * 30);
+    assert!(
+        conflict_events(&sim, true).is_empty(),
+        "a move was called a conflict"
+    );
+    assert!(others().all(|i| diagnosis(&sim, i, REAL) == Some(Diagnosis::Ok)));
+}
+
+#[test]
 fn a_node_restarted_with_a_smaller_incarnation_refutes_once_and_is_no_conflict() {
     let mut sim = mesh(false);
     // Its clock went back: peers hold a later incarnation than the new process takes.

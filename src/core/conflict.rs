@@ -38,42 +38,64 @@ impl ConflictRules {
 
 /// What a node saw of two processes claiming one peer's identity from two addresses.
 ///
-/// Evidence is any of: a datagram from an incarnation older than the one held, proven
-/// fresh (it names this node's current incarnation or answers its probe, so a live process
-/// made it), from another address than the held incarnation's; or a restart announced from
-/// another address while the previous incarnation was heard within the window.
+/// Evidence is a datagram that shows a live process at some address claims the identity
+/// while another incarnation is believed: one from an incarnation older than the one held,
+/// proven fresh (it names this node's current incarnation or answers its probe, so a live
+/// process made it), from another address than the held incarnation's; or a restart
+/// announced from another address while the previous incarnation was heard within the
+/// window. It is a **conflict** once evidence came from two addresses, each again at least
+/// one span after the run of evidence began: two processes that keep taking turns. One
+/// process that moved leaves evidence from its new address only (its refutations, if its
+/// incarnation went back), or from the old one only for the moments its last datagrams are
+/// in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RivalWatch {
-    /// The address of the process that is not the one held right now.
-    other: SocketAddr,
     first_ns: u64,
-    last_ns: u64,
+    /// The (at most two) addresses evidence came from, with when each last sent some.
+    live: [Option<(SocketAddr, u64)>; 2],
     active: bool,
 }
 
+/// A conflict verdict that changed with a piece of evidence or with time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConflictChange {
+    /// Two processes claim the identity now.
+    Began,
+    /// No evidence came for the window: only one process is left.
+    Ended,
+}
+
 impl RivalWatch {
-    /// Records evidence at `now_ns` that a process at `other` claims the peer's identity.
-    /// Returns true when this makes it a conflict (it was not one before).
+    /// Records evidence at `now_ns` that a live process at `from` claims the identity.
+    /// Returns what changed: a run that went quiet for the window ended first (so every
+    /// `Began` is followed by an `Ended`), or this piece made the run a conflict.
     pub(crate) fn note(
         watch: &mut Option<RivalWatch>,
-        other: SocketAddr,
+        from: SocketAddr,
         now_ns: u64,
         rules: &ConflictRules,
-    ) -> bool {
-        let w = match watch {
-            Some(w) if now_ns.saturating_sub(w.last_ns) <= rules.window_ns => w,
-            _ => watch.insert(RivalWatch {
-                other,
-                first_ns: now_ns,
-                last_ns: now_ns,
-                active: false,
-            }),
-        };
-        w.other = other;
-        w.last_ns = now_ns;
-        let began = !w.active && now_ns.saturating_sub(w.first_ns) >= rules.span_ns;
-        w.active |= began;
-        began
+    ) -> Option<ConflictChange> {
+        let ended = RivalWatch::expire(watch, now_ns, rules);
+        let w = watch.get_or_insert(RivalWatch {
+            first_ns: now_ns,
+            live: [None, None],
+            active: false,
+        });
+        match w.live {
+            [Some((a, _)), _] if a == from => w.live[0] = Some((from, now_ns)),
+            [_, Some((b, _))] if b == from => w.live[1] = Some((from, now_ns)),
+            [None, _] => w.live[0] = Some((from, now_ns)),
+            [_, None] => w.live[1] = Some((from, now_ns)),
+            // A third address: it takes the place of the one heard from longest ago.
+            [Some((_, ta)), Some((_, tb))] => w.live[usize::from(tb < ta)] = Some((from, now_ns)),
+        }
+        let since = w.first_ns.saturating_add(rules.span_ns);
+        let both_again = w.live.iter().all(|l| l.is_some_and(|(_, t)| t >= since));
+        if !w.active && both_again {
+            w.active = true;
+            return Some(ConflictChange::Began);
+        }
+        ended.then_some(ConflictChange::Ended)
     }
 
     /// Forgets the watch once no evidence came for the window. Returns true when a conflict
@@ -84,7 +106,7 @@ impl RivalWatch {
         rules: &ConflictRules,
     ) -> bool {
         match watch {
-            Some(w) if now_ns.saturating_sub(w.last_ns) > rules.window_ns => {
+            Some(w) if now_ns.saturating_sub(w.last_ns()) > rules.window_ns => {
                 let ended = w.active;
                 *watch = None;
                 ended
@@ -93,14 +115,23 @@ impl RivalWatch {
         }
     }
 
-    /// Whether the evidence amounts to a conflict.
-    pub(crate) fn is_active(&self) -> bool {
-        self.active
+    fn last_ns(&self) -> u64 {
+        self.live
+            .iter()
+            .flatten()
+            .map(|&(_, t)| t)
+            .max()
+            .unwrap_or(self.first_ns)
     }
 
-    /// The address of the process that is not the one held now.
-    pub(crate) fn other(&self) -> SocketAddr {
-        self.other
+    /// The two addresses of a conflict; the one heard from last first.
+    pub(crate) fn addresses(&self) -> Option<(SocketAddr, SocketAddr)> {
+        match self.live {
+            [Some((a, ta)), Some((b, tb))] if self.active => {
+                Some(if ta >= tb { (a, b) } else { (b, a) })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -186,47 +217,79 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn active(watch: &Option<RivalWatch>) -> bool {
+        watch.is_some_and(|w| w.addresses().is_some())
+    }
+
     #[test]
-    fn evidence_within_moments_is_a_move_not_a_conflict() {
+    fn a_move_leaves_evidence_for_moments_and_is_no_conflict() {
         let rules = rules();
         let mut watch = None;
-        // A restart on another address, then two datagrams of the old process in flight.
-        for at in [1_000 * MS, 1_002 * MS, 1_003 * MS] {
-            assert!(!RivalWatch::note(&mut watch, addr(1), at, &rules));
+        // Restarted from the new address, then the old process's last datagrams in flight;
+        // later the new process refutes (its clock went back) and restarts again, all from
+        // the new address.
+        for (at, from) in [(1_000, 2), (1_002, 1), (1_003, 1), (1_150, 2), (1_250, 2)] {
+            assert_eq!(
+                RivalWatch::note(&mut watch, addr(from), at * MS, &rules),
+                None
+            );
         }
-        assert!(!watch.is_some_and(|w| w.is_active()));
+        assert!(!active(&watch));
         // Nothing more: forgotten after the window, and no conflict ended.
-        assert!(!RivalWatch::expire(&mut watch, 1_400 * MS, &rules));
+        assert!(!RivalWatch::expire(&mut watch, 1_700 * MS, &rules));
         assert!(watch.is_some());
-        assert!(!RivalWatch::expire(&mut watch, 1_504 * MS, &rules));
+        assert!(!RivalWatch::expire(&mut watch, 1_751 * MS, &rules));
         assert!(watch.is_none());
     }
 
     #[test]
-    fn evidence_spanning_an_interval_is_a_conflict_until_the_window_passes() {
+    fn two_addresses_taking_turns_for_an_interval_are_a_conflict_until_quiet() {
         let rules = rules();
         let mut watch = None;
-        assert!(!RivalWatch::note(&mut watch, addr(1), 1_000 * MS, &rules));
-        assert!(!RivalWatch::note(&mut watch, addr(2), 1_050 * MS, &rules));
-        assert!(RivalWatch::note(&mut watch, addr(1), 1_100 * MS, &rules));
+        assert_eq!(
+            RivalWatch::note(&mut watch, addr(2), 1_000 * MS, &rules),
+            None
+        );
+        assert_eq!(
+            RivalWatch::note(&mut watch, addr(1), 1_050 * MS, &rules),
+            None
+        );
+        assert_eq!(
+            RivalWatch::note(&mut watch, addr(2), 1_100 * MS, &rules),
+            None
+        );
+        // Both again at least an interval after the first piece.
+        assert_eq!(
+            RivalWatch::note(&mut watch, addr(1), 1_150 * MS, &rules),
+            Some(ConflictChange::Began)
+        );
         // Reported once.
-        assert!(!RivalWatch::note(&mut watch, addr(2), 1_200 * MS, &rules));
+        assert_eq!(
+            RivalWatch::note(&mut watch, addr(2), 1_200 * MS, &rules),
+            None
+        );
         let w = watch.expect("watching");
-        assert!(w.is_active());
-        assert_eq!(w.other(), addr(2));
+        assert_eq!(w.addresses(), Some((addr(2), addr(1))));
         assert!(!RivalWatch::expire(&mut watch, 1_700 * MS, &rules));
         assert!(RivalWatch::expire(&mut watch, 1_701 * MS, &rules));
         assert!(watch.is_none());
     }
 
     #[test]
-    fn evidence_after_a_long_gap_starts_over() {
+    fn evidence_after_a_quiet_window_ends_the_old_conflict_first() {
         let rules = rules();
         let mut watch = None;
-        RivalWatch::note(&mut watch, addr(1), 1_000 * MS, &rules);
-        // 600 ms later: the first piece is out of the window, so this one starts a new run.
-        assert!(!RivalWatch::note(&mut watch, addr(1), 1_600 * MS, &rules));
-        assert!(!watch.is_some_and(|w| w.is_active()));
+        for (at, from) in [(1_000, 1), (1_100, 2), (1_150, 1)] {
+            RivalWatch::note(&mut watch, addr(from), at * MS, &rules);
+        }
+        assert!(active(&watch));
+        // 600 ms of nothing, then a piece before any expiry ran: the old verdict ends, and
+        // this piece alone starts a new run that is no conflict yet.
+        assert_eq!(
+            RivalWatch::note(&mut watch, addr(1), 1_800 * MS, &rules),
+            Some(ConflictChange::Ended)
+        );
+        assert!(!active(&watch));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! gossip (`gossip.rs`) and the matrix ([`crate::core::matrix`]) each live in
 //! their own file with their own tests; here they are wired to the inputs and outputs.
 
-use crate::core::conflict::{ConflictRules, RefutationWatch};
+use crate::core::conflict::{ConflictChange, ConflictRules, RefutationWatch};
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
 use crate::core::gossip::RowGossip;
@@ -357,9 +357,8 @@ impl Mesh {
                 // Fresh, so a live process sent it: from elsewhere than the incarnation
                 // held, that is a second process with this identity.
                 let now_ns = self.ns_of(now);
-                if self.peers[key].heard_stale_from(from, now_ns, &self.conflicts) {
-                    self.conflict_began(key);
-                }
+                let change = self.peers[key].heard_stale_from(from, now_ns, &self.conflicts);
+                self.conflict_changed(key, change);
             }
             if let (DropReason::StaleIncarnation, Body::Ping { probe, sent_ns, .. }) =
                 (reason, packet.body)
@@ -805,9 +804,8 @@ impl Mesh {
         let incarnation = header.incarnation;
         let admission = self.peers[key].admit(incarnation, header.seq, answers_probe)?;
         if let Admission::Restarted { .. } = admission {
-            if self.peers[key].restarted_from(from, self.now_ns, &self.conflicts) {
-                self.conflict_began(key);
-            }
+            let change = self.peers[key].restarted_from(from, self.now_ns, &self.conflicts);
+            self.conflict_changed(key, change);
         }
         match admission {
             Admission::Known | Admission::First => {}
@@ -899,21 +897,39 @@ impl Mesh {
         }
     }
 
-    /// Peer `key` now has two processes claiming it: said loudly, and as an event.
-    fn conflict_began(&mut self, key: usize) {
+    /// Peer `key`'s conflict verdict changed: said (loudly when it began), and as an event.
+    fn conflict_changed(&mut self, key: usize, change: Option<ConflictChange>) {
         let peer = &self.peers[key];
-        error!(
-            "{}: two processes claim to be {}, one at {} and one at {}: a cloned machine or \
-             image, or a second process started with that name? They take turns at being \
-             believed until one stops",
-            self.name,
-            peer.name(),
-            peer.seen_addr().map_or("?".to_owned(), |a| a.to_string()),
-            peer.rival_addr().map_or("?".to_owned(), |a| a.to_string()),
-        );
+        let conflict = match change {
+            None => return,
+            Some(ConflictChange::Began) => {
+                let (a, b) = peer
+                    .conflict_addrs()
+                    .map_or(("?".to_owned(), "?".to_owned()), |(a, b)| {
+                        (a.to_string(), b.to_string())
+                    });
+                error!(
+                    "{}: two processes claim to be {}, one at {a} and one at {b}: a cloned \
+                     machine or image, or a second process started with that name? They take \
+                     turns at being believed until one stops",
+                    self.name,
+                    peer.name(),
+                );
+                true
+            }
+            Some(ConflictChange::Ended) => {
+                info!(
+                    "{}: only one process claims to be {} again (at {})",
+                    self.name,
+                    peer.name(),
+                    peer.seen_addr().map_or("?".to_owned(), |a| a.to_string()),
+                );
+                false
+            }
+        };
         self.events.push_back(Event::Conflict {
             peer: self.peers.id_of(key),
-            conflict: true,
+            conflict,
         });
     }
 
@@ -931,16 +947,7 @@ impl Mesh {
                 continue;
             };
             if peer.expire_rival(now_ns, &self.conflicts) {
-                info!(
-                    "{}: only one process claims to be {} again (at {})",
-                    self.name,
-                    peer.name(),
-                    peer.seen_addr().map_or("?".to_owned(), |a| a.to_string()),
-                );
-                self.events.push_back(Event::Conflict {
-                    peer: self.peers.id_of(key),
-                    conflict: false,
-                });
+                self.conflict_changed(key, Some(ConflictChange::Ended));
             }
         }
     }
@@ -1213,7 +1220,8 @@ impl Mesh {
                     self.set_state(key, PeerState::Dead)
                 }
                 // Never heard here (this node started after it left), but the others
-                // saw it go: it left, rather than unknown for ever. Heard again, it is alive.
+                // saw it go: it left, rather than unknown for ever. Like any left peer it is
+                // not pinged; when it comes back it pings this node, and is alive again.
                 PeerState::Unknown if self.witnesses.say_left(key) => {
                     self.set_state(key, PeerState::Left)
                 }

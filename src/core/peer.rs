@@ -3,7 +3,7 @@
 //! Pure bookkeeping: the mesh core feeds it samples and state changes; nothing here reads a
 //! clock (times are nanoseconds on the node's own clock, handed in by the core).
 
-use crate::core::conflict::{ConflictRules, RivalWatch};
+use crate::core::conflict::{ConflictChange, ConflictRules, RivalWatch};
 use crate::core::drops::DropReason;
 use crate::core::replay::{ReplayWindow, Verdict};
 use crate::wire::identity::NodeId;
@@ -420,39 +420,38 @@ impl Peer {
     }
 
     /// A fresh datagram from an incarnation older than the one held came from `from` at
-    /// `now_ns`: when that is another address than the held incarnation's, a second live
-    /// process claims the identity. Returns true when that makes a conflict.
+    /// `now_ns`: when that is another address than the held incarnation's, a live process
+    /// there claims the identity (evidence, see [`RivalWatch`]). Returns how the conflict
+    /// verdict changed.
     pub(crate) fn heard_stale_from(
         &mut self,
         from: SocketAddr,
         now_ns: u64,
         rules: &ConflictRules,
-    ) -> bool {
+    ) -> Option<ConflictChange> {
         if self.seen_addr.is_none_or(|held| held == from) {
-            return false;
+            return None;
         }
         RivalWatch::note(&mut self.rival, from, now_ns, rules)
     }
 
     /// It announced a new incarnation from `from` at `now_ns` (before [`Peer::hear`] takes
     /// the datagram): when the previous one was heard within the window from another
-    /// address and had not said goodbye, that process may still run (evidence, see
-    /// [`RivalWatch`]). Returns true when that makes a conflict.
+    /// address and had not said goodbye, the process at `from` took over from one that may
+    /// still run (evidence, see [`RivalWatch`]). Returns how the conflict verdict changed.
     pub(crate) fn restarted_from(
         &mut self,
         from: SocketAddr,
         now_ns: u64,
         rules: &ConflictRules,
-    ) -> bool {
-        let Some(before) = self.seen_addr.filter(|&a| a != from) else {
-            return false;
-        };
+    ) -> Option<ConflictChange> {
+        self.seen_addr.filter(|&a| a != from)?;
         let recent = self.last_heard.is_some()
             && now_ns.saturating_sub(self.last_heard_ns) <= rules.window_ns();
         if !recent || self.state == PeerState::Left {
-            return false;
+            return None;
         }
-        RivalWatch::note(&mut self.rival, before, now_ns, rules)
+        RivalWatch::note(&mut self.rival, from, now_ns, rules)
     }
 
     /// Ends a conflict once no evidence came for the window; returns true when one ended.
@@ -460,10 +459,17 @@ impl Peer {
         RivalWatch::expire(&mut self.rival, now_ns, rules)
     }
 
-    /// While two processes claim its identity: the address of the one not held right now
-    /// (the other is [`Peer::seen_addr`]).
+    /// While two processes claim its identity: the address of the one not believed right
+    /// now (the other is [`Peer::seen_addr`]).
     pub fn rival_addr(&self) -> Option<SocketAddr> {
-        self.rival.filter(|r| r.is_active()).map(|r| r.other())
+        let (a, b) = self.rival?.addresses()?;
+        Some(if self.seen_addr == Some(a) { b } else { a })
+    }
+
+    /// While two processes claim its identity: both their addresses, the one heard from
+    /// last first.
+    pub(crate) fn conflict_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.rival?.addresses()
     }
 
     /// Records whether its row says it does not hear this node; returns whether that changed.
