@@ -673,6 +673,80 @@ fn as_the_unit_runs_it_the_service_group_gets_the_socket_without_a_chown() {
     assert_eq!(json["node"], "alpha", "{json}");
 }
 
+/// The system calls `peermesh run ARGS` makes of `calls` (strace's lines), from its start
+/// until its control socket is up and it is stopped by SIGTERM.
+fn syscalls_of_run(lab: &mut Lab, config: &Path, extra: &[&str], calls: &str) -> String {
+    let control = lab.control("alpha");
+    let trace = lab.dir.join("strace.log");
+    let _ = fs::remove_file(&trace);
+    let mut args = vec![
+        "-f",
+        "-qq",
+        "-o",
+        path_str(&trace),
+        "-e",
+        calls,
+        BIN,
+        "run",
+        "--config",
+        path_str(config),
+        "--name",
+        "alpha",
+        "--control",
+        path_str(&control),
+    ];
+    args.extend_from_slice(extra);
+    let mut strace = lab.spawn(lab.netns.clone().as_deref(), "strace", &args, "alpha");
+    let up = wait_until(Duration::from_secs(10), || lab.status("alpha").is_some());
+    if !up {
+        let _ = strace.kill();
+        let _ = strace.wait();
+        panic!("the traced node never answered\n{}", lab.logs());
+    }
+    signal(
+        pid_of(&format!("{BIN} run --config {}", config.display())),
+        "TERM",
+    );
+    // strace exits with its tracee, having written the whole trace.
+    assert_eq!(wait_child(&mut strace, Duration::from_secs(10)), Some(0));
+    fs::read_to_string(&trace).expect("strace's output")
+}
+
+#[test]
+fn run_makes_no_chown_that_the_units_system_call_filter_would_refuse() {
+    // docs/peermesh.service has `SystemCallFilter=~@privileged` with EPERM: a chown of any
+    // kind, even `chown(path, -1, -1)`, fails there and the node exits 1 at start.
+    if !support::sh("strace", &["-V"]) {
+        panic!("strace is not installed: `apt-get install strace` (.ci/run installs it)");
+    }
+    let mut lab = Lab::new("unitfilter");
+    let config = lab.write_config(&loopback_config(&["alpha", "beta"], SUSPECT_MS, DEAD_MS));
+    let own_gid = nix::unistd::getegid().as_raw().to_string();
+    let calls = "trace=bind,chown,fchown,lchown,fchownat";
+    // Plain, and as the unit runs it: `--control-group` naming the process's own group.
+    for extra in [&[][..], &["--control-group", own_gid.as_str()][..]] {
+        let trace = syscalls_of_run(&mut lab, &config, extra, calls);
+        let socket = format!("sun_path=\"{}", lab.control("alpha").display());
+        assert!(
+            trace
+                .lines()
+                .any(|l| l.contains("bind(") && l.contains(&socket)),
+            "strace saw no bind of the control socket ({extra:?}):\n{trace}"
+        );
+        // "PID name(args) = result": the name of the call.
+        let call = |l: &str| {
+            l.split_once(' ')
+                .and_then(|(_, rest)| rest.split_once('('))
+                .map(|(name, _)| name.to_owned())
+        };
+        let chowns: Vec<&str> = trace
+            .lines()
+            .filter(|l| call(l).is_some_and(|c| c.ends_with("chown") || c == "fchownat"))
+            .collect();
+        assert!(chowns.is_empty(), "{extra:?}: {chowns:?}");
+    }
+}
+
 // ---- make run's script (item 5) -------------------------------------------------------------
 
 #[test]

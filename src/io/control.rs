@@ -477,9 +477,14 @@ impl ControlServer {
         let (listener, staging) = bind_staging(path)?;
         let mode = if group.is_some() { 0o660 } else { 0o600 };
         // A socket already of this process's group needs no chown, which the systemd
-        // unit's system-call filter (`~@privileged`) refuses.
+        // unit's system-call filter (`~@privileged`) refuses: with no gid to set, no chown
+        // is made at all (std would still issue `chown(path, -1, -1)`).
         let chgrp = group.filter(|&gid| gid != nix::unistd::getegid().as_raw());
-        let placed = std::os::unix::fs::chown(&staging, None, chgrp)
+        let regrouped = match chgrp {
+            Some(gid) => std::os::unix::fs::chown(&staging, None, Some(gid)),
+            None => Ok(()),
+        };
+        let placed = regrouped
             .and_then(|()| {
                 std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
             })
