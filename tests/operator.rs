@@ -295,6 +295,75 @@ fn top_reconnects_while_its_node_restarts_and_ctrl_c_ends_it_with_0() {
     );
 }
 
+#[test]
+fn top_honours_ctrl_c_within_two_seconds_while_its_node_is_stopped() {
+    let (lab, _) = mesh("tophung", &["alpha", "beta"]);
+    let control = lab.control("alpha");
+    let mut top = Command::new(BIN)
+        .args(["top", "--control", path_str(&control)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn top");
+    let seen = collect_stdout(&mut top);
+    assert!(
+        wait_until(Duration::from_secs(5), || text(&seen)
+            .contains("node alpha (incarnation")),
+        "{}",
+        text(&seen)
+    );
+    // Stopped, not dead: the socket still accepts, nothing answers.
+    lab.signal("alpha", "STOP");
+    let hung = format!(
+        "reconnecting to {} (the node at {} is busy: no answer within 1 s",
+        control.display(),
+        control.display()
+    );
+    let shown = wait_until(Duration::from_secs(5), || text(&seen).contains(&hung));
+    // Ctrl-C while top waits for the stopped node again.
+    let asked = std::time::Instant::now();
+    signal(top.id(), "INT");
+    let code = wait_child(&mut top, Duration::from_secs(5));
+    let took = asked.elapsed();
+    lab.signal("alpha", "CONT");
+    assert!(
+        shown,
+        "no reconnecting line for a hung node:\n{}",
+        text(&seen)
+    );
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(2), "Ctrl-C took {took:?}");
+}
+
+#[test]
+fn top_stops_at_once_on_a_socket_this_user_may_not_open() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // A root node's socket is 0600: nobody (uid 65534) gets EACCES, which no restart cures.
+    let (lab, _) = mesh("topdenied", &["alpha", "beta"]);
+    fs::set_permissions(&lab.dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let control = lab.control("alpha");
+    assert_eq!(fs::metadata(&control).unwrap().mode() & 0o777, 0o600);
+    let ran = run_bounded(
+        Command::new("setpriv").args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "top",
+            "--control",
+            path_str(&control),
+        ]),
+        Duration::from_secs(10),
+    );
+    assert_exit(&ran, 1);
+    assert!(ran.stderr.contains("Permission denied"), "{ran:?}");
+    assert!(!ran.stdout.contains("reconnecting"), "{ran:?}");
+}
+
 /// `command` (one shell line) on a pseudo-terminal of its own, by `script`; the terminal's
 /// output is collected.
 fn on_a_terminal(command: &str, env: &[(&str, &str)]) -> (Child, Arc<Mutex<String>>) {
