@@ -300,8 +300,18 @@ fn screenshot(svg_file: &Path, width: u32, height: u32) -> Option<PathBuf> {
     let png = dir.join("heatmap.png");
     let profile = dir.join("chromium-profile");
     let url = format!("file://{}", svg_file.display());
-    let ran = run_bounded(
+    // No network for the browser: a new, empty network namespace when this may make one
+    // (root, util-linux's unshare), and Chromium's own calls home turned off either way.
+    let mut command = if support::sh("unshare", &["-n", "true"]) {
+        let mut c = Command::new("unshare");
+        c.args(["-n", "--"]).arg(&browser);
+        c
+    } else {
+        eprintln!("unshare -n is not possible here: Chromium runs in this network namespace");
         Command::new(&browser)
+    };
+    let ran = run_bounded(
+        command
             .args([
                 "--headless",
                 "--disable-gpu",
@@ -310,6 +320,11 @@ fn screenshot(svg_file: &Path, width: u32, height: u32) -> Option<PathBuf> {
                 "--force-device-scale-factor=1",
                 "--no-first-run",
                 "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-pings",
+                "--disable-sync",
+                "--disable-domain-reliability",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(format!("--screenshot={}", png.display()))
