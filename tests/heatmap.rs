@@ -695,6 +695,18 @@ fn json_and_table_show_rtts_only_for_alive_and_suspect_cells_one_unit_per_column
         ]
     );
     assert_eq!(row("epsilon").last(), Some(&"30.5s ago, stale"));
+    // The legend names every mark and state word the table prints.
+    let legend = lines
+        .iter()
+        .find(|l| l.starts_with("legend: "))
+        .expect("a legend line");
+    for word in ["dead", "left", "unreach", "stale"] {
+        assert!(legend.contains(&format!(", {word} = ")), "{word}: {legend}");
+    }
+    assert!(
+        legend.contains("· self") && legend.contains("- no figure"),
+        "{legend}"
+    );
     // One unit per column: every figure of a column ends in the same unit.
     let unit = |cell: &str| {
         ["µs", "ms", "s"]
