@@ -300,8 +300,18 @@ fn screenshot(svg_file: &Path, width: u32, height: u32) -> Option<PathBuf> {
     let png = dir.join("heatmap.png");
     let profile = dir.join("chromium-profile");
     let url = format!("file://{}", svg_file.display());
-    let ran = run_bounded(
+    // No network for the browser: a new, empty network namespace when this may make one
+    // (root, util-linux's unshare), and Chromium's own calls home turned off either way.
+    let mut command = if support::sh("unshare", &["-n", "true"]) {
+        let mut c = Command::new("unshare");
+        c.args(["-n", "--"]).arg(&browser);
+        c
+    } else {
+        eprintln!("unshare -n is not possible here: Chromium runs in this network namespace");
         Command::new(&browser)
+    };
+    let ran = run_bounded(
+        command
             .args([
                 "--headless",
                 "--disable-gpu",
@@ -310,6 +320,11 @@ fn screenshot(svg_file: &Path, width: u32, height: u32) -> Option<PathBuf> {
                 "--force-device-scale-factor=1",
                 "--no-first-run",
                 "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-pings",
+                "--disable-sync",
+                "--disable-domain-reliability",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(format!("--screenshot={}", png.display()))
@@ -680,6 +695,18 @@ fn json_and_table_show_rtts_only_for_alive_and_suspect_cells_one_unit_per_column
         ]
     );
     assert_eq!(row("epsilon").last(), Some(&"30.5s ago, stale"));
+    // The legend names every mark and state word the table prints.
+    let legend = lines
+        .iter()
+        .find(|l| l.starts_with("legend: "))
+        .expect("a legend line");
+    for word in ["dead", "left", "unreach", "stale"] {
+        assert!(legend.contains(&format!(", {word} = ")), "{word}: {legend}");
+    }
+    assert!(
+        legend.contains("· self") && legend.contains("- no figure"),
+        "{legend}"
+    );
     // One unit per column: every figure of a column ends in the same unit.
     let unit = |cell: &str| {
         ["µs", "ms", "s"]

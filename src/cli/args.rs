@@ -179,12 +179,15 @@ pub(crate) struct StatusArgs {
     #[arg(long, value_name = "STATES", value_delimiter = ',',
           value_parser = PossibleValuesParser::new(STATE_NAMES), conflicts_with = "check")]
     pub(crate) state: Vec<String>,
-    /// monitoring check: one line, exit 0 if every peer is alive, 1 if not, 3 if unknown
+    /// monitoring check: one line, exit 0 if every peer is alive, 1 if not (or a name is
+    /// claimed twice), 3 if unknown
     ///
     /// A monitoring check in the Nagios style: prints one line, `PEERMESH OK - 4/4 peers
-    /// alive` and exits 0 when every peer is alive; `PEERMESH WARNING - 1/4 peers not alive:
-    /// web3 dead` and exits 1 when any is not; `PEERMESH UNKNOWN - why` and exits 3 when the
-    /// node cannot be asked.
+    /// alive` and exits 0 when every peer is alive and no name is claimed twice; `PEERMESH
+    /// WARNING - 1/4 peers not alive: web3 dead` and exits 1 when any is not, or while a name
+    /// is claimed twice even with every peer alive (a peer diagnosed `conflict`, or another
+    /// process running as this node: `two processes claim to be web2`); `PEERMESH UNKNOWN -
+    /// why` and exits 3 when the node cannot be asked.
     #[arg(long, conflicts_with = "json")]
     pub(crate) check: bool,
 }

@@ -6,8 +6,10 @@ use super::{emit, Failure};
 use peermesh::io::control::{self, Answer, ClientError, MatrixFormat, Request};
 use peermesh::report::status::{StatusReport, TableOptions, TableWidths};
 use peermesh::PeerState;
-use std::io::{ErrorKind, IsTerminal};
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// How often `top` redraws, and retries a node that does not answer.
@@ -53,12 +55,12 @@ pub(super) fn colour_allowed() -> bool {
 /// Asks the node and returns what it answered as text to print: the JSON of `status` and
 /// `matrix` exactly as the node wrote it, tables and SVG as they are; a newline at the end.
 fn ask(path: &Path, request: Request) -> Result<String, Failure> {
-    ask_node(path, request).map_err(|e| Failure::Runtime(e.to_string()))
+    ask_node(path, request, control::CLIENT_TIMEOUT).map_err(|e| Failure::Runtime(e.to_string()))
 }
 
-/// [`ask`], with the client's own error.
-fn ask_node(path: &Path, request: Request) -> Result<String, ClientError> {
-    let answer = control::request(path, request)?;
+/// [`ask`], with the client's own error, waiting at most `timeout` for the node.
+fn ask_node(path: &Path, request: Request, timeout: Duration) -> Result<String, ClientError> {
+    let answer = control::request_within(path, request, timeout)?;
     let mut text = match answer {
         Answer::Status(json) | Answer::Matrix(json) | Answer::Text(json) => json,
         Answer::Pong => "pong".to_owned(),
@@ -71,28 +73,31 @@ fn ask_node(path: &Path, request: Request) -> Result<String, ClientError> {
 
 /// The node's status report, and its JSON as the node wrote it.
 fn fetch_status(path: &Path) -> Result<(StatusReport, String), Failure> {
-    fetch(path).map_err(|e| e.failure)
+    fetch(path, control::CLIENT_TIMEOUT).map_err(|e| e.failure)
 }
 
 /// Why there is no status report: the failure, and whether asking again could help.
 struct NoStatus {
     failure: Failure,
-    /// The socket is served by another user, or sits in a directory others control: that
-    /// is no node restarting, and waiting for it is not what `top` does.
+    /// The socket is served by another user, sits in a directory others control, or may
+    /// not be opened by this user (permission denied): that is no node restarting, and
+    /// waiting for it is not what `top` does.
     settled: bool,
 }
 
-/// [`fetch_status`], saying whether the failure may pass.
-fn fetch(path: &Path) -> Result<(StatusReport, String), NoStatus> {
+/// [`fetch_status`], saying whether the failure may pass; `timeout` bounds each wait for
+/// the node.
+fn fetch(path: &Path, timeout: Duration) -> Result<(StatusReport, String), NoStatus> {
     let request = Request::Status {
         json: true,
         color: false,
     };
-    let json = ask_node(path, request).map_err(|e| NoStatus {
-        settled: matches!(
-            e,
-            ClientError::Untrusted { .. } | ClientError::Directory { .. }
-        ),
+    let json = ask_node(path, request, timeout).map_err(|e| NoStatus {
+        settled: match &e {
+            ClientError::Untrusted { .. } | ClientError::Directory { .. } => true,
+            ClientError::Io(_, io) => io.kind() == ErrorKind::PermissionDenied,
+            _ => false,
+        },
         failure: Failure::Runtime(e.to_string()),
     })?;
     let report = serde_json::from_str(&json).map_err(|e| NoStatus {
@@ -164,8 +169,9 @@ fn check(target: &TargetArgs) -> Result<(), Failure> {
 
 /// `peermesh top`: the peer table once a second until Ctrl-C (or `--count` frames). A node
 /// that does not answer (stopped, restarting) gets a `reconnecting to PATH (why)` line, and
-/// is asked again each second until it answers; a socket served by another user, or in a
-/// directory others control, ends it at once (exit 1). On a terminal it draws on the alternate
+/// is asked again each second until it answers (each request waits at most a second, so a
+/// hung node delays neither a frame nor Ctrl-C); a socket served by another user, in a
+/// directory others control, or that this user may not open, ends it at once (exit 1). On a terminal it draws on the alternate
 /// screen, which it leaves on any exit, Ctrl-C included; to a pipe it prints plain frames.
 pub(super) fn top(args: TopArgs) -> Result<(), Failure> {
     let path = control_path(&args.target)?;
@@ -181,7 +187,9 @@ pub(super) fn top(args: TopArgs) -> Result<(), Failure> {
     };
     let mut shown = 0u64;
     loop {
-        let (frame, failure) = match fetch(&path) {
+        // A hung node (stopped, not dead) costs at most one interval, so Ctrl-C is honoured
+        // within about a second and the reconnecting line shows.
+        let (frame, failure) = match fetch(&path, TOP_INTERVAL) {
             Ok((report, _)) => {
                 let (table, widths) = report.render_table(&options);
                 options.widths = widths;
@@ -227,16 +235,37 @@ fn reach(path: &Path) -> String {
     format!("{bin} status --control {}", socket.display())
 }
 
+/// What gives the terminal back: shows the cursor, leaves the alternate screen.
+const LEAVE_SCREEN: &str = "\x1b[?25h\x1b[?1049l";
+
+/// Whether `top` has the alternate screen up, for the panic hook.
+static ON_ALTERNATE_SCREEN: AtomicBool = AtomicBool::new(false);
+
 /// Where `top` draws: the alternate screen of a terminal (left again when this is
-/// dropped, whatever ends `top`), or plain frames one after another.
+/// dropped, whatever ends `top`, and by a panic hook: release builds abort on a panic,
+/// so no drop runs then), or plain frames one after another.
 struct Screen {
     tty: bool,
 }
 
 impl Screen {
-    /// On a terminal, switches to the alternate screen and hides the cursor.
+    /// On a terminal, switches to the alternate screen and hides the cursor, with a panic
+    /// hook that gives the terminal back before the default hook prints the panic.
     fn enter(tty: bool) -> Result<Screen, Failure> {
         if tty {
+            static HOOK: Once = Once::new();
+            HOOK.call_once(|| {
+                let default = std::panic::take_hook();
+                std::panic::set_hook(Box::new(move |info| {
+                    if ON_ALTERNATE_SCREEN.swap(false, Ordering::SeqCst) {
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(LEAVE_SCREEN.as_bytes());
+                        let _ = out.flush();
+                    }
+                    default(info);
+                }));
+            });
+            ON_ALTERNATE_SCREEN.store(true, Ordering::SeqCst);
             emit("\x1b[?1049h\x1b[?25l")?;
         }
         Ok(Screen { tty })
@@ -260,8 +289,8 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
-        if self.tty {
-            let _ = emit("\x1b[?25h\x1b[?1049l");
+        if self.tty && ON_ALTERNATE_SCREEN.swap(false, Ordering::SeqCst) {
+            let _ = emit(LEAVE_SCREEN);
         }
     }
 }

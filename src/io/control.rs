@@ -477,9 +477,14 @@ impl ControlServer {
         let (listener, staging) = bind_staging(path)?;
         let mode = if group.is_some() { 0o660 } else { 0o600 };
         // A socket already of this process's group needs no chown, which the systemd
-        // unit's system-call filter (`~@privileged`) refuses.
+        // unit's system-call filter (`~@privileged`) refuses: with no gid to set, no chown
+        // is made at all (std would still issue `chown(path, -1, -1)`).
         let chgrp = group.filter(|&gid| gid != nix::unistd::getegid().as_raw());
-        let placed = std::os::unix::fs::chown(&staging, None, chgrp)
+        let regrouped = match chgrp {
+            Some(gid) => std::os::unix::fs::chown(&staging, None, Some(gid)),
+            None => Ok(()),
+        };
+        let placed = regrouped
             .and_then(|()| {
                 std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))
             })
@@ -888,8 +893,9 @@ pub enum ClientError {
         /// This process's uid.
         me: u32,
     },
-    /// The node took no request, or gave no answer, within [`CLIENT_TIMEOUT`].
-    Timeout(PathBuf),
+    /// The node took no request, or gave no answer, within the client's timeout
+    /// ([`CLIENT_TIMEOUT`] unless the caller chose another, which this carries).
+    Timeout(PathBuf, Duration),
     /// The node serves [`MAX_CONNECTIONS`] clients already.
     TooManyClients(PathBuf),
     /// The node closed the connection without an answer.
@@ -925,11 +931,11 @@ impl fmt::Display for ClientError {
                 path.display(),
                 describe_uid(*server)
             ),
-            ClientError::Timeout(p) => write!(
+            ClientError::Timeout(p, limit) => write!(
                 f,
                 "the node at {} is busy: no answer within {} s; try again",
                 p.display(),
-                CLIENT_TIMEOUT.as_secs()
+                limit.as_secs_f64()
             ),
             ClientError::TooManyClients(p) => write!(
                 f,
@@ -1039,7 +1045,18 @@ fn read_reply(stream: &mut std::os::unix::net::UnixStream, reply: &mut Vec<u8>) 
 /// Asks the node at `path` and reads its answer: [`request_line`] with the request's line,
 /// then [`crate::io::control_protocol::parse_answer`].
 pub fn request(path: &Path, request: Request) -> Result<Answer, ClientError> {
-    let reply = request_line(path, &request.to_line())?;
+    request_within(path, request, CLIENT_TIMEOUT)
+}
+
+/// [`request`], waiting at most `timeout` (instead of [`CLIENT_TIMEOUT`]) for each read
+/// and write: `peermesh top` asks with its redraw interval, so a hung node costs it no
+/// more than one frame.
+pub fn request_within(
+    path: &Path,
+    request: Request,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    let reply = request_line_within(path, &request.to_line(), timeout)?;
     crate::io::control_protocol::parse_answer(&reply).map_err(|e| match e {
         AnswerError::Refused(why) if why.starts_with(TOO_MANY_CLIENTS) => {
             ClientError::TooManyClients(path.to_owned())
@@ -1059,6 +1076,16 @@ pub fn request(path: &Path, request: Request) -> Result<Answer, ClientError> {
 /// the caller's own, mode 0700. Failures are typed: no node, busy ([`CLIENT_TIMEOUT`]),
 /// too many clients, an empty reply, a reset.
 pub fn request_line(path: &Path, line: &str) -> Result<String, ClientError> {
+    request_line_within(path, line, CLIENT_TIMEOUT)
+}
+
+/// [`request_line`], waiting at most `timeout` for each read and write (a zero
+/// `timeout` is refused: [`ClientError::Io`] with `InvalidInput`).
+pub fn request_line_within(
+    path: &Path,
+    line: &str,
+    timeout: Duration,
+) -> Result<String, ClientError> {
     if path.parent() == Some(private_dir().as_path()) {
         check_private_dir(&private_dir()).map_err(|e| match e {
             DirCheck::Io(_, e) if e.kind() == ErrorKind::NotFound => {
@@ -1069,17 +1096,15 @@ pub fn request_line(path: &Path, line: &str) -> Result<String, ClientError> {
     }
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            ClientError::Timeout(path.to_owned(), timeout)
+        }
         _ => ClientError::Io(path.to_owned(), e),
     })?;
     check_server(path, &stream)?;
     let io_err = |e| ClientError::Io(path.to_owned(), e);
-    stream
-        .set_read_timeout(Some(CLIENT_TIMEOUT))
-        .map_err(io_err)?;
-    stream
-        .set_write_timeout(Some(CLIENT_TIMEOUT))
-        .map_err(io_err)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
     // A node over its limit may answer and close before the request is even written:
     // whatever happens to the write, read what it said.
     let line = if line.ends_with('\n') {
@@ -1091,7 +1116,9 @@ pub fn request_line(path: &Path, line: &str) -> Result<String, ClientError> {
     let mut reply = Vec::new();
     let read = read_reply(&mut stream, &mut reply);
     let failed = |e: io::Error| match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(path.to_owned()),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            ClientError::Timeout(path.to_owned(), timeout)
+        }
         ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => ClientError::Reset(path.to_owned()),
         _ => ClientError::Io(path.to_owned(), e),
     };

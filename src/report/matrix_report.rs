@@ -531,7 +531,7 @@ impl<S: MatrixCells> MatrixRender<S> {
     fn table_tail(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "legend: · self, - no figure (unknown, or a stale row), dead = nobody hears it, unreach = path broken (others hear it), stale = row older than dead_after or from a peer not alive here"
+            "legend: · self, - no figure (unknown, no RTT yet, or a stale row), dead = nobody hears it, unreach = path broken (others hear it), left = said goodbye, stale = row older than dead_after or from a peer not alive here"
         );
         if !self.asymmetric.is_empty() {
             let names = self.source.names();
