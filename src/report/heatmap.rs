@@ -26,8 +26,9 @@
 //! column names), one [`Heatmap::row`] per step, [`Heatmap::tail`] (the legend).
 
 use crate::core::peer::PeerState;
-use crate::report::matrix_report::{carries_rtt, shown_cell, MatrixCells};
-use crate::report::status::{human_duration, human_us};
+use crate::report::matrix_report::{shown_cell, MatrixCells};
+use crate::report::status::has_rtt;
+use crate::report::units::{ago, human_us};
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -318,10 +319,7 @@ impl Heatmap {
         let empty = (0..self.n).all(|j| j == i || source.cell(i, j).is_none());
         if !fresh && empty {
             let words = match age {
-                Some(ms) => format!(
-                    "stale row of {name}: no figures kept (updated {} ago)",
-                    human_duration(ms)
-                ),
+                Some(ms) => format!("stale row of {name}: no figures kept (updated {})", ago(ms)),
                 None => format!("no row received from {name}"),
             };
             let grid_w = cw * self.n as f64;
@@ -348,8 +346,8 @@ impl Heatmap {
             s.push_str("</g>\n");
         }
         let (class, label) = match (age, fresh) {
-            (Some(ms), true) => ("age", format!("{} ago", human_duration(ms))),
-            (Some(ms), false) => ("age st", format!("stale · {} ago", human_duration(ms))),
+            (Some(ms), true) => ("age", ago(ms)),
+            (Some(ms), false) => ("age st", format!("stale · {}", ago(ms))),
             (None, _) => ("age st", "stale · no row yet".to_owned()),
         };
         let _ = writeln!(
@@ -392,7 +390,7 @@ impl Heatmap {
         };
         // Loss is marked where it says something: on a peer still heard (a dead one's is
         // 100 % by definition).
-        let lossy = loss.filter(|&l| l > 0.0 && carries_rtt(state));
+        let lossy = loss.filter(|&l| l > 0.0 && has_rtt(state));
         let loss_words = lossy.map(|l| format!("loss {l:.1}%"));
         let mut title = format!("{} → {}: {state}", xml(from), xml(to));
         if let Some(rtt) = rtt {

@@ -4,7 +4,7 @@
 //! [`MatrixSnapshot`] taken from a running mesh.
 //!
 //! One rule holds in every rendering: a cell carries an RTT only while its state is `alive`
-//! or `suspect` ([`carries_rtt`]); a dead, unreachable, left or unknown peer's last figure
+//! or `suspect` ([`has_rtt`]); a dead, unreachable, left or unknown peer's last figure
 //! is not shown as if it were current.
 //!
 //! Rendering goes in steps ([`MatrixRender::next_chunk`]), a few rows at a time, so that the
@@ -14,7 +14,8 @@
 use crate::core::matrix::{not_hearing, MatrixSnapshot, MatrixView};
 use crate::core::peer::PeerState;
 use crate::report::heatmap::Heatmap;
-use crate::report::status::human_duration;
+use crate::report::status::has_rtt;
+use crate::report::units::{ago, TimeUnit};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -115,27 +116,20 @@ impl<T: MatrixCells + ?Sized> MatrixCells for &T {
     }
 }
 
-/// Whether a cell in `state` shows an RTT: only a peer heard lately (`alive`, `suspect`)
-/// has a current one; the last figure of a `dead`, `unreachable`, `left` or `unknown` peer
-/// is history, and is left out (null in JSON).
-pub fn carries_rtt(state: PeerState) -> bool {
-    matches!(state, PeerState::Alive | PeerState::Suspect)
-}
-
 /// Cell `(i, j)` of `source` as every rendering shows it: the RTT dropped unless the
-/// state [`carries_rtt`].
+/// state [`has_rtt`].
 pub(crate) fn shown_cell<S: MatrixCells + ?Sized>(
     source: &S,
     i: usize,
     j: usize,
 ) -> Option<(Option<f64>, Option<f64>, PeerState)> {
     let (rtt, loss, state) = source.cell(i, j)?;
-    Some((rtt.filter(|_| carries_rtt(state)), loss, state))
+    Some((rtt.filter(|_| has_rtt(state)), loss, state))
 }
 
 impl MatrixReport {
     /// The report of `view`, as seen by `node`. RTTs of cells whose state does not
-    /// [`carries_rtt`] are left out.
+    /// [`has_rtt`] are left out.
     pub fn new(node: &str, view: &MatrixView) -> MatrixReport {
         let rtt_us = view
             .rtt_us
@@ -144,7 +138,7 @@ impl MatrixReport {
             .map(|(rtts, states)| {
                 rtts.iter()
                     .zip(states)
-                    .map(|(&rtt, &state)| rtt.filter(|_| state.is_some_and(carries_rtt)))
+                    .map(|(&rtt, &state)| rtt.filter(|_| state.is_some_and(has_rtt)))
                     .collect()
             })
             .collect();
@@ -161,7 +155,7 @@ impl MatrixReport {
     }
 
     /// One JSON object on one line: the `matrix --json` contract, rendered as a node
-    /// renders it (RTTs only where the state [`carries_rtt`], `asymmetric` worked out from
+    /// renders it (RTTs only where the state [`has_rtt`], `asymmetric` worked out from
     /// the states), so a report built by hand obeys the contract too.
     pub fn to_json(&self) -> String {
         MatrixRender::new(self, MatrixFormat::Json).render_all()
@@ -223,7 +217,7 @@ pub struct MatrixRender<S> {
     /// Table column widths: names, then each node's column, then the row age.
     widths: Vec<usize>,
     /// Table: the unit of each node's column.
-    units: Vec<Unit>,
+    units: Vec<TimeUnit>,
 }
 
 /// A step appends at least one row and stops once it has appended this many bytes.
@@ -231,38 +225,6 @@ pub const STEP_BYTES: usize = 64 * 1024;
 
 /// The widest text a table cell shows for a value (`999.99ms`, `unknown`).
 const CELL_WIDTH: usize = 8;
-
-/// The one unit every RTT of a table column is written in, chosen by the column's largest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Unit {
-    /// Whole microseconds: `76µs`.
-    Micros,
-    /// Milliseconds, two decimals: `0.58ms`, `28.73ms`.
-    Millis,
-    /// Seconds, two decimals: `1.20s`.
-    Seconds,
-}
-
-impl Unit {
-    /// The unit for a column whose largest RTT is `max_us` (µs).
-    fn for_max(max_us: f64) -> Unit {
-        if max_us < 999.5 {
-            Unit::Micros
-        } else if max_us < 999_995.0 {
-            Unit::Millis
-        } else {
-            Unit::Seconds
-        }
-    }
-
-    fn format(self, us: f64) -> String {
-        match self {
-            Unit::Micros => format!("{us:.0}µs"),
-            Unit::Millis => format!("{:.2}ms", us / 1e3),
-            Unit::Seconds => format!("{:.2}s", us / 1e6),
-        }
-    }
-}
 
 impl<S: MatrixCells> MatrixRender<S> {
     /// Starts rendering `source` as `format`. Costs O(N) (the table: O(N²) arithmetic to
@@ -441,7 +403,7 @@ impl<S: MatrixCells> MatrixRender<S> {
     // ----- the table ----------------------------------------------------------------------
 
     /// Each column's unit, from the largest RTT it shows: one unit per column.
-    fn table_units(&self) -> Vec<Unit> {
+    fn table_units(&self) -> Vec<TimeUnit> {
         let n = self.n();
         let mut max = vec![0.0f64; n];
         for i in 0..n {
@@ -451,7 +413,9 @@ impl<S: MatrixCells> MatrixRender<S> {
                 }
             }
         }
-        max.into_iter().map(Unit::for_max).collect()
+        max.into_iter()
+            .map(TimeUnit::two_decimals_for_max)
+            .collect()
     }
 
     fn table_widths(&self) -> Vec<usize> {
@@ -503,7 +467,7 @@ impl<S: MatrixCells> MatrixRender<S> {
             Some((_, _, PeerState::Left)) => "left".to_owned(),
             Some((Some(rtt), _, _)) => match self.units.get(j) {
                 Some(unit) => unit.format(rtt),
-                None => Unit::for_max(rtt).format(rtt),
+                None => TimeUnit::two_decimals_for_max(rtt).format(rtt),
             },
             _ => "-".to_owned(),
         }
@@ -512,8 +476,8 @@ impl<S: MatrixCells> MatrixRender<S> {
     fn table_row(&mut self, s: &mut String) {
         let (i, n) = (self.row, self.n());
         let age = match (self.source.age_ms(i), self.source.fresh(i)) {
-            (Some(ms), true) => format!("{} ago", human_duration(ms)),
-            (Some(ms), false) => format!("{} ago, stale", human_duration(ms)),
+            (Some(ms), true) => ago(ms),
+            (Some(ms), false) => format!("{}, stale", ago(ms)),
             (None, _) => "never".to_owned(),
         };
         let cells = std::iter::once(self.source.names()[i].clone())

@@ -75,6 +75,20 @@ impl TimeUnit {
         TimeUnit { scale, decimals }
     }
 
+    /// The unit for a column whose largest value is `max_us` (µs), always with two
+    /// decimals in ms and s (`0.58ms`, `410.00ms`, `1.20s`): the matrix table, whose cells
+    /// are all as wide as its widest.
+    pub fn two_decimals_for_max(max_us: f64) -> TimeUnit {
+        let (scale, decimals) = if max_us < 999.5 {
+            (1, 0)
+        } else if max_us < 999_995.0 {
+            (1000, 2)
+        } else {
+            (1_000_000, 2)
+        };
+        TimeUnit { scale, decimals }
+    }
+
     /// The unit's symbol: `µs`, `ms` or `s`.
     pub fn symbol(self) -> &'static str {
         match self.scale {
