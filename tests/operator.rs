@@ -364,12 +364,19 @@ fn top_stops_at_once_on_a_socket_this_user_may_not_open() {
     assert!(!ran.stdout.contains("reconnecting"), "{ran:?}");
 }
 
-/// `command` (one shell line) on a pseudo-terminal of its own, by `script`; the terminal's
-/// output is collected.
-fn on_a_terminal(command: &str, env: &[(&str, &str)]) -> (Child, Arc<Mutex<String>>) {
+/// `command` (one simple command) on a pseudo-terminal of its own, by `script`; the
+/// terminal's output is collected. What the test writes to a piped `stdin` is typed on
+/// that terminal, so `^C` is a real Ctrl-C (SIGINT to the foreground group).
+///
+/// `script` starts `$SHELL -c command`; the command is `exec`ed so that shell is gone. Left
+/// in place, a `dash` (`/bin/sh`, what `script` uses when `SHELL` is unset, as under CI)
+/// would share the terminal's group, die of the Ctrl-C and make `script` exit 130 whatever
+/// the command did.
+fn on_a_terminal(command: &str, env: &[(&str, &str)], stdin: Stdio) -> (Child, Arc<Mutex<String>>) {
     let mut cmd = Command::new("script");
-    cmd.args(["-qfec", command, "/dev/null"])
-        .stdin(Stdio::null())
+    cmd.args(["-qfec", &format!("exec {command}"), "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (k, v) in env {
@@ -404,7 +411,7 @@ fn top_on_a_terminal_uses_the_alternate_screen_and_restores_it_on_ctrl_c() {
     let (lab, _) = mesh("toptty", &["alpha", "beta"]);
     let control = lab.control("alpha");
     let command = format!("{BIN} top --control {}", control.display());
-    let (mut script, seen) = on_a_terminal(&command, &[("NO_COLOR", "")]);
+    let (mut script, seen) = on_a_terminal(&command, &[("NO_COLOR", "")], Stdio::null());
     assert!(
         wait_until(Duration::from_secs(5), || text(&seen)
             .matches("PEER ")
@@ -453,7 +460,7 @@ fn no_color_turns_the_colours_of_a_terminal_off() {
     let (lab, _) = mesh("nocolor", &["alpha", "beta"]);
     let command = format!("{BIN} status --control {}", lab.control("alpha").display());
     for (value, coloured) in [("", true), ("1", false), ("false", false)] {
-        let (mut script, seen) = on_a_terminal(&command, &[("NO_COLOR", value)]);
+        let (mut script, seen) = on_a_terminal(&command, &[("NO_COLOR", value)], Stdio::null());
         assert_eq!(wait_child(&mut script, Duration::from_secs(10)), Some(0));
         let out = text(&seen);
         assert!(out.contains("alive"), "{out:?}");
@@ -937,16 +944,7 @@ fn on_a_terminal_ctrl_c_ends_the_local_mesh_with_0_and_its_commands_still_on_the
         config.display(),
         script.display()
     );
-    // `script` gives the mesh a terminal of its own; what the test writes to its stdin is
-    // typed on that terminal, so ^C is a real Ctrl-C (SIGINT to the foreground group).
-    let mut child = Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn script");
-    let seen = collect_stdout(&mut child);
+    let (mut child, seen) = on_a_terminal(&command, &[], Stdio::piped());
     assert!(
         wait_until(Duration::from_secs(20), || text(&seen)
             .matches("PEER ")
