@@ -252,10 +252,20 @@ fn run(args: Args) -> Result<(), String> {
         // Control requests (status, matrix, ping), answered as `peermesh run` answers them;
         // large answers go on a step per turn.
         if let Some(server) = control.as_mut() {
-            server.serve(&registry, &events, &node, now);
+            server.serve(&registry, &events, &mut node, now);
+            // What its requests (send, query, tags) made the core send goes out now.
+            node.handle_timeout(&registry, now)
+                .map_err(|e| e.to_string())?;
         }
         while let Some(event) = node.poll_event() {
             println!("event: {}", describe(&node, &event));
+            // Confirmed sends, queries and watchers of the control socket wait on events.
+            if let Some(server) = control.as_mut() {
+                server.on_event(node.mesh(), &event);
+            }
+        }
+        if let Some(server) = control.as_mut() {
+            server.flush(&registry, now);
         }
     }
 }

@@ -66,6 +66,43 @@ pub(crate) enum Command {
     /// RTT medians): a table, one line of JSON with --json, or an SVG heatmap written to FILE
     /// with --svg FILE (to standard output with --svg -).
     Matrix(MatrixArgs),
+    /// send a message to a peer, or to all (--confirm: wait until each confirmed it)
+    ///
+    /// Sends DATA (the argument, else standard input, at most 65536 bytes) to PEER, or to
+    /// every peer that has not left with --all. Best effort unless --confirm: then it waits
+    /// until every target acknowledged the message or failed (its timeout passed, or it is
+    /// dead or left), retransmitting on a timeout derived from the RTT. Exits 0 when sent
+    /// (with --confirm: when every target confirmed), 1 when any target failed; --json
+    /// prints {"delivered":[names],"failed":[names]}.
+    Send(SendArgs),
+    /// show or change this node's tags (tag, tag set KEY=VALUE..., tag rm KEY...)
+    ///
+    /// Without arguments prints this node's tags, one KEY=VALUE a line (--json: one
+    /// object). `tag set KEY=VALUE...` sets keys, `tag rm KEY...` removes them, all at once
+    /// or none; the change reaches every peer within a few intervals. Run-time changes
+    /// survive a restart only with `run --tags-file PATH`.
+    Tag(TagArgs),
+    /// ask the matching peers and print each response with its node and RTT
+    ///
+    /// Sends DATA (the argument, else standard input) to every peer, or those named by
+    /// --peer and carrying every --tag KEY=VALUE, and prints each response as it came with
+    /// its node and the RTT to it, then the nodes that did not answer by the timeout. Exits
+    /// 0 when every node asked answered, 1 when some did not.
+    Query(QueryArgs),
+    /// print the alive peer(s) with the lowest RTT that carry the given tags
+    ///
+    /// Prints the name of the alive peer with the lowest RTT median among those carrying
+    /// every --tag KEY=VALUE (all of them on a tie, one a line), so a script picks the
+    /// closest replica in one line. Exits 1 when no alive peer matches.
+    Nearest(NearestArgs),
+    /// print events as they happen (peers up and down, tags, messages, ...) until Ctrl-C
+    ///
+    /// Prints the node's events as they happen, one a line, until Ctrl-C (exit 0): peers
+    /// up, suspect, down, unreachable, restarted, left, tag changes, messages, deliveries,
+    /// queries. With --json, one JSON object a line with "event", "peer", "time_ms" and
+    /// the event's own fields. A reader that falls behind never stalls the node: it gets
+    /// {"event":"overflow","dropped":N} in place of what it missed.
+    Watch(WatchArgs),
     /// validate the config and say what this node would do
     ///
     /// Validates the config and the key file, resolves every host, and says which node this
@@ -161,6 +198,104 @@ pub(crate) struct RunArgs {
     /// or a member of GROUP, and the socket's directory must let GROUP in.
     #[arg(long, value_name = "GROUP")]
     pub(crate) control_group: Option<String>,
+    /// keep run-time tag changes in PATH, read at start over the config's tags
+    ///
+    /// Keeps this node's tags in PATH (a JSON object of strings): read at start, where it
+    /// overrides the config's `tags:`, and rewritten (atomically) at each run-time change
+    /// (`peermesh tag set`/`rm`). Without it, run-time changes are lost on restart.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tags_file: Option<PathBuf>,
+}
+
+/// `peermesh send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// wait until every target acknowledged the message (or failed)
+    #[arg(long)]
+    pub(crate) confirm: bool,
+    /// how long a confirmed message may take, in milliseconds [default: 5000]
+    #[arg(long, value_name = "MS", value_parser = millis, requires = "confirm")]
+    pub(crate) timeout: Option<u64>,
+    /// print {"delivered":[names],"failed":[names]}
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// send to every peer that has not left (then the first argument is DATA)
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// the peer to send to (not with --all)
+    #[arg(value_name = "PEER", required_unless_present = "all")]
+    pub(crate) peer: Option<String>,
+    /// the message [default: standard input]
+    #[arg(value_name = "DATA")]
+    pub(crate) data: Option<String>,
+}
+
+/// `peermesh tag`.
+#[derive(Debug, Args)]
+pub(crate) struct TagArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// print the tags as one JSON object
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// set KEY=VALUE..., or rm KEY... [default: print the tags]
+    #[arg(value_name = "OP", value_parser = PossibleValuesParser::new(["set", "rm"]))]
+    pub(crate) op: Option<String>,
+    /// KEY=VALUE pairs (set) or KEYs (rm)
+    #[arg(value_name = "ITEM", requires = "op")]
+    pub(crate) items: Vec<String>,
+}
+
+/// `peermesh query`.
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// ask only this peer (repeat for more) [default: every peer]
+    #[arg(long = "peer", value_name = "NAME")]
+    pub(crate) peers: Vec<String>,
+    /// ask only peers carrying this tag (repeat: all of them)
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub(crate) tags: Vec<(String, String)>,
+    /// how long to gather responses, in milliseconds [default: 2000]
+    #[arg(long, value_name = "MS", value_parser = millis)]
+    pub(crate) timeout: Option<u64>,
+    /// print one JSON object: {"responses":[...],"acks":[...],"missing":[...]}
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// the question [default: standard input]
+    #[arg(value_name = "DATA")]
+    pub(crate) data: Option<String>,
+}
+
+/// `peermesh nearest`.
+#[derive(Debug, Args)]
+pub(crate) struct NearestArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// only peers carrying this tag (repeat: all of them)
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub(crate) tags: Vec<(String, String)>,
+    /// print {"nodes":[names],"rtt_us":p50}
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `peermesh watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// one JSON object a line
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// The state names `--state` takes.
@@ -295,6 +430,25 @@ fn socket_addr(value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
         .map_err(|_| format!("wants ADDR:PORT (e.g. 0.0.0.0:1313), not {value:?}"))
+}
+
+/// Parses a `--timeout` in milliseconds: 1 ..= 600000 (ten minutes).
+fn millis(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(ms) if (1..=peermesh::io::control_protocol::MAX_TIMEOUT_MS).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "wants milliseconds, 1 to {}, not {value:?}",
+            peermesh::io::control_protocol::MAX_TIMEOUT_MS
+        )),
+    }
+}
+
+/// Parses `--tag KEY=VALUE` (the key non-empty; the value may be empty or hold `=`).
+pub(crate) fn key_value(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((key, val)) if !key.is_empty() => Ok((key.to_owned(), val.to_owned())),
+        _ => Err(format!("wants KEY=VALUE, not {value:?}")),
+    }
 }
 
 /// Parses `--count`.

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config. A reader that goes
 //! away (`peermesh status | head -0`) is not a failure: the command stops quietly, exit 0.
 
+mod app;
 mod args;
 mod check;
 mod manual;
@@ -120,6 +121,11 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Status(a) => query::status(a),
         Command::Top(a) => query::top(a),
         Command::Matrix(a) => query::matrix(a),
+        Command::Send(a) => app::send(a),
+        Command::Tag(a) => app::tag(a),
+        Command::Query(a) => app::query(a),
+        Command::Nearest(a) => app::nearest(a),
+        Command::Watch(a) => app::watch(a),
         Command::Check(a) => check::check(a),
         Command::Keygen => match peermesh::wire::keyring::generate_hex() {
             Ok(key) => emit(format!("{key}\n")),

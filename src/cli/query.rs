@@ -23,7 +23,7 @@ const CHECK_UNKNOWN: i32 = 3;
 /// `$PEERMESH_CONTROL`; the systemd unit's `/run/peermesh/peermesh.sock` if it exists; the
 /// default path of the node the default config (`./peers.ron`, else
 /// `/etc/peermesh/peers.ron`) and the hostname pick. Flags beat the environment.
-fn control_path(target: &TargetArgs) -> Result<PathBuf, Failure> {
+pub(super) fn control_path(target: &TargetArgs) -> Result<PathBuf, Failure> {
     if let Some(path) = &target.control {
         return Ok(path.clone());
     }
@@ -64,6 +64,14 @@ fn ask_node(path: &Path, request: Request, timeout: Duration) -> Result<String, 
     let mut text = match answer {
         Answer::Status(json) | Answer::Matrix(json) | Answer::Text(json) => json,
         Answer::Pong => "pong".to_owned(),
+        other => {
+            return Err(ClientError::Answer(
+                path.to_owned(),
+                peermesh::io::control::AnswerError::Garbled(format!(
+                    "an answer of another request: {other:?}"
+                )),
+            ))
+        }
     };
     if !text.ends_with('\n') {
         text.push('\n');

@@ -24,8 +24,11 @@
 //! directory, never directly in `/tmp`.
 
 use crate::config::files::describe;
-use crate::io::control_protocol::{error_line, json_string, ok_prefix};
+use crate::io::control_pending::Pending;
+use crate::io::control_protocol::{error_line, json_string, ok_line, ok_prefix};
+use crate::io::control_watch::Watcher;
 use crate::io::driver::Node;
+use crate::report::event_record::{unix_ms, EventRecord};
 use crate::report::matrix_report::MatrixRender;
 use crate::report::status::StatusReport;
 use log::{debug, warn};
@@ -36,7 +39,7 @@ use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -58,6 +61,12 @@ pub enum Reply {
     /// Rendered in steps: each call appends the next part to the buffer and returns whether
     /// more follows. The server calls it again only once the part before is written.
     Steps(NextStep),
+    /// Answered later, when the core has reported on it (a confirmed `send`, a `query`):
+    /// the connection stays open until then, or until the request's deadline.
+    Later(Pending),
+    /// The connection becomes a watcher: it gets `{"v":1,"ok":true,"watch":true}`, then
+    /// one event record a line until it goes ([`ControlServer::on_event`]).
+    Watch,
 }
 
 impl From<String> for Reply {
@@ -71,12 +80,15 @@ impl fmt::Debug for Reply {
         match self {
             Reply::Text(t) => f.debug_tuple("Text").field(&t.len()).finish(),
             Reply::Steps(_) => f.write_str("Steps"),
+            Reply::Later(p) => f.debug_tuple("Later").field(p).finish(),
+            Reply::Watch => f.write_str("Watch"),
         }
     }
 }
 
 pub use crate::io::control_protocol::{
-    parse_request, Answer, AnswerError, MatrixFormat, Request, RequestError, MAX_REQUEST,
+    parse_request, Answer, AnswerError, MatrixFormat, Request, RequestError, MAX_DATA_REQUEST,
+    MAX_REQUEST,
 };
 
 /// Echoes at most 64 characters of what a client sent.
@@ -307,6 +319,18 @@ struct Conn {
     ready: bool,
     /// When the client last made progress (connected, or took part of the answer).
     since: Instant,
+    /// What the connection is, once its request is read.
+    mode: Mode,
+}
+
+/// What a connection is, past its request.
+enum Mode {
+    /// One reply, then closed.
+    Reply,
+    /// Waiting for the core's reports; the reply comes then.
+    Waiting(Pending),
+    /// A watcher: event records until the client goes.
+    Watching(Watcher),
 }
 
 /// The listening control socket and its connections.
@@ -318,6 +342,8 @@ pub struct ControlServer {
     listener_token: Token,
     first_conn_token: usize,
     conns: Slab<Conn>,
+    /// A request changed this node's tags since [`ControlServer::take_tags_changed`].
+    tags_changed: bool,
 }
 
 impl fmt::Debug for ControlServer {
@@ -506,6 +532,7 @@ impl ControlServer {
             listener_token: Token(usize::MAX),
             first_conn_token: usize::MAX,
             conns: Slab::with_capacity(MAX_CONNECTIONS),
+            tags_changed: false,
         })
     }
 
@@ -540,14 +567,83 @@ impl ControlServer {
     /// longer than [`CLIENT_TIMEOUT`]. Every request gets [`answer`] from `node`: what
     /// `peermesh run` answers. Sleep no longer than [`ControlServer::poll_timeout`] before
     /// the next call.
-    pub fn serve(&mut self, registry: &Registry, events: &Events, node: &Node, now: Instant) {
+    ///
+    /// Requests that change the node (`send`, `query`, `tags` with changes) act on `node`'s
+    /// core; call [`Node::handle_timeout`] after, which sends what they produced. Feed every
+    /// event drained from the node to [`ControlServer::on_event`], or confirmed sends and
+    /// queries are answered only at their deadline and watchers see nothing.
+    pub fn serve(&mut self, registry: &Registry, events: &Events, node: &mut Node, now: Instant) {
+        let mut tags_changed = false;
         for event in events.iter() {
             if self.owns(event.token()) {
-                self.handle_event(registry, event, now, &mut |request| answer(node, request));
+                self.handle_event(registry, event, now, &mut |request| {
+                    if matches!(&request, Request::Tags(change) if !change.is_empty()) {
+                        tags_changed = true;
+                    }
+                    answer(node, request, now)
+                });
             }
         }
+        self.tags_changed |= tags_changed;
         self.pump(registry, now);
         self.sweep(registry, now);
+    }
+
+    /// Whether a request changed this node's tags since the last call (`peermesh run
+    /// --tags-file` then writes them).
+    pub fn take_tags_changed(&mut self) -> bool {
+        std::mem::take(&mut self.tags_changed)
+    }
+
+    /// Whether any client watches events (if none, records need not be made).
+    pub fn has_watchers(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|(_, c)| matches!(c.mode, Mode::Watching(_)))
+    }
+
+    /// Feeds one event drained from the node's core to the requests waiting for it and to
+    /// every watcher; call [`ControlServer::flush`] after the last of a turn. `mesh` names
+    /// the peers.
+    pub fn on_event(&mut self, mesh: &crate::core::Mesh, event: &crate::core::Event) {
+        let line = self
+            .has_watchers()
+            .then(|| EventRecord::from_event(mesh, event, SystemTime::now()).to_json());
+        self.on_record(line.as_deref(), |pending| {
+            crate::io::control_answer::feed(pending, mesh, event)
+        });
+    }
+
+    /// Pushes `line` (a record) to every watcher and lets `feed` update each waiting
+    /// request; those it completes get their answer.
+    fn on_record(&mut self, line: Option<&str>, mut feed: impl FnMut(&mut Pending)) {
+        let time_ms = unix_ms(SystemTime::now());
+        for (_, conn) in self.conns.iter_mut() {
+            match &mut conn.mode {
+                Mode::Watching(watcher) => {
+                    if let Some(line) = line {
+                        watcher.push(line, time_ms);
+                        conn.ready = true;
+                    }
+                }
+                Mode::Waiting(pending) => {
+                    feed(pending);
+                    if pending.is_done() {
+                        conn.reply = pending.answer_line().into_bytes();
+                        conn.written = 0;
+                        conn.mode = Mode::Reply;
+                        conn.ready = true;
+                    }
+                }
+                Mode::Reply => {}
+            }
+        }
+    }
+
+    /// Writes what [`ControlServer::on_event`] left for the clients (answers now complete,
+    /// records for watchers), as far as their sockets take it.
+    pub fn flush(&mut self, registry: &Registry, now: Instant) {
+        self.pump(registry, now);
     }
 
     /// Handles readiness for one of this server's tokens; `answer` renders a reply to a
@@ -587,17 +683,36 @@ impl ControlServer {
         }
     }
 
-    /// Drops connections older than [`CLIENT_TIMEOUT`] (slow or stuck clients).
+    /// Drops connections older than [`CLIENT_TIMEOUT`] (slow or stuck clients), and
+    /// answers waiting requests past their deadline with what they have. Watchers are
+    /// never dropped for being slow: their backlog is bounded instead.
     fn sweep(&mut self, registry: &Registry, now: Instant) {
-        let stale: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.since) > CLIENT_TIMEOUT)
-            .map(|(k, _)| k)
-            .collect();
+        let mut stale = Vec::new();
+        let mut overdue = false;
+        for (key, conn) in self.conns.iter_mut() {
+            match &mut conn.mode {
+                Mode::Watching(_) => {}
+                Mode::Waiting(pending) => {
+                    if now >= pending.deadline() {
+                        warn!("control: a waiting request is past its deadline; answering it");
+                        pending.expire();
+                        overdue = true;
+                    }
+                }
+                Mode::Reply => {
+                    if now.saturating_duration_since(conn.since) > CLIENT_TIMEOUT {
+                        stale.push(key);
+                    }
+                }
+            }
+        }
         for key in stale {
             debug!("control: dropping a client that took longer than {CLIENT_TIMEOUT:?}");
             self.close(registry, key);
+        }
+        if overdue {
+            self.on_record(None, |_| {});
+            self.pump(registry, now);
         }
     }
 
@@ -611,7 +726,11 @@ impl ControlServer {
         }
         self.conns
             .iter()
-            .map(|(_, c)| c.since + CLIENT_TIMEOUT)
+            .filter_map(|(_, c)| match &c.mode {
+                Mode::Reply => Some(c.since + CLIENT_TIMEOUT),
+                Mode::Waiting(pending) => Some(pending.deadline()),
+                Mode::Watching(_) => None,
+            })
             .min()
     }
 
@@ -643,6 +762,7 @@ impl ControlServer {
                         steps: None,
                         ready: false,
                         since: now,
+                        mode: Mode::Reply,
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -666,13 +786,20 @@ impl ControlServer {
         let conn = &mut self.conns[key];
         conn.ready = false;
         if !conn.answered {
-            let mut chunk = [0u8; 256];
+            let mut chunk = [0u8; 4096];
             loop {
                 match conn.stream.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => {
                         conn.request.extend_from_slice(&chunk[..n]);
-                        if conn.request.contains(&b'\n') || conn.request.len() > MAX_REQUEST {
+                        // Only a request with data may be long, and it is JSON: a long
+                        // line of anything else is refused at once.
+                        let limit = if conn.request.first() == Some(&b'{') {
+                            MAX_DATA_REQUEST
+                        } else {
+                            MAX_REQUEST
+                        };
+                        if conn.request.contains(&b'\n') || conn.request.len() > limit {
                             break;
                         }
                     }
@@ -695,7 +822,16 @@ impl ControlServer {
                 Ok(request) => answer(request),
                 Err(err) => Reply::Text(err.to_line()),
             };
+            conn.request = Vec::new(); // up to MAX_DATA_REQUEST: not kept
             match reply {
+                Reply::Later(pending) if pending.is_done() => {
+                    conn.reply = pending.answer_line().into_bytes();
+                }
+                Reply::Later(pending) => conn.mode = Mode::Waiting(pending),
+                Reply::Watch => {
+                    conn.reply = ok_line("watch", &true).into_bytes();
+                    conn.mode = Mode::Watching(Watcher::new());
+                }
                 Reply::Text(mut text) => {
                     if !text.ends_with('\n') {
                         text.push('\n');
@@ -709,6 +845,18 @@ impl ControlServer {
                     .into_bytes();
                 }
                 Reply::Steps(steps) => conn.steps = Some(steps),
+            }
+        } else if !matches!(conn.mode, Mode::Reply) {
+            // A waiting request or a watcher says nothing more: read only to see it go.
+            let mut sink = [0u8; 1024];
+            loop {
+                match conn.stream.read(&mut sink) {
+                    Ok(0) => return self.close(registry, key),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => return self.close(registry, key),
+                }
             }
         }
         // One step per call: write what is rendered, then render the next part only once
@@ -726,6 +874,18 @@ impl ControlServer {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => return self.close(registry, key),
                 }
+            }
+            match &mut conn.mode {
+                Mode::Waiting(_) => return, // the answer comes with the core's reports
+                Mode::Watching(watcher) => {
+                    conn.reply.clear();
+                    conn.written = 0;
+                    if watcher.take(&mut conn.reply, unix_ms(SystemTime::now())) {
+                        continue;
+                    }
+                    return; // until the next record
+                }
+                Mode::Reply => {}
             }
             let Some(steps) = conn.steps.as_mut() else {
                 return self.close(registry, key);
@@ -758,9 +918,15 @@ impl ControlServer {
 /// The answer to one control request, in control protocol 1 (`docs/CONTROL.md`): the one
 /// function behind every control socket, `peermesh run`'s and an embedder's
 /// ([`ControlServer::serve`] calls it). The matrix (up to a million cells) is a snapshot
-/// rendered in steps; the peer table is small enough to render at once.
-pub fn answer(node: &Node, request: Request) -> Reply {
+/// rendered in steps; the peer table is small enough to render at once. Requests with
+/// application data act on the node's core ([`crate::io::control_answer`]).
+pub fn answer(node: &mut Node, request: Request, now: Instant) -> Reply {
     match request {
+        Request::Send(send) => crate::io::control_answer::send(node, send, now),
+        Request::Tags(change) => crate::io::control_answer::tags(node, change),
+        Request::Query(query) => crate::io::control_answer::query(node, query, now),
+        Request::Nearest(tags) => crate::io::control_answer::nearest(node, &tags, now),
+        Request::Watch => Reply::Watch,
         Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
         Request::Matrix(format) => {
             let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);
@@ -1013,9 +1179,9 @@ fn check_server(path: &Path, stream: &std::os::unix::net::UnixStream) -> Result<
     Ok(())
 }
 
-/// Writes all of `bytes` with `MSG_NOSIGNAL`: a node that closed early must give this
+/// Writes all of `bytes` to a control connection with `MSG_NOSIGNAL`: a node that closed early must give this
 /// process an error, not a SIGPIPE (a program embedding the client may not ignore it).
-fn send_all(stream: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+pub fn send_all(stream: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     use nix::sys::socket::{send, MsgFlags};
     use std::os::fd::AsRawFd;
     while !bytes.is_empty() {
@@ -1086,6 +1252,17 @@ pub fn request_line_within(
     line: &str,
     timeout: Duration,
 ) -> Result<String, ClientError> {
+    let mut stream = connect_within(path, timeout)?;
+    exchange(path, &mut stream, line, timeout)
+}
+
+/// Connects to the node at `path` after the checks of [`request_line`] (whom it talks to),
+/// with `timeout` on each read and write: for a client that keeps the connection, as
+/// `peermesh watch` does (it sends [`Request::Watch`] and reads records until it stops).
+pub fn connect_within(
+    path: &Path,
+    timeout: Duration,
+) -> Result<std::os::unix::net::UnixStream, ClientError> {
     if path.parent() == Some(private_dir().as_path()) {
         check_private_dir(&private_dir()).map_err(|e| match e {
             DirCheck::Io(_, e) if e.kind() == ErrorKind::NotFound => {
@@ -1094,7 +1271,7 @@ pub fn request_line_within(
             other => other.for_client(path),
         })?;
     }
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::NoNode(path.to_owned()),
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
             ClientError::Timeout(path.to_owned(), timeout)
@@ -1105,6 +1282,17 @@ pub fn request_line_within(
     let io_err = |e| ClientError::Io(path.to_owned(), e);
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    Ok(stream)
+}
+
+/// Writes one request line on a connected `stream` and reads the whole answer.
+fn exchange(
+    path: &Path,
+    stream: &mut std::os::unix::net::UnixStream,
+    line: &str,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let io_err = |e| ClientError::Io(path.to_owned(), e);
     // A node over its limit may answer and close before the request is even written:
     // whatever happens to the write, read what it said.
     let line = if line.ends_with('\n') {
@@ -1112,9 +1300,9 @@ pub fn request_line_within(
     } else {
         format!("{line}\n")
     };
-    let sent = send_all(&stream, line.as_bytes());
+    let sent = send_all(stream, line.as_bytes());
     let mut reply = Vec::new();
-    let read = read_reply(&mut stream, &mut reply);
+    let read = read_reply(stream, &mut reply);
     let failed = |e: io::Error| match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
             ClientError::Timeout(path.to_owned(), timeout)

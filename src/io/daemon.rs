@@ -147,10 +147,14 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         }
         let now = Instant::now();
         node.handle_timeout(poll.registry(), now)?;
-        control.serve(poll.registry(), &events, &node, now);
+        control.serve(poll.registry(), &events, &mut node, now);
+        // What the requests made the core send goes out now.
+        node.handle_timeout(poll.registry(), now)?;
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
+            control.on_event(node.mesh(), &event);
         }
+        control.flush(poll.registry(), now);
         if stop {
             node.leave(poll.registry())?;
             if node.queued() > 0 {

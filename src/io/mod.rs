@@ -1,10 +1,15 @@
 //! The I/O layer: the core put on real sockets, in one `mio` event loop.
 //!
 //! [`driver`] is one UDP socket and one core for any mio loop; [`control`] the local control
-//! socket and [`control_protocol`] what is said over it; [`daemon`] is `peermesh run`, the
+//! socket and [`control_protocol`] what is said over it ([`control_answer`] answers the
+//! application-data requests, [`control_pending`] keeps those answered later,
+//! [`control_watch`] the backlog of a watcher); [`daemon`] is `peermesh run`, the
 //! whole node with its signals. No protocol logic lives here.
 
 pub mod control;
+pub mod control_answer;
+pub mod control_pending;
 pub mod control_protocol;
+pub mod control_watch;
 pub mod daemon;
 pub mod driver;

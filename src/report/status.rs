@@ -74,6 +74,9 @@ pub struct PeerReport {
     /// not believed right now. Absent from the JSON otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rival_addr: Option<String>,
+    /// The peer's tags, as this node last received them (empty before any came).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// Counters of a driver's own I/O (the core counts protocol drops): what the report shows
@@ -109,6 +112,9 @@ pub struct StatusReport {
     /// at incarnations it never took). Absent from the JSON (false) in older nodes.
     #[serde(default)]
     pub identity_conflict: bool,
+    /// This node's own tags. Absent from the JSON (empty) in older nodes.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// One row per peer, in config order.
     pub peers: Vec<PeerReport>,
     /// Datagrams dropped, by reason (`DropReason::as_str`), keys in alphabetical order.
@@ -161,6 +167,7 @@ impl StatusReport {
                         .map(|a| a.to_string()),
                     incarnation: peer.incarnation().map(|i| format!("{i:016x}")),
                     rival_addr: peer.rival_addr().map(|a| a.to_string()),
+                    tags: BTreeMap::new(), // CORE-WIRING: mesh.peer_tags(id)
                 }
             })
             .collect();
@@ -175,6 +182,7 @@ impl StatusReport {
             uptime_ms: millis(now.saturating_duration_since(mesh.started())),
             heartbeat_interval_ms: millis(mesh.settings().heartbeat_interval),
             identity_conflict: mesh.identity_conflict(),
+            tags: BTreeMap::new(), // CORE-WIRING: mesh.tags()
             peers,
             dropped,
             io: io.cloned(),
@@ -562,6 +570,7 @@ mod tests {
             uptime_ms: 2252,
             heartbeat_interval_ms: 1000,
             identity_conflict: false,
+            tags: BTreeMap::new(),
             peers: vec![
                 PeerReport {
                     name: "beta".to_owned(),
@@ -583,6 +592,7 @@ mod tests {
                     seen_addr: Some("10.1.1.1:1313".to_owned()),
                     incarnation: Some("01a212b429ab1aed".to_owned()),
                     rival_addr: None,
+                    tags: BTreeMap::new(),
                 },
                 PeerReport {
                     name: "gamma".to_owned(),
@@ -598,6 +608,7 @@ mod tests {
                     seen_addr: None,
                     incarnation: None,
                     rival_addr: None,
+                    tags: BTreeMap::new(),
                 },
             ],
             dropped: BTreeMap::from([("auth_failed".to_owned(), 3), ("malformed".to_owned(), 0)]),
@@ -613,15 +624,15 @@ mod tests {
             report.to_json(),
             concat!(
                 r#"{"node":"alpha","incarnation":117677105266917554,"uptime_ms":2252,"#,
-                r#""heartbeat_interval_ms":1000,"identity_conflict":false,"#,
+                r#""heartbeat_interval_ms":1000,"identity_conflict":false,"tags":{},"#,
                 r#""peers":[{"name":"beta","addr":"127.0.0.2:1313","#,
                 r#""state":"alive","diagnosis":"asymmetric","rtt_us":{"last":76.311,"#,
                 r#""min":76.311,"avg":79.372,"p50":76.311,"p99":82.433},"jitter_us":0.383,"#,
                 r#""loss_pct":0.0,"last_heard_ms":747,"sent":4,"received":4,"#,
-                r#""seen_addr":"10.1.1.1:1313","incarnation":"01a212b429ab1aed"},"#,
+                r#""seen_addr":"10.1.1.1:1313","incarnation":"01a212b429ab1aed","tags":{}},"#,
                 r#"{"name":"gamma","addr":"127.0.0.3:1313","state":"unknown","#,
                 r#""diagnosis":"unreachable","rtt_us":null,"jitter_us":null,"loss_pct":0.0,"#,
-                r#""last_heard_ms":null,"sent":2,"received":0,"incarnation":null}],"#,
+                r#""last_heard_ms":null,"sent":2,"received":0,"incarnation":null,"tags":{}}],"#,
                 r#""dropped":{"auth_failed":3,"malformed":0},"#,
                 r#""io":{"received":8,"recv_errors":0,"send_errors":0,"send_queue_full":0,"sent":8}}"#
             )
@@ -707,6 +718,7 @@ mod tests {
                 seen_addr: None,
                 incarnation: None,
                 rival_addr: None,
+                tags: BTreeMap::new(),
             })
             .collect();
         StatusReport {
@@ -715,6 +727,7 @@ mod tests {
             uptime_ms: 1000,
             heartbeat_interval_ms: 1000,
             identity_conflict: false,
+            tags: BTreeMap::new(),
             peers,
             dropped: BTreeMap::new(),
             io: None,
