@@ -25,10 +25,12 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
         bind: args.bind,
         control,
         control_group,
+        tags_file: args.tags_file,
     })
     .map_err(|e| match e {
         daemon::RunError::Start(StartError::Config(c)) => Failure::Config(c.to_string()),
         daemon::RunError::Keyring(k) => Failure::Config(k.to_string()),
+        daemon::RunError::TagsFile(why) => Failure::Config(why),
         other => Failure::Runtime(other.to_string()),
     })
 }

@@ -2,36 +2,133 @@
 //! `query`, `nearest`), and how the core's events complete the requests waiting for them.
 //! [`crate::io::control::answer`] sends those requests here.
 
-use crate::core::{Event, Mesh};
+use crate::core::{Delivery, Event, Mesh, PeerId, QueryFilter};
 use crate::io::control::Reply;
-use crate::io::control_pending::Pending;
+use crate::io::control_pending::{Pending, PendingQuery, PendingSend, GRACE};
 use crate::io::control_protocol::{
-    error_line, ok_line, QueryRequest, SendRequest, TagChange, TagMap,
+    error_line, ok_line, QueryRequest, SendRequest, TagChange, TagMap, Target,
+    DEFAULT_QUERY_TIMEOUT_MS, DEFAULT_SEND_TIMEOUT_MS,
 };
 use crate::io::driver::Node;
 use crate::report::nearest::nearest as pick_nearest;
+use crate::report::payload::PayloadFields;
+use crate::report::query_report::QueryResponse;
+use crate::report::send_report::SendReport;
 use crate::report::status::StatusReport;
-use std::time::Instant;
+use log::info;
+use std::time::{Duration, Instant};
 
-/// `send`: CORE-WIRING (needs `Mesh::send`/`broadcast` of the application-data core).
-pub fn send(_node: &mut Node, _send: SendRequest, _now: Instant) -> Reply {
-    Reply::Text(error_line(
-        "send needs the application-data core, not in this build",
-    ))
+/// An error answer.
+fn refuse(message: String) -> Reply {
+    Reply::Text(error_line(&message))
 }
 
-/// `tags`: CORE-WIRING (needs `Mesh::tags`/`set_tags`).
-pub fn tags(_node: &mut Node, _change: TagChange) -> Reply {
-    Reply::Text(error_line(
-        "tags need the application-data core, not in this build",
-    ))
+/// A peer's name as the answers show it.
+fn name(mesh: &Mesh, id: PeerId) -> String {
+    mesh.peer(id)
+        .map_or_else(|| id.to_string(), |p| p.name().to_owned())
 }
 
-/// `query`: CORE-WIRING (needs `Mesh::query`).
-pub fn query(_node: &mut Node, _query: QueryRequest, _now: Instant) -> Reply {
-    Reply::Text(error_line(
-        "query needs the application-data core, not in this build",
-    ))
+/// The peer called `name` (case-insensitively), or an answer saying there is none.
+fn find(mesh: &Mesh, name: &str) -> Result<PeerId, Reply> {
+    mesh.peer_by_name(name).ok_or_else(|| {
+        let clipped: String = name.chars().take(64).collect();
+        refuse(format!("no peer {clipped:?} in this mesh"))
+    })
+}
+
+/// `send`: to one peer or to all; best effort is answered at once with the peers it went
+/// to, a confirmed send once every message is reported delivered or failed.
+pub fn send(node: &mut Node, send: SendRequest, now: Instant) -> Reply {
+    let timeout = Duration::from_millis(send.timeout_ms.unwrap_or(DEFAULT_SEND_TIMEOUT_MS));
+    let delivery = if send.confirm {
+        Delivery::Confirmed { timeout }
+    } else {
+        Delivery::BestEffort
+    };
+    let mesh = node.mesh_mut();
+    let sent = match &send.to {
+        Target::Peer(peer) => {
+            let id = match find(mesh, peer) {
+                Ok(id) => id,
+                Err(reply) => return reply,
+            };
+            match mesh.send(id, &send.payload, delivery) {
+                Ok(message) => vec![(id, message)],
+                Err(e) => return refuse(format!("not sent to {}: {e}", name(mesh, id))),
+            }
+        }
+        Target::All => match mesh.broadcast(&send.payload, delivery) {
+            Ok(sent) => sent,
+            Err(e) => return refuse(format!("not sent: {e}")),
+        },
+    };
+    info!(
+        "control: {} bytes sent to {} peers{}",
+        send.payload.len(),
+        sent.len(),
+        if send.confirm { ", confirmed" } else { "" }
+    );
+    let targets: Vec<(u64, String)> = sent
+        .iter()
+        .map(|(peer, message)| (message.0, name(mesh, *peer)))
+        .collect();
+    if !send.confirm {
+        return Reply::Text(ok_line(
+            "sent",
+            &SendReport {
+                confirmed: false,
+                delivered: targets.into_iter().map(|(_, n)| n).collect(),
+                failed: Vec::new(),
+            },
+        ));
+    }
+    Reply::Later(Pending::Send(PendingSend::new(
+        targets,
+        Vec::new(),
+        now + timeout + GRACE,
+    )))
+}
+
+/// `tags`: this node's tags, after the change asked for (all of it or none).
+pub fn tags(node: &mut Node, change: TagChange) -> Reply {
+    if !change.is_empty() {
+        if let Some(both) = change.remove.iter().find(|k| change.set.contains_key(*k)) {
+            return refuse(format!("tag {both:?} is both set and removed"));
+        }
+        let mut changes: Vec<(String, Option<String>)> = change
+            .set
+            .into_iter()
+            .map(|(key, value)| (key, Some(value)))
+            .collect();
+        changes.extend(change.remove.into_iter().map(|key| (key, None)));
+        if let Err(e) = node.mesh_mut().set_tags(&changes) {
+            return refuse(format!("tags not changed: {e}"));
+        }
+    }
+    Reply::Text(ok_line("tags", node.mesh().tags()))
+}
+
+/// `query`: asks the matching peers; answered when the core says the query is done.
+pub fn query(node: &mut Node, query: QueryRequest, now: Instant) -> Reply {
+    let mesh = node.mesh_mut();
+    for peer in &query.peers {
+        if let Err(reply) = find(mesh, peer) {
+            return reply;
+        }
+    }
+    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(DEFAULT_QUERY_TIMEOUT_MS));
+    let filter = QueryFilter {
+        names: query.peers,
+        tags: query.tags.into_iter().collect(),
+    };
+    match mesh.query(&filter, &query.payload, timeout) {
+        Ok(id) => Reply::Later(Pending::Query(PendingQuery::new(
+            id.0,
+            now + timeout + GRACE,
+        ))),
+        Err(e) => refuse(format!("query not sent: {e}")),
+    }
 }
 
 /// `nearest`: the alive peers with the lowest RTT median among those carrying `tags`.
@@ -40,5 +137,45 @@ pub fn nearest(node: &mut Node, tags: &TagMap, now: Instant) -> Reply {
     Reply::Text(ok_line("nearest", &pick_nearest(&report, tags)))
 }
 
-/// Lets one core event complete a waiting request. CORE-WIRING.
-pub fn feed(_pending: &mut Pending, _mesh: &Mesh, _event: &Event) {}
+/// The RTT median to `peer` in microseconds, if it has one now.
+fn rtt_us(mesh: &Mesh, peer: PeerId) -> Option<f64> {
+    let peer = mesh.peer(peer)?;
+    if !crate::report::status::has_rtt(peer.state()) {
+        return None;
+    }
+    peer.rtt().map(|r| r.p50.as_nanos() as f64 / 1000.0)
+}
+
+/// Lets one core event complete a waiting request: a send's reports, a query's acks,
+/// responses and end.
+pub fn feed(pending: &mut Pending, mesh: &Mesh, event: &Event) {
+    match (pending, event) {
+        (Pending::Send(send), Event::Delivered { id, .. }) => {
+            send.settle(id.0, true);
+        }
+        (Pending::Send(send), Event::Failed { id, .. }) => {
+            send.settle(id.0, false);
+        }
+        (Pending::Query(q), Event::QueryAck { query, from }) if query.0 == q.id() => {
+            q.ack(name(mesh, *from));
+        }
+        (
+            Pending::Query(q),
+            Event::QueryResponse {
+                query,
+                from,
+                payload,
+                error,
+            },
+        ) if query.0 == q.id() => q.respond(QueryResponse {
+            node: name(mesh, *from),
+            payload: PayloadFields::from_bytes(payload),
+            error: *error,
+            rtt_us: rtt_us(mesh, *from),
+        }),
+        (Pending::Query(q), Event::QueryDone { query, missing }) if query.0 == q.id() => {
+            q.finish(missing.iter().map(|p| name(mesh, *p)).collect());
+        }
+        _ => {}
+    }
+}

@@ -37,7 +37,7 @@ pub const MAX_REQUEST: usize = 1024;
 /// and the rest of the request fit. The server holds at most this much per connection.
 pub const MAX_DATA_REQUEST: usize = 96 * 1024;
 /// The largest payload of `send` and `query`: the core's limit of one message.
-pub const MAX_PAYLOAD: usize = 65_536;
+pub const MAX_PAYLOAD: usize = crate::wire::MAX_MESSAGE;
 /// The longest `timeout_ms` a request may give: ten minutes.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 /// How long a confirmed `send` waits for its acknowledgements unless told.

@@ -9,6 +9,7 @@ use crate::config::KeyFileError;
 use crate::core::Event as MeshEvent;
 use crate::io::control::{ControlError, ControlServer};
 use crate::io::driver::{Node, StartError};
+use crate::io::tags_file;
 use crate::wire::keyring::Keyring;
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
@@ -38,6 +39,9 @@ pub struct RunOptions {
     pub control: PathBuf,
     /// The group (gid) to give the control socket to, mode 0660; `None`: mode 0600.
     pub control_group: Option<u32>,
+    /// Where run-time tag changes are kept (`--tags-file`): read at start, over the
+    /// config's tags, and rewritten at each change. `None`: changes are lost on restart.
+    pub tags_file: Option<PathBuf>,
 }
 
 /// Why the node stopped with an error.
@@ -50,6 +54,8 @@ pub enum RunError {
     /// The key file named in the config was refused at start ([`StartError::Keyring`],
     /// told apart because it is the operator's to fix, like the config).
     Keyring(KeyFileError),
+    /// The tags file could not be read at start, or its tags were refused.
+    TagsFile(String),
     /// The event loop failed.
     Io(io::Error),
 }
@@ -60,6 +66,7 @@ impl fmt::Display for RunError {
             RunError::Start(e) => write!(f, "{e}"),
             RunError::Control(e) => write!(f, "{e}"),
             RunError::Keyring(e) => write!(f, "{e}"),
+            RunError::TagsFile(why) => f.write_str(why),
             RunError::Io(e) => write!(f, "event loop: {e}"),
         }
     }
@@ -72,6 +79,7 @@ impl std::error::Error for RunError {
             RunError::Start(e) => e.source(),
             RunError::Control(e) => e.source(),
             RunError::Keyring(e) => e.source(),
+            RunError::TagsFile(_) => None,
             RunError::Io(e) => Some(e),
         }
     }
@@ -97,6 +105,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         StartError::Keyring(e) => RunError::Keyring(e),
         other => RunError::Start(other),
     })?;
+    if let Some(path) = &opts.tags_file {
+        restore_tags(path, &mut node)?;
+    }
     let mut control =
         ControlServer::bind_for(&opts.control, opts.control_group).map_err(RunError::Control)?;
     let mut poll = Poll::new()?;
@@ -150,6 +161,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         control.serve(poll.registry(), &events, &mut node, now);
         // What the requests made the core send goes out now.
         node.handle_timeout(poll.registry(), now)?;
+        if control.take_tags_changed() {
+            save_tags(opts.tags_file.as_deref(), &node);
+        }
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
             control.on_event(node.mesh(), &event);
@@ -163,6 +177,47 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             info!("node {} stopped", node.mesh().name());
             return Ok(());
         }
+    }
+}
+
+/// Makes the tags of the file at `path`, if there is one, this node's tags (over the
+/// config's).
+fn restore_tags(path: &std::path::Path, node: &mut Node) -> Result<(), RunError> {
+    let Some(tags) = tags_file::load(path).map_err(|e| RunError::TagsFile(e.to_string()))? else {
+        info!(
+            "tags file {} does not exist yet: the config's tags stand",
+            path.display()
+        );
+        return Ok(());
+    };
+    let mut changes: Vec<(String, Option<String>)> = node
+        .mesh()
+        .tags()
+        .keys()
+        .filter(|key| !tags.contains_key(*key))
+        .map(|key| (key.clone(), None))
+        .collect();
+    changes.extend(tags.into_iter().map(|(key, value)| (key, Some(value))));
+    node.mesh_mut()
+        .set_tags(&changes)
+        .map_err(|e| RunError::TagsFile(format!("tags file {}: {e}", path.display())))?;
+    info!(
+        "tags from {}: {} keys",
+        path.display(),
+        node.mesh().tags().len()
+    );
+    Ok(())
+}
+
+/// Writes this node's tags to the tags file after a change (a warning if that fails: the
+/// node runs on with its tags, which the next restart would lose).
+fn save_tags(path: Option<&std::path::Path>, node: &Node) {
+    let Some(path) = path else {
+        return;
+    };
+    match tags_file::save(path, node.mesh().tags()) {
+        Ok(()) => debug!("tags written to {}", path.display()),
+        Err(e) => warn!("{e}; the change holds until the node restarts"),
     }
 }
 

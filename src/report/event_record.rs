@@ -146,7 +146,45 @@ impl EventRecord {
             Event::Conflict { peer, conflict } => {
                 record("conflict", *peer).with("conflict", Field::Bool(*conflict))
             }
-            Event::Data { from, payload } => record("message", *from).with_payload(payload),
+            Event::Message { from, id, payload } => record("message", *from)
+                .with("id", Field::Int(id.0))
+                .with_payload(payload),
+            Event::Delivered { to, id } => record("delivered", *to).with("id", Field::Int(id.0)),
+            Event::Failed { to, id } => record("failed", *to).with("id", Field::Int(id.0)),
+            Event::Tags { peer } => record("tags", *peer).with(
+                "tags",
+                Field::Map(mesh.peer_tags(*peer).cloned().unwrap_or_default()),
+            ),
+            Event::Query {
+                from,
+                query,
+                payload,
+                timeout,
+            } => record("query", *from)
+                .with("query", Field::Int(query.id))
+                .with(
+                    "timeout_ms",
+                    Field::Int(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+                )
+                .with_payload(payload),
+            Event::QueryAck { query, from } => {
+                record("query_ack", *from).with("query", Field::Int(query.0))
+            }
+            Event::QueryResponse {
+                query,
+                from,
+                payload,
+                error,
+            } => record("query_response", *from)
+                .with("query", Field::Int(query.0))
+                .with("error", Field::Bool(*error))
+                .with_payload(payload),
+            Event::QueryDone { query, missing } => EventRecord::new("query_done", None, time_ms)
+                .with("query", Field::Int(query.0))
+                .with(
+                    "missing",
+                    Field::Names(missing.iter().filter_map(|p| name(*p)).collect()),
+                ),
         }
     }
 

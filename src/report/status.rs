@@ -167,7 +167,7 @@ impl StatusReport {
                         .map(|a| a.to_string()),
                     incarnation: peer.incarnation().map(|i| format!("{i:016x}")),
                     rival_addr: peer.rival_addr().map(|a| a.to_string()),
-                    tags: BTreeMap::new(), // CORE-WIRING: mesh.peer_tags(id)
+                    tags: mesh.peer_tags(id).cloned().unwrap_or_default(),
                 }
             })
             .collect();
@@ -182,7 +182,7 @@ impl StatusReport {
             uptime_ms: millis(now.saturating_duration_since(mesh.started())),
             heartbeat_interval_ms: millis(mesh.settings().heartbeat_interval),
             identity_conflict: mesh.identity_conflict(),
-            tags: BTreeMap::new(), // CORE-WIRING: mesh.tags()
+            tags: mesh.tags().clone(),
             peers,
             dropped,
             io: io.cloned(),
@@ -330,6 +330,17 @@ impl StatusReport {
         let _ = writeln!(out, "{}", line(&headers.map(str::to_owned), None));
         for (row, peer) in rows.iter().zip(&shown) {
             let _ = writeln!(out, "{}", line(row, Some(peer.state)));
+        }
+        // Tags below the table, one line per node that has any, so the columns stay narrow.
+        let tagged: Vec<(String, &BTreeMap<String, String>)> =
+            std::iter::once((format!("{} (this node)", self.node), &self.tags))
+                .chain(shown.iter().map(|p| (p.name.clone(), &p.tags)))
+                .filter(|(_, tags)| !tags.is_empty())
+                .collect();
+        for (i, (name, tags)) in tagged.iter().enumerate() {
+            let pairs: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let lead = if i == 0 { "TAGS" } else { "" };
+            let _ = writeln!(out, "{lead:<4}  {name}: {}", pairs.join(" "));
         }
         let dropped: u64 = self.dropped.values().sum();
         if dropped > 0 {

@@ -128,7 +128,14 @@ impl Lab {
             .expect("spawn")
     }
 
+    /// Keeps `child` as the process of `name` (ended with the lab); a process of that name
+    /// from before (exited, or killed now) is reaped first.
     pub fn adopt(&mut self, name: &str, child: Child) {
+        for (_, old) in self.nodes.iter_mut().filter(|(n, _)| n == name) {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        self.nodes.retain(|(n, _)| n != name);
         self.nodes.push((name.to_owned(), child));
     }
 
