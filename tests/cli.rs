@@ -581,11 +581,16 @@ fn garbage_datagrams_are_counted_as_malformed_and_do_not_disturb_peers() {
 // ---- The parser's help, "did you mean", completions and man pages ---------------------------
 
 /// Every command a user can type, in the order the help lists them.
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 13] = [
     "run",
     "status",
     "top",
     "matrix",
+    "send",
+    "tag",
+    "query",
+    "nearest",
+    "watch",
     "check",
     "keygen",
     "completions",

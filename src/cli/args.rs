@@ -488,6 +488,60 @@ mod tests {
             Command::Top(top) => assert_eq!(top.count, Some(4), "the last one counts"),
             other => panic!("{other:?}"),
         }
+        match parse(&["peermesh", "send", "--confirm", "--timeout=900", "b", "hi"]) {
+            Command::Send(send) => {
+                assert!(send.confirm && !send.all);
+                assert_eq!(send.timeout, Some(900));
+                assert_eq!(
+                    (send.peer.as_deref(), send.data.as_deref()),
+                    (Some("b"), Some("hi"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["peermesh", "send", "--all", "hi", "--json"]) {
+            Command::Send(send) => assert!(send.all && send.json && send.peer.is_some()),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["peermesh", "tag", "set", "a=1", "b=x=y", "--name", "n"]) {
+            Command::Tag(tag) => {
+                assert_eq!(tag.op.as_deref(), Some("set"));
+                assert_eq!(tag.items, ["a=1", "b=x=y"]);
+                assert_eq!(tag.target.name.as_deref(), Some("n"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "peermesh", "query", "--peer", "a", "--peer", "b", "--tag", "r=web", "q",
+        ]) {
+            Command::Query(query) => {
+                assert_eq!(query.peers, ["a", "b"]);
+                assert_eq!(query.tags, [("r".to_owned(), "web".to_owned())]);
+                assert_eq!(query.data.as_deref(), Some("q"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["peermesh", "nearest", "--tag", "role=db"]) {
+            Command::Nearest(n) => assert_eq!(n.tags.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        let refused = |args: &[&str]| command().try_get_matches_from(args).is_err();
+        assert!(refused(&["peermesh", "send"]), "PEER or --all");
+        assert!(
+            refused(&["peermesh", "send", "--timeout", "5", "b"]),
+            "--confirm"
+        );
+        assert!(refused(&[
+            "peermesh",
+            "send",
+            "--confirm",
+            "--timeout",
+            "0",
+            "b"
+        ]));
+        assert!(refused(&["peermesh", "tag", "frob", "a"]));
+        assert!(refused(&["peermesh", "nearest", "--tag", "=x"]));
+        assert!(refused(&["peermesh", "watch", "extra"]));
         match parse(&["peermesh", "completions", "zsh"]) {
             Command::Completions(c) => assert_eq!(c.shell, Shell::Zsh),
             other => panic!("{other:?}"),
