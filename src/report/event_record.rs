@@ -78,6 +78,9 @@ pub struct EventRecord {
     pub fields: Vec<(&'static str, Field)>,
     /// The payload of a message, query or response.
     pub payload: Option<Vec<u8>>,
+    /// The node the event happened at (this node), for the environment
+    /// (`PEERMESH_NODE`); not in the JSON, which a watcher reads from one node.
+    pub node: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch of `time` (0 before it).
@@ -107,7 +110,14 @@ impl EventRecord {
             time_ms,
             fields: Vec::new(),
             payload: None,
+            node: None,
         }
+    }
+
+    /// With the name of the node the event happened at.
+    pub fn at_node(mut self, node: &str) -> EventRecord {
+        self.node = Some(node.to_owned());
+        self
     }
 
     /// With one more field.
@@ -131,7 +141,7 @@ impl EventRecord {
     pub fn from_event(mesh: &Mesh, event: &Event, time: SystemTime) -> EventRecord {
         let time_ms = unix_ms(time);
         let name = |id| mesh.peer(id).map(|p| p.name().to_owned());
-        let record = |kind, id| EventRecord::new(kind, name(id), time_ms);
+        let record = |kind, id| EventRecord::new(kind, name(id), time_ms).at_node(mesh.name());
         match event {
             Event::Up(p) => record("up", *p),
             Event::Suspect(p) => record("suspect", *p),
@@ -180,6 +190,7 @@ impl EventRecord {
                 .with("error", Field::Bool(*error))
                 .with_payload(payload),
             Event::QueryDone { query, missing } => EventRecord::new("query_done", None, time_ms)
+                .at_node(mesh.name())
                 .with("query", Field::Int(query.0))
                 .with(
                     "missing",
@@ -234,12 +245,15 @@ impl EventRecord {
         out
     }
 
-    /// The environment of an event handler: `PEERMESH_EVENT`, `PEERMESH_PEER` (when there
-    /// is one), `PEERMESH_TIME_MS`, and `PEERMESH_<FIELD>` for each field (upper-cased;
+    /// The environment of an event handler: `PEERMESH_EVENT`, `PEERMESH_NODE` (this node,
+    /// when known), `PEERMESH_PEER` (when there is one), `PEERMESH_TIME_MS`, and `PEERMESH_<FIELD>` for each field (upper-cased;
     /// names joined with `,`, tags as a JSON object), plus `PEERMESH_DATA_BYTES` when there
     /// is a payload (which goes to the handler's standard input, not here).
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![("PEERMESH_EVENT".to_owned(), self.event.to_owned())];
+        if let Some(node) = &self.node {
+            env.push(("PEERMESH_NODE".to_owned(), node.clone()));
+        }
         if let Some(peer) = &self.peer {
             env.push(("PEERMESH_PEER".to_owned(), peer.clone()));
         }
@@ -260,12 +274,63 @@ impl EventRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{MessageId, QueryId, Settings};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn core_events_become_records_with_names() {
+        let settings = Settings {
+            heartbeat_interval: Duration::from_millis(100),
+            suspect_after: Duration::from_millis(300),
+            dead_after: Duration::from_millis(500),
+            max_datagram: 1232,
+            incarnation: 1,
+            seed: 1,
+        };
+        let nodes = [
+            ("alpha", "127.0.0.1:1".parse().unwrap()),
+            ("beta", "127.0.0.2:1".parse().unwrap()),
+        ];
+        let mesh = Mesh::with_nodes("alpha", settings, Instant::now(), nodes);
+        let beta = mesh.peer_by_name("beta").unwrap();
+        let at = UNIX_EPOCH + Duration::from_millis(42);
+        let json = |event: Event| EventRecord::from_event(&mesh, &event, at).to_json();
+        assert_eq!(
+            json(Event::Up(beta)),
+            r#"{"event":"up","peer":"beta","time_ms":42}"#
+        );
+        assert_eq!(
+            json(Event::Restarted {
+                peer: beta,
+                incarnation: 0xab
+            }),
+            r#"{"event":"restarted","peer":"beta","time_ms":42,"incarnation":"00000000000000ab"}"#
+        );
+        assert_eq!(
+            json(Event::Failed {
+                to: beta,
+                id: MessageId(5)
+            }),
+            r#"{"event":"failed","peer":"beta","time_ms":42,"id":5}"#
+        );
+        assert_eq!(
+            json(Event::QueryDone {
+                query: QueryId(3),
+                missing: vec![beta]
+            }),
+            r#"{"event":"query_done","time_ms":42,"query":3,"missing":["beta"]}"#
+        );
+        let tags = EventRecord::from_event(&mesh, &Event::Tags { peer: beta }, at);
+        assert_eq!(tags.fields, [("tags", Field::Map(BTreeMap::new()))]);
+        assert_eq!(tags.node.as_deref(), Some("alpha"));
+    }
 
     #[test]
     fn records_read_as_json_text_and_environment() {
         let record = EventRecord::new("message", Some("beta".to_owned()), 3_723_004)
             .with("id", Field::Int(9))
-            .with_payload(b"hi\n");
+            .with_payload(b"hi\n")
+            .at_node("alpha");
         assert_eq!(
             record.to_json(),
             r#"{"event":"message","peer":"beta","time_ms":3723004,"id":9,"data":"hi\n"}"#
@@ -274,6 +339,7 @@ mod tests {
         let env = record.env();
         assert!(env.contains(&("PEERMESH_EVENT".to_owned(), "message".to_owned())));
         assert!(env.contains(&("PEERMESH_PEER".to_owned(), "beta".to_owned())));
+        assert!(env.contains(&("PEERMESH_NODE".to_owned(), "alpha".to_owned())));
         assert!(env.contains(&("PEERMESH_DATA_BYTES".to_owned(), "3".to_owned())));
         let binary = EventRecord::new("message", None, 0).with_payload(&[0xff]);
         assert!(binary.to_json().ends_with(r#""data_b64":"/w=="}"#));
