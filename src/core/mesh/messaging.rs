@@ -431,8 +431,11 @@ impl Mesh {
         self.transfers.expire_partials(self.now_ns, max_age);
         self.queries.expire(self.now_ns);
         if self.own_tags.version() > 0 {
-            for key in self.peer_keys() {
-                self.sync_tags(key);
+            // By slot, not through a list: no allocation on this once-an-interval path.
+            for key in 0..self.peers.slot_bound() {
+                if self.peers.get(key).is_some() {
+                    self.sync_tags(key);
+                }
             }
         }
     }
