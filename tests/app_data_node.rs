@@ -477,8 +477,6 @@ fn bad_requests_get_errors_and_a_watcher_that_never_reads_does_not_stall_the_nod
 
 /// `send --confirm --all` with one target killed: the other confirms, the dead one fails.
 #[test]
-#[ignore = "core bug: a broadcast's shared payload is counted 0 bytes and subtracted once \
-            (Transfers::remove, transfer.rs), so a debug node panics; unignore once fixed"]
 fn send_confirm_to_all_names_the_killed_node() {
     let (lab, _) = mesh("appsendall", &["a", "b", "c"]);
     lab.signal("c", "KILL");
@@ -506,8 +504,6 @@ fn send_confirm_to_all_names_the_killed_node() {
 }
 
 #[test]
-#[ignore = "core bug: a query's shared payload is counted 0 bytes and subtracted once \
-            (Transfers::remove, transfer.rs), so a debug node panics; unignore once fixed"]
 fn query_reaches_every_matching_peer_and_names_who_did_not_answer() {
     let (lab, _) = mesh("appquery", &["a", "b", "c"]);
     assert_eq!(at(&lab, "b", &["tag", "set", "role=web"]).code, Some(0));

@@ -342,8 +342,8 @@ pub struct ControlServer {
     listener_token: Token,
     first_conn_token: usize,
     conns: Slab<Conn>,
-    /// A request changed this node's tags since [`ControlServer::take_tags_changed`].
-    tags_changed: bool,
+    /// Where this node's tags are kept after each change, if anywhere.
+    tags_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ControlServer {
@@ -532,7 +532,7 @@ impl ControlServer {
             listener_token: Token(usize::MAX),
             first_conn_token: usize::MAX,
             conns: Slab::with_capacity(MAX_CONNECTIONS),
-            tags_changed: false,
+            tags_file: None,
         })
     }
 
@@ -573,26 +573,28 @@ impl ControlServer {
     /// event drained from the node to [`ControlServer::on_event`], or confirmed sends and
     /// queries are answered only at their deadline and watchers see nothing.
     pub fn serve(&mut self, registry: &Registry, events: &Events, node: &mut Node, now: Instant) {
-        let mut tags_changed = false;
+        let tags_file = self.tags_file.clone();
         for event in events.iter() {
             if self.owns(event.token()) {
                 self.handle_event(registry, event, now, &mut |request| {
-                    if matches!(&request, Request::Tags(change) if !change.is_empty()) {
-                        tags_changed = true;
+                    let changes_tags = matches!(&request, Request::Tags(c) if !c.is_empty());
+                    let reply = answer(node, request, now);
+                    if let (true, Some(path)) = (changes_tags, &tags_file) {
+                        // Before the reply: a client told "ok" may rely on the file.
+                        save_tags(path, node);
                     }
-                    answer(node, request, now)
+                    reply
                 });
             }
         }
-        self.tags_changed |= tags_changed;
         self.pump(registry, now);
         self.sweep(registry, now);
     }
 
-    /// Whether a request changed this node's tags since the last call (`peermesh run
-    /// --tags-file` then writes them).
-    pub fn take_tags_changed(&mut self) -> bool {
-        std::mem::take(&mut self.tags_changed)
+    /// Keeps this node's tags in `path` (`peermesh run --tags-file`): rewritten after each
+    /// request that changes them, before the request is answered.
+    pub fn keep_tags_in(&mut self, path: PathBuf) {
+        self.tags_file = Some(path);
     }
 
     /// Whether any client watches events (if none, records need not be made).
@@ -971,6 +973,15 @@ pub fn answer(node: &mut Node, request: Request, now: Instant) -> Reply {
                 )
             })
         }
+    }
+}
+
+/// Writes the node's tags to the tags file (a warning if that fails: the node runs on with
+/// its tags, which a restart would lose). The file is small: this does not hold the loop.
+fn save_tags(path: &Path, node: &Node) {
+    match crate::io::tags_file::save(path, node.mesh().tags()) {
+        Ok(()) => debug!("tags written to {}", path.display()),
+        Err(e) => warn!("{e}; the change holds until the node restarts"),
     }
 }
 

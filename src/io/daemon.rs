@@ -110,6 +110,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     let mut control =
         ControlServer::bind_for(&opts.control, opts.control_group).map_err(RunError::Control)?;
+    if let Some(path) = &opts.tags_file {
+        control.keep_tags_in(path.clone());
+    }
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     node.register(poll.registry(), UDP)?;
@@ -161,9 +164,6 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         control.serve(poll.registry(), &events, &mut node, now);
         // What the requests made the core send goes out now.
         node.handle_timeout(poll.registry(), now)?;
-        if control.take_tags_changed() {
-            save_tags(opts.tags_file.as_deref(), &node);
-        }
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
             control.on_event(node.mesh(), &event);
@@ -207,18 +207,6 @@ fn restore_tags(path: &std::path::Path, node: &mut Node) -> Result<(), RunError>
         node.mesh().tags().len()
     );
     Ok(())
-}
-
-/// Writes this node's tags to the tags file after a change (a warning if that fails: the
-/// node runs on with its tags, which the next restart would lose).
-fn save_tags(path: Option<&std::path::Path>, node: &Node) {
-    let Some(path) = path else {
-        return;
-    };
-    match tags_file::save(path, node.mesh().tags()) {
-        Ok(()) => debug!("tags written to {}", path.display()),
-        Err(e) => warn!("{e}; the change holds until the node restarts"),
-    }
 }
 
 fn reload_keyring(config: &Config, node: &mut Node) {
