@@ -541,3 +541,78 @@ fn query_reaches_every_matching_peer_and_names_who_did_not_answer() {
     assert_eq!(query["data"], "uptime?", "{query}");
     assert_eq!(query["timeout_ms"], 500, "{query}");
 }
+
+/// The embed example (`examples/embed.rs`), which answers every query, next to the test's
+/// own binaries; `make test` builds it (`cargo build --examples`).
+fn embed_binary() -> std::path::PathBuf {
+    let path = Path::new(BIN).with_file_name("examples").join("embed");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_query_prints_each_response_with_its_node_and_rtt() {
+    let mut lab = Lab::new("appanswer");
+    let addrs = host_loopback_addrs(4);
+    let nodes = [("a", addrs[0]), ("b", addrs[1]), ("e", addrs[2])];
+    let config = lab.write_config(&config_for(&nodes, 300, 500));
+    lab.start_here(&config, "a");
+    lab.start_here(&config, "b");
+    let socket = control(&lab, "e");
+    let echo = addrs[3].to_string();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--name",
+        "e",
+        "--echo",
+        &echo,
+        "--control",
+        &socket,
+    ];
+    let embed = embed_binary();
+    let child = lab.spawn(None, embed.to_str().unwrap(), &args, "e");
+    lab.adopt("e", child);
+    lab.wait_for_socket("e");
+    wait_all_alive(&lab, &["a", "b", "e"]);
+    let ran = at(&lab, "a", &["query", "--timeout", "500", "--json", "what?"]);
+    assert_eq!(ran.code, Some(1), "b has nobody to answer: {ran:?}");
+    let report: Value =
+        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"));
+    let responses = report["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 1, "{report}");
+    assert_eq!(responses[0]["node"], "e");
+    let data = responses[0]["data"].as_str().unwrap();
+    assert!(data.starts_with("e: echoing for 0 clients"), "{report}");
+    assert!(
+        responses[0]["rtt_us"].as_f64().is_some_and(|r| r > 0.0),
+        "{report}"
+    );
+    assert!(responses[0].get("error").is_none(), "{report}");
+    let mut acks: Vec<&str> = report["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    acks.sort_unstable();
+    assert_eq!(acks, ["b", "e"], "{report}");
+    assert_eq!(report["missing"], serde_json::json!(["b"]), "{report}");
+    // The plain form: one line per response with its node and RTT.
+    let ran = at(
+        &lab,
+        "a",
+        &["query", "--peer", "e", "--timeout", "500", "hi"],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.starts_with("e ("), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains(" ms): e: echoing for 0 clients; asked \"hi\""),
+        "{ran:?}"
+    );
+}
