@@ -221,6 +221,21 @@ fn send_confirm_to_a_killed_node_exits_1_and_names_it() {
         (Some(0), "delivered to b\n"),
         "{ran:?}"
     );
+    // A client that closes its sending side after the request still gets the answer.
+    let mut stream = UnixStream::connect(lab.control("a")).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(b"{\"v\":1,\"cmd\":\"send\",\"to\":\"b\",\"data\":\"x\",\"confirm\":true}\n")
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let reply: Value = serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply:?}"));
+    assert_eq!(
+        reply["sent"]["delivered"],
+        serde_json::json!(["b"]),
+        "{reply}"
+    );
     // Best effort is sent, whatever becomes of it.
     let ran = at(&lab, "a", &["send", "b", "fire and forget"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");

@@ -662,9 +662,15 @@ impl ControlServer {
             return;
         }
         let key = event.token().0.wrapping_sub(self.first_conn_token);
-        if self.conns.contains(key) {
-            self.serve_conn(registry, key, now, answer);
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        // A client that closed its connection altogether (not just its sending side) no
+        // longer waits for an answer or records: its slot is freed at once.
+        if event.is_write_closed() && !matches!(conn.mode, Mode::Reply) {
+            return self.close(registry, key);
         }
+        self.serve_conn(registry, key, now, answer);
     }
 
     /// Whether a stepped reply can go on now, with no readiness event to come for it.
@@ -849,11 +855,14 @@ impl ControlServer {
                 Reply::Steps(steps) => conn.steps = Some(steps),
             }
         } else if !matches!(conn.mode, Mode::Reply) {
-            // A waiting request or a watcher says nothing more: read only to see it go.
+            // A waiting request or a watcher says nothing more: what it sends is discarded.
+            // Closing its sending side (`shutdown`, socat at the end of its input) is no
+            // leaving: it still gets its answer or its records. (Gone altogether, it is
+            // closed in `handle_event`, or when a write to it fails.)
             let mut sink = [0u8; 1024];
             loop {
                 match conn.stream.read(&mut sink) {
-                    Ok(0) => return self.close(registry, key),
+                    Ok(0) => break,
                     Ok(_) => continue,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
