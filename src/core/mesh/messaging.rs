@@ -693,19 +693,18 @@ impl Mesh {
         buf: &mut [u8],
     ) -> Option<Transmit> {
         let peer = self.peers.id_of(key);
-        let next = self.transfers.next_fragment(peer, number)?;
+        let Some(next) = self.transfers.next_fragment(peer, number) else {
+            // Nothing left to send this round (an ack came in the middle of it): the
+            // round still ends with its timer. An extra one for a round is stale when it
+            // fires.
+            self.arm_retransmit(peer, number);
+            return None;
+        };
         if next.more {
             self.outgoing
                 .push_front(Outgoing::Burst { peer: key, number });
-        } else if let Some((round, rto)) = self.transfers.round(peer, number) {
-            self.timers.insert(
-                self.now_ns.saturating_add(rto),
-                Timer::Retransmit {
-                    peer,
-                    number,
-                    round,
-                },
-            );
+        } else {
+            self.arm_retransmit(peer, number);
         }
         let total = next.payload.len();
         let span = Fragment::span_of(next.index, next.count, total as u32);
@@ -726,6 +725,20 @@ impl Mesh {
             data: next.payload.get(span)?,
         });
         self.emit_to(key, body, buf)
+    }
+
+    /// Sets the retransmission timer of a confirmed message's current round.
+    fn arm_retransmit(&mut self, peer: PeerId, number: u64) {
+        if let Some((round, rto)) = self.transfers.round(peer, number) {
+            self.timers.insert(
+                self.now_ns.saturating_add(rto),
+                Timer::Retransmit {
+                    peer,
+                    number,
+                    round,
+                },
+            );
+        }
     }
 
     pub(super) fn encode_ack(
