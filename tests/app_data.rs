@@ -603,3 +603,50 @@ fn a_sender_that_restarts_mid_stream_has_each_message_delivered_at_most_once() {
         eprintln!("seed {seed}: {before} of 50 sent before the restart arrived, once each");
     }
 }
+
+#[test]
+fn a_query_every_target_answered_is_done_before_its_timeout() {
+    let mut sim = Sim::with_nodes(4, INTERVAL, 81);
+    sim.set_default_link(Link::latency(ms(2)));
+    assert!(sim.run_until(Duration::from_secs(2), all_alive));
+    let start = sim.elapsed();
+    let query = sim
+        .with_mesh(0, |m| {
+            m.query(&QueryFilter::default(), b"ping?", Duration::from_secs(10))
+        })
+        .unwrap()
+        .unwrap();
+    let mut done = None;
+    let finished = sim.run_until(Duration::from_secs(1), |_| false);
+    assert!(!finished);
+    // Nobody answered yet: every node answers only when this test lets it.
+    for i in 1..4 {
+        for event in events(&mut sim, i) {
+            if let Event::Query { query, .. } = event {
+                sim.with_mesh(i, |m| m.respond(query, b"pong", false))
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+    }
+    sim.run_for(ms(50));
+    for record in sim.trace() {
+        if record.node == 0 {
+            if let Event::QueryDone { query: q, missing } = &record.event {
+                assert_eq!(*q, query);
+                assert!(missing.is_empty());
+                done = Some(record.at - start);
+            }
+        }
+    }
+    let took = done.expect("done once all three answered");
+    assert!(took < Duration::from_millis(1100), "{took:?}");
+    // The deadline's timer later finds it closed: no second report.
+    sim.run_for(Duration::from_secs(10));
+    let reports = sim
+        .trace()
+        .iter()
+        .filter(|r| r.node == 0 && matches!(r.event, Event::QueryDone { .. }))
+        .count();
+    assert_eq!(reports, 1);
+}

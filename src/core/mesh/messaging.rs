@@ -129,8 +129,9 @@ impl Mesh {
 
     /// Asks every peer that `filter` picks (never this node) the question `payload`. Each
     /// answers with [`Mesh::respond`] after its [`Event::Query`]; here come an
-    /// [`Event::QueryAck`] per peer reached, an [`Event::QueryResponse`] per answer, and at
-    /// `timeout` one [`Event::QueryDone`] with the peers that did not answer.
+    /// [`Event::QueryAck`] per peer reached, an [`Event::QueryResponse`] per answer, and
+    /// one [`Event::QueryDone`] with the peers that did not answer: at `timeout`, or as
+    /// soon as every peer asked has answered.
     pub fn query(
         &mut self,
         filter: &QueryFilter,
@@ -553,6 +554,11 @@ impl Mesh {
                             payload: answer.to_vec(),
                             error: header.error,
                         });
+                        // Everyone answered: done now, not at the deadline (whose timer
+                        // then finds the query closed).
+                        if self.queries.all_answered(header.query) {
+                            self.on_query_deadline(header.query);
+                        }
                     }
                 }
                 Err(e) => self.drop_message(key, &e),
