@@ -92,22 +92,43 @@ impl Watch {
 
     /// Waits (bounded) for a record that `matches`, and returns it.
     fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
+        match self.within(WAIT, matches) {
+            Some(found) => found,
+            None => panic!("no {what} record within {WAIT:?}; saw {:#?}", self.seen),
+        }
+    }
+
+    /// The first record that `matches`, waiting at most `limit` for it.
+    fn within(&mut self, limit: Duration, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + limit;
         if let Some(found) = self.seen.iter().find(|v| matches(v)) {
-            return found.clone();
+            return Some(found.clone());
         }
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(value) => {
-                    self.seen.push(value.clone());
-                    if matches(&value) {
-                        return value;
-                    }
-                }
-                Err(_) => break,
+            let value = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(value.clone());
+            if matches(&value) {
+                return Some(value);
             }
         }
-        panic!("no {what} record within {WAIT:?}; saw {:#?}", self.seen);
+        None
+    }
+
+    /// Waits (bounded) until the watch runs: `peer` sets a tag until the watch reports it
+    /// (one set before the watch began is not reported, so each try sets a new value).
+    fn wait_started(&mut self, lab: &Lab, peer: &str) {
+        for n in 0..10 {
+            let ran = at(lab, peer, &["tag", "set", &format!("watch={n}")]);
+            assert_eq!(ran.code, Some(0), "{ran:?}");
+            let value = n.to_string();
+            let seen = self.within(Duration::from_secs(1), |v| {
+                event_of(v, "tags", peer) && v["tags"]["watch"] == value.as_str()
+            });
+            if seen.is_some() {
+                return;
+            }
+        }
+        panic!("the watch never started; saw {:#?}", self.seen);
     }
 
     /// Ctrl-C: the watch ends with exit 0.
@@ -135,9 +156,7 @@ fn event_of(value: &Value, event: &str, peer: &str) -> bool {
 fn watch_shows_a_restart_a_tag_change_and_a_confirmed_message() {
     let (mut lab, config) = mesh("appwatch", &["a", "b", "c"]);
     let mut watch = Watch::start(&lab, "a");
-    // The watch has begun once the node answers a request after it: give it that turn.
-    assert_eq!(at(&lab, "a", &["status", "--json"]).code, Some(0));
-    std::thread::sleep(Duration::from_millis(50));
+    watch.wait_started(&lab, "b");
 
     lab.signal("c", "KILL");
     let down = watch.expect("down of c", |v| event_of(v, "down", "c"));
@@ -528,8 +547,7 @@ fn query_reaches_every_matching_peer_and_names_who_did_not_answer() {
     });
     assert!(tagged);
     let mut watch_b = Watch::start(&lab, "b");
-    assert_eq!(at(&lab, "b", &["status", "--json"]).code, Some(0));
-    std::thread::sleep(Duration::from_millis(50));
+    watch_b.wait_started(&lab, "c");
     // Nobody answers queries here (no handler runs): every target acknowledges, none
     // responds, and the command says so with exit 1.
     let ran = at(

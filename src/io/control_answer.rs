@@ -15,7 +15,7 @@ use crate::report::payload::PayloadFields;
 use crate::report::query_report::QueryResponse;
 use crate::report::send_report::SendReport;
 use crate::report::status::StatusReport;
-use log::info;
+use log::debug;
 use std::time::{Duration, Instant};
 
 /// An error answer.
@@ -63,7 +63,7 @@ pub fn send(node: &mut Node, send: SendRequest, now: Instant) -> Reply {
             Err(e) => return refuse(format!("not sent: {e}")),
         },
     };
-    info!(
+    debug!(
         "control: {} bytes sent to {} peers{}",
         send.payload.len(),
         sent.len(),
