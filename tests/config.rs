@@ -928,9 +928,8 @@ fn an_empty_keyring_is_rejected() {
 /// A one-node file whose node has `tags` written as `entries` on lines of their own, the first
 /// on line 4 (keys at column 13).
 fn with_tags(entries: &[(&str, &str)]) -> String {
-    let mut text = String::from(
-        "(\n    nodes: [\n        (name: \"alpha\", host: \"10.0.0.1\", tags: {\n",
-    );
+    let mut text =
+        String::from("(\n    nodes: [\n        (name: \"alpha\", host: \"10.0.0.1\", tags: {\n");
     for (key, value) in entries {
         text.push_str(&format!("            {key:?}: {value:?},\n"));
     }
@@ -968,14 +967,20 @@ fn tags_and_handlers_load_with_the_nodes_own_handler_first() {
         beta.handler.as_deref(),
         Some(Path::new("/usr/local/bin/beta-handler"))
     );
-    assert_eq!(gamma.tags, tags(&[("ok-key.v_1", "ünïcode ✓"), ("empty", "")]));
+    assert_eq!(
+        gamma.tags,
+        tags(&[("ok-key.v_1", "ünïcode ✓"), ("empty", "")])
+    );
     assert_eq!(gamma.handler, alpha.handler);
 }
 
 #[test]
 fn without_a_handler_anywhere_no_node_has_one() {
     let config = Config::load(&fixture("minimal.ron")).unwrap();
-    assert!(config.nodes.iter().all(|n| n.handler.is_none() && n.tags.is_empty()));
+    assert!(config
+        .nodes
+        .iter()
+        .all(|n| n.handler.is_none() && n.tags.is_empty()));
     let config = parse(r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: {})])"#).unwrap();
     assert!(config.nodes[0].tags.is_empty());
 }
@@ -997,7 +1002,10 @@ fn a_tag_key_with_a_character_outside_the_set_points_at_the_key() {
         &error,
         3,
         64,
-        &["tag key \"ro le\" of node \"alpha\" contains a space", "A-Z, a-z, 0-9"],
+        &[
+            "tag key \"ro le\" of node \"alpha\" contains a space",
+            "A-Z, a-z, 0-9",
+        ],
     );
     for (key, bad) in [("a=b", "`=`"), ("rôle", "`ô`"), ("tab\t", "a tab")] {
         let error = rejected(&with_tags(&[("ok", "1"), (key, "x")]));
@@ -1009,13 +1017,21 @@ fn a_tag_key_with_a_character_outside_the_set_points_at_the_key() {
 fn an_empty_tag_key_points_at_it() {
     let error = rejected(&with_tags(&[("", "x")]));
     assert!(matches!(error.kind(), ConfigErrorKind::EmptyTagKey { name } if name == "alpha"));
-    assert_points(&error, 4, 13, &["node \"alpha\" has a tag with an empty key"]);
+    assert_points(
+        &error,
+        4,
+        13,
+        &["node \"alpha\" has a tag with an empty key"],
+    );
 }
 
 #[test]
 fn a_tag_key_over_128_bytes_points_at_it_and_128_is_fine() {
     let long = "k".repeat(128);
-    assert_eq!(parse(&with_tags(&[(&long, "v")])).unwrap().nodes[0].tags[&long], "v");
+    assert_eq!(
+        parse(&with_tags(&[(&long, "v")])).unwrap().nodes[0].tags[&long],
+        "v"
+    );
     let longer = "k".repeat(129);
     let error = rejected(&with_tags(&[("a", "b"), (&longer, "v")]));
     assert!(matches!(error.kind(), ConfigErrorKind::TagKeyTooLong { key, .. } if *key == longer));
@@ -1025,7 +1041,10 @@ fn a_tag_key_over_128_bytes_points_at_it_and_128_is_fine() {
 #[test]
 fn a_tag_value_over_4096_bytes_points_at_the_value_and_4096_is_fine() {
     let value = "v".repeat(4096);
-    assert_eq!(parse(&with_tags(&[("k", &value)])).unwrap().nodes[0].tags["k"], value);
+    assert_eq!(
+        parse(&with_tags(&[("k", &value)])).unwrap().nodes[0].tags["k"],
+        value
+    );
     // Bytes, not characters: 2,049 two-byte characters are 4,098 bytes.
     let value = "é".repeat(2049);
     let error = rejected(&with_tags(&[("role", "db"), ("k", &value)]));
@@ -1046,7 +1065,10 @@ fn a_tag_value_over_4096_bytes_points_at_the_value_and_4096_is_fine() {
 fn tags_over_16384_bytes_in_all_point_at_the_key_that_passes_the_limit() {
     // Four entries of 1 + 4095 bytes are 16,384: exactly the limit.
     let value = "v".repeat(4095);
-    let fits: Vec<(&str, &str)> = ["a", "b", "c", "d"].iter().map(|k| (*k, value.as_str())).collect();
+    let fits: Vec<(&str, &str)> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| (*k, value.as_str()))
+        .collect();
     assert_eq!(parse(&with_tags(&fits)).unwrap().nodes[0].tags.len(), 4);
     let mut over = fits.clone();
     over.push(("e", "x"));
@@ -1059,7 +1081,10 @@ fn tags_over_16384_bytes_in_all_point_at_the_key_that_passes_the_limit() {
         &error,
         8,
         13,
-        &["the tags of node \"alpha\" take 16386 bytes", "more than the 16384"],
+        &[
+            "the tags of node \"alpha\" take 16386 bytes",
+            "more than the 16384",
+        ],
     );
 }
 
@@ -1076,7 +1101,15 @@ fn a_tag_key_given_twice_points_at_the_second() {
         error.kind(),
         ConfigErrorKind::DuplicateTagKey { key, first_line: Some(3), .. } if key == "role"
     ));
-    assert_points(&error, 3, 64, &["tag key \"role\" of node \"alpha\" is given twice", "keep one"]);
+    assert_points(
+        &error,
+        3,
+        64,
+        &[
+            "tag key \"role\" of node \"alpha\" is given twice",
+            "keep one",
+        ],
+    );
     let error = rejected(&with_tags(&[("zone", "a"), ("role", "b"), ("zone", "c")]));
     assert_points(&error, 6, 13, &["\"zone\"", "(first at line 4)"]);
 }
@@ -1084,15 +1117,32 @@ fn a_tag_key_given_twice_points_at_the_second() {
 #[test]
 fn tags_that_are_not_a_map_of_strings_are_the_wrong_type() {
     for (text, col, found) in [
-        (r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: {"role": 5})])"#, 50, ""),
-        (r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: ["role"])])"#, 50, ""),
+        (
+            r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: {"role": 5})])"#,
+            50,
+            "",
+        ),
+        (
+            r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: ["role"])])"#,
+            50,
+            "",
+        ),
     ] {
         let error = rejected(text);
         assert!(
             matches!(error.kind(), ConfigErrorKind::WrongType { field, node: Some(0), .. } if field == "tags"),
             "{error}"
         );
-        assert_points(&error, 1, col, &["wrong type for `tags` of node #1", "{\"role\": \"db\"}", found]);
+        assert_points(
+            &error,
+            1,
+            col,
+            &[
+                "wrong type for `tags` of node #1",
+                "{\"role\": \"db\"}",
+                found,
+            ],
+        );
     }
 }
 
@@ -1104,8 +1154,16 @@ fn an_empty_handler_points_at_it() {
     nodes: [(name: "alpha", host: "10.0.0.1")],
 )"#,
     );
-    assert!(matches!(error.kind(), ConfigErrorKind::EmptyHandler { node: None }));
-    assert_points(&error, 2, 14, &["handler is empty: give the program's path"]);
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::EmptyHandler { node: None }
+    ));
+    assert_points(
+        &error,
+        2,
+        14,
+        &["handler is empty: give the program's path"],
+    );
     let error = rejected(
         r#"(
     nodes: [
@@ -1113,17 +1171,29 @@ fn an_empty_handler_points_at_it() {
     ],
 )"#,
     );
-    assert!(matches!(error.kind(), ConfigErrorKind::EmptyHandler { node: Some(0) }));
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::EmptyHandler { node: Some(0) }
+    ));
     assert_points(&error, 3, 52, &["handler of node #1 is empty"]);
 }
 
 #[test]
 fn an_unknown_field_lists_tags_and_handler() {
     let error = rejected(r#"(nodes: [(name: "alpha", host: "10.0.0.1", tag: {})])"#);
-    assert!(error.to_string().contains("did you mean `tags`?"), "{error}");
-    assert!(error.to_string().contains("`port`, `tags`, `handler`"), "{error}");
+    assert!(
+        error.to_string().contains("did you mean `tags`?"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("`port`, `tags`, `handler`"),
+        "{error}"
+    );
     let error = rejected(r#"(handlr: "x", nodes: [(name: "alpha", host: "10.0.0.1")])"#);
-    assert!(error.to_string().contains("did you mean `handler`?"), "{error}");
+    assert!(
+        error.to_string().contains("did you mean `handler`?"),
+        "{error}"
+    );
 }
 
 // ---- Loading ------------------------------------------------------------------------------

@@ -1160,7 +1160,10 @@ impl<'de> Deserialize<'de> for RawTags {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map of strings to strings")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawTags, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawTags, A::Error> {
                 // Bounded by the file's size (at most MAX_CONFIG_BYTES).
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry::<String, String>()? {
@@ -1356,7 +1359,12 @@ impl Checker<'_> {
             .node_field(node, "tags")
             .map(|field| self.layout.map_entries(field))
             .unwrap_or_default();
-        let key_at = |i: usize| places.get(i).map(|p| p.0).or_else(|| self.node(node, "tags"));
+        let key_at = |i: usize| {
+            places
+                .get(i)
+                .map(|p| p.0)
+                .or_else(|| self.node(node, "tags"))
+        };
         let value_at = |i: usize| places.get(i).and_then(|p| p.1).or_else(|| key_at(i));
         let name = || name.to_string();
         let mut tags = BTreeMap::new();
@@ -1368,7 +1376,14 @@ impl Checker<'_> {
             }
             if let Some(bad) = key.chars().find(|&c| !tag_key_char(c)) {
                 let key = key.clone();
-                return Err(self.err(key_at(i), K::InvalidTagKey { name: name(), key, bad }));
+                return Err(self.err(
+                    key_at(i),
+                    K::InvalidTagKey {
+                        name: name(),
+                        key,
+                        bad,
+                    },
+                ));
             }
             if key.len() > MAX_TAG_KEY_BYTES {
                 let key = key.clone();
