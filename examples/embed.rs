@@ -130,13 +130,16 @@ impl Client {
 
 /// `Up(alpha)`, `Restarted(alpha, 5a0c...)`: the event with the peer's name.
 fn describe(node: &Node, event: &MeshEvent) -> String {
-    let name = node.mesh().peer(event.peer()).map_or("?", |p| p.name());
+    let name = event
+        .peer()
+        .and_then(|p| node.mesh().peer(p))
+        .map_or("?", |p| p.name());
     match event {
         MeshEvent::Restarted { incarnation, .. } => {
             format!("Restarted({name}, {incarnation:016x})")
         }
         MeshEvent::Asymmetric { asymmetric, .. } => format!("Asymmetric({name}, {asymmetric})"),
-        MeshEvent::Data { payload, .. } => format!("Data({name}, {} bytes)", payload.len()),
+        MeshEvent::Message { payload, .. } => format!("Message({name}, {} bytes)", payload.len()),
         // Up, Suspect, Down, Left, ...: the variant's name and the peer's.
         other => {
             let debug = format!("{other:?}");

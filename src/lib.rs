@@ -86,5 +86,9 @@ pub mod wire;
 
 pub use crate::core::matrix::MatrixView;
 pub use crate::core::peer::{Peer, PeerState, RttSummary};
-pub use crate::core::{Diagnosis, DropReason, Event, Mesh, PeerId, SendError, Settings, Transmit};
+pub use crate::core::{
+    Delivery, Diagnosis, DropReason, Event, Mesh, MessageId, PeerId, QueryFilter, QueryId,
+    QueryRef, SendError, Settings, TagError, Tags, Transmit, MAX_TAG_BYTES,
+};
 pub use crate::wire::identity::NodeId;
+pub use crate::wire::MAX_MESSAGE;

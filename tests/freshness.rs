@@ -35,7 +35,7 @@ fn events_about(sim: &Sim, i: usize, j: usize, since: Duration) -> Vec<Event> {
     };
     sim.trace()
         .iter()
-        .filter(|r| r.node == i && r.at > since && r.event.peer() == peer)
+        .filter(|r| r.node == i && r.at > since && r.event.peer() == Some(peer))
         .map(|r| r.event.clone())
         .collect()
 }

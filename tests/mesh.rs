@@ -2,7 +2,7 @@
 
 use peermesh::wire::keyring::{Key, Keyring};
 use peermesh::wire::{Body, Header, Packet, PING_LEN};
-use peermesh::{DropReason, Event, Mesh, NodeId, PeerState, SendError, Settings};
+use peermesh::{Delivery, DropReason, Event, Mesh, NodeId, PeerState, SendError, Settings};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -291,28 +291,28 @@ fn application_data_passes_and_oversize_is_refused() {
     let mut p = Pair::new();
     p.introduce();
     let b = p.a.peer_by_name("b").unwrap();
-    p.a.send_data(b, b"hello").unwrap();
+    p.a.send(b, b"hello", Delivery::BestEffort).unwrap();
     let max = p.a.max_payload();
+    assert_eq!(max, peermesh::MAX_MESSAGE);
     assert_eq!(
-        p.a.send_data(b, &vec![0; max + 1]),
+        p.a.send(b, &vec![0; max + 1], Delivery::BestEffort),
         Err(SendError::TooLarge { len: max + 1, max })
     );
-    p.a.send_data(b, &vec![7; max]).unwrap();
+    p.a.send(b, &vec![7; max], Delivery::BestEffort).unwrap();
     let out = p.collect('a');
     assert!(out.iter().all(|(_, bytes)| bytes.len() <= 1232));
+    assert!(out.len() > 50, "64 KiB in fragments: {}", out.len());
     for (_, bytes) in &out {
         p.b.handle_datagram(p.now, addr(1), bytes);
     }
     let a = p.b.peer_by_name("a").unwrap();
-    let events: Vec<Event> = std::iter::from_fn(|| p.b.poll_event()).collect();
-    assert!(events.contains(&Event::Data {
-        from: a,
-        payload: b"hello".to_vec()
-    }));
-    assert!(events.contains(&Event::Data {
-        from: a,
-        payload: vec![7; max]
-    }));
+    let payloads: Vec<Vec<u8>> = std::iter::from_fn(|| p.b.poll_event())
+        .filter_map(|e| match e {
+            Event::Message { from, payload, .. } if from == a => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, vec![b"hello".to_vec(), vec![7; max]]);
 }
 
 #[test]

@@ -91,7 +91,7 @@ fn a_removed_peer_is_gone_everywhere_and_a_new_one_fills_its_row_and_column() {
         if let Some(&(_, id)) = removed.iter().find(|&&(i, _)| i == record.node) {
             assert_ne!(
                 record.event.peer(),
-                id,
+                Some(id),
                 "event about the removed peer: {record}"
             );
         }
@@ -120,7 +120,7 @@ fn a_removed_peer_is_gone_everywhere_and_a_new_one_fills_its_row_and_column() {
     // A removed peer's id is refused by every call that takes one.
     for &(i, id) in &removed {
         let refused = sim.with_mesh(i, |m| {
-            let send = m.send_data(id, b"x");
+            let send = m.send(id, b"x", peermesh::Delivery::BestEffort);
             (
                 m.peer(id).is_none(),
                 m.diagnosis(id).is_none(),

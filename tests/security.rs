@@ -249,7 +249,15 @@ fn a_seal_must_name_the_sender_of_the_datagram_inside() {
         to_incarnation: 2 << 20,
         seq: 100,
     };
-    let body = Body::Data { payload: b"i am a" };
+    let body = Body::Fragment(peermesh::wire::Fragment {
+        message: 1,
+        flags: 0,
+        channel: 0,
+        index: 0,
+        count: 1,
+        total_len: 6,
+        data: b"i am a",
+    });
     let mut buf = vec![0u8; 256];
     let inner = Packet { header, body }
         .emit(&mut buf[SEAL_HEADER_LEN..])
@@ -261,5 +269,5 @@ fn a_seal_must_name_the_sender_of_the_datagram_inside() {
     b.handle_datagram(now, addr(3), &buf[..n]);
     assert_eq!(b.dropped().get(DropReason::AuthFailed), 1);
     assert_eq!(b.peer(from_a).unwrap().received(), received);
-    assert!(std::iter::from_fn(|| b.poll_event()).all(|e| !matches!(e, Event::Data { .. })));
+    assert!(std::iter::from_fn(|| b.poll_event()).all(|e| !matches!(e, Event::Message { .. })));
 }

@@ -24,7 +24,7 @@ fn first_event(
     sim.trace()
         .iter()
         .filter(|r: &&TraceRecord| r.node == node && r.at >= since && want(&r.event))
-        .find(|r| r.event.peer() == peer)
+        .find(|r| r.event.peer() == Some(peer))
         .map(|r| r.at)
 }
 

@@ -1,9 +1,12 @@
 //! What happened, as the core tells its embedder.
 
 use crate::core::peer_table::PeerId;
+use crate::core::query::{QueryId, QueryRef};
+use crate::core::transfer::MessageId;
+use std::time::Duration;
 
 /// Something that happened, for the embedder (drained with [`crate::Mesh::poll_event`]). New
-/// kinds will be added (application data, removals): match with a `_` arm.
+/// kinds will be added (removals, ...): match with a `_` arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -42,19 +45,79 @@ pub enum Event {
         /// Whether two processes claim it now.
         conflict: bool,
     },
-    /// Application data from a peer.
-    Data {
+    /// A message from a peer ([`crate::Mesh::send`], [`crate::Mesh::broadcast`]), whole,
+    /// delivered once.
+    Message {
         /// Who sent it.
         from: PeerId,
-        /// What it sent.
+        /// The sender's number for it (counted per receiver and sender process).
+        id: MessageId,
+        /// What it said.
         payload: Vec<u8>,
+    },
+    /// A confirmed message was acknowledged by its receiver. Reported once, and never for
+    /// a message also reported [`Event::Failed`].
+    Delivered {
+        /// The receiver.
+        to: PeerId,
+        /// What [`crate::Mesh::send`] returned.
+        id: MessageId,
+    },
+    /// A confirmed message was not acknowledged by its timeout, or its receiver left,
+    /// died or was removed first. Reported once.
+    Failed {
+        /// The receiver.
+        to: PeerId,
+        /// What [`crate::Mesh::send`] returned.
+        id: MessageId,
+    },
+    /// A peer's tags changed ([`crate::Mesh::peer_tags`]).
+    Tags {
+        /// Which peer.
+        peer: PeerId,
+    },
+    /// A peer asks this node a question; answer with [`crate::Mesh::respond`].
+    Query {
+        /// Who asks.
+        from: PeerId,
+        /// What to give [`crate::Mesh::respond`].
+        query: QueryRef,
+        /// The question.
+        payload: Vec<u8>,
+        /// How long the asker waits for the answer.
+        timeout: Duration,
+    },
+    /// A query this node asked reached a peer.
+    QueryAck {
+        /// What [`crate::Mesh::query`] returned.
+        query: QueryId,
+        /// The peer.
+        from: PeerId,
+    },
+    /// A peer's answer to a query this node asked.
+    QueryResponse {
+        /// What [`crate::Mesh::query`] returned.
+        query: QueryId,
+        /// Who answered.
+        from: PeerId,
+        /// The answer.
+        payload: Vec<u8>,
+        /// The peer could not answer; the payload says why.
+        error: bool,
+    },
+    /// A query's timeout passed; it is closed (later answers are dropped).
+    QueryDone {
+        /// What [`crate::Mesh::query`] returned.
+        query: QueryId,
+        /// The peers asked that did not answer.
+        missing: Vec<PeerId>,
     },
 }
 
 impl Event {
-    /// The peer the event is about.
-    pub fn peer(&self) -> PeerId {
-        match self {
+    /// The peer the event is about (`None` for [`Event::QueryDone`]).
+    pub fn peer(&self) -> Option<PeerId> {
+        Some(match self {
             Event::Up(p)
             | Event::Suspect(p)
             | Event::Down(p)
@@ -62,8 +125,14 @@ impl Event {
             | Event::Unreachable(p) => *p,
             Event::Restarted { peer, .. }
             | Event::Asymmetric { peer, .. }
-            | Event::Conflict { peer, .. } => *peer,
-            Event::Data { from, .. } => *from,
-        }
+            | Event::Conflict { peer, .. }
+            | Event::Tags { peer } => *peer,
+            Event::Message { from, .. }
+            | Event::Query { from, .. }
+            | Event::QueryAck { from, .. }
+            | Event::QueryResponse { from, .. } => *from,
+            Event::Delivered { to, .. } | Event::Failed { to, .. } => *to,
+            Event::QueryDone { .. } => return None,
+        })
     }
 }

@@ -18,35 +18,47 @@ use crate::core::liveness::{centis, saturating_ns, Diagnosis, LivenessRules, Wit
 use crate::core::matrix::{Cell, Matrix, MatrixSnapshot, MatrixView};
 use crate::core::peer::{Admission, Peer, PeerState};
 use crate::core::peer_table::{Member, PeerId, PeerTable};
+use crate::core::query::Queries;
 use crate::core::rng::Rng;
 use crate::core::schedule::HeartbeatSchedule;
 use crate::core::settings::Settings;
+use crate::core::tags::{OwnTags, PeerTags};
 use crate::core::timer::Timer;
+use crate::core::transfer::{AckReply, Transfers};
 use crate::core::wheel::TimerWheel;
 use crate::wire::identity::NodeId;
 use crate::wire::keyring::Keyring;
 use crate::wire::seal::{self, SEAL_HEADER_LEN, SEAL_OVERHEAD};
 use crate::wire::{self, Body, Header, Packet, PING_LEN, ROW_HEADER_LEN};
 use log::{debug, error, info, trace, warn};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Why [`Mesh::send_data`] refused a payload. The mesh is unchanged when it does.
+mod messaging;
+
+/// Why [`Mesh::send`], [`Mesh::broadcast`], [`Mesh::query`] or [`Mesh::respond`] refused.
+/// The mesh is unchanged when it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
     /// No such peer.
     UnknownPeer(PeerId),
-    /// The payload does not fit in one datagram of the configured maximum size.
+    /// The payload is longer than a message carries.
     TooLarge {
         /// The payload's length.
         len: usize,
-        /// The largest payload allowed.
+        /// The largest payload allowed ([`crate::wire::MAX_MESSAGE`]).
         max: usize,
     },
-    /// The outgoing queue is full: the driver is not draining [`Mesh::poll_transmit`].
+    /// Too many messages are waiting to be sent or confirmed (see
+    /// [`crate::core::transfer::MAX_OUTBOUND`]), or too many queries are open.
     QueueFull,
+    /// The query is not one this node was asked, was answered already, or its asker
+    /// stopped waiting.
+    NoSuchQuery,
+    /// The node is leaving the mesh.
+    Leaving,
 }
 
 impl fmt::Display for SendError {
@@ -56,10 +68,18 @@ impl fmt::Display for SendError {
             SendError::TooLarge { len, max } => {
                 write!(
                     f,
-                    "payload of {len} bytes exceeds the {max} bytes one datagram carries"
+                    "payload of {len} bytes exceeds the {max} bytes a message carries"
                 )
             }
-            SendError::QueueFull => write!(f, "outgoing queue is full; drain poll_transmit"),
+            SendError::QueueFull => write!(
+                f,
+                "too many messages waiting to be sent or confirmed; try again later"
+            ),
+            SendError::NoSuchQuery => write!(
+                f,
+                "no such query to answer (answered already, or its asker stopped waiting)"
+            ),
+            SendError::Leaving => write!(f, "the node is leaving the mesh"),
         }
     }
 }
@@ -93,9 +113,21 @@ enum Outgoing {
         to_incarnation: u64,
     },
     Leave(usize),
-    Data {
+    /// The next fragments of a message, one per call, back to back.
+    Burst {
         peer: usize,
-        payload: Vec<u8>,
+        number: u64,
+    },
+    /// An acknowledgement of message `number`.
+    Ack {
+        peer: usize,
+        number: u64,
+        reply: AckReply,
+    },
+    /// A datagram of another node, carried to `peer` (its `Relay` target).
+    Forward {
+        peer: usize,
+        inner: Vec<u8>,
     },
 }
 
@@ -104,7 +136,10 @@ impl Outgoing {
     fn peer(&self) -> usize {
         match *self {
             Outgoing::Ping(key) | Outgoing::Leave(key) => key,
-            Outgoing::Pong { peer, .. } | Outgoing::Data { peer, .. } => peer,
+            Outgoing::Pong { peer, .. }
+            | Outgoing::Burst { peer, .. }
+            | Outgoing::Ack { peer, .. }
+            | Outgoing::Forward { peer, .. } => peer,
         }
     }
 }
@@ -145,6 +180,18 @@ pub struct Mesh {
     /// How many of a peer's newest probes may still be answered: ⌈suspect_after /
     /// interval⌉, at least 1 (fixed by the settings; used on every row refresh).
     in_flight: u32,
+    /// Messages on their way out and half received.
+    transfers: Transfers,
+    /// This node's tags.
+    own_tags: OwnTags,
+    /// The peers' tags, as last received.
+    peer_tags: HashMap<PeerId, PeerTags>,
+    /// Per peer, how far it has this node's tags.
+    tag_sync: HashMap<PeerId, messaging::TagSync>,
+    /// Queries asked and to answer.
+    queries: Queries,
+    /// Where an inner datagram is built before it is wrapped for a relay.
+    relay_buf: Vec<u8>,
 }
 
 impl fmt::Debug for Mesh {
@@ -193,6 +240,12 @@ impl Mesh {
             scratch: Vec::new(),
             in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
             settings,
+            transfers: Transfers::default(),
+            own_tags: OwnTags::default(),
+            peer_tags: HashMap::new(),
+            tag_sync: HashMap::new(),
+            queries: Queries::default(),
+            relay_buf: Vec::new(),
         }
     }
 
@@ -235,8 +288,11 @@ impl Mesh {
         info!("{}: peer {} removed", self.name, peer.name());
         self.matrix.forget(key);
         self.witnesses.forget(key);
+        self.transfers.forget(id);
+        self.peer_tags.remove(&id);
+        self.tag_sync.remove(&id);
         self.outgoing.retain(|out| out.peer() != key);
-        self.events.retain(|event| event.peer() != id);
+        self.events.retain(|event| event.peer() != Some(id));
         self.rebuild_schedule();
         Some(peer)
     }
@@ -405,10 +461,9 @@ impl Mesh {
                 }
             }
             Body::Leave => {}
-            Body::Data { payload } => self.events.push_back(Event::Data {
-                from: self.peers.id_of(key),
-                payload: payload.to_vec(),
-            }),
+            Body::Fragment(fragment) => self.on_fragment(key, header.incarnation, &fragment),
+            Body::Ack(ack) => self.on_ack(key, &ack),
+            Body::Relay { target, inner } => self.on_relay(now, key, target, inner),
         }
     }
 
@@ -422,6 +477,12 @@ impl Mesh {
                     self.heartbeat_slot(slot as usize)
                 }
                 Timer::Slot { .. } => {}
+                Timer::Retransmit {
+                    peer,
+                    number,
+                    round,
+                } => self.on_retransmit_timer(peer, number, round),
+                Timer::QueryDeadline(query) => self.on_query_deadline(query),
                 Timer::Liveness(id) => {
                     // A timer of a removed peer is refused here, whoever holds its slot now.
                     if let Some(key) = self.peers.key(id) {
@@ -465,28 +526,6 @@ impl Mesh {
     /// The keyring in use.
     pub fn keyring(&self) -> Option<&Keyring> {
         self.keyring.as_ref()
-    }
-
-    /// Queues application data for `to`. It goes out with the next [`Mesh::poll_transmit`].
-    pub fn send_data(&mut self, to: PeerId, payload: &[u8]) -> Result<(), SendError> {
-        let Some(key) = self.peers.key(to) else {
-            return Err(SendError::UnknownPeer(to));
-        };
-        let max = self.max_payload();
-        if payload.len() > max {
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
-        if self.outgoing.len() >= self.queue_limit() {
-            return Err(SendError::QueueFull);
-        }
-        self.outgoing.push_back(Outgoing::Data {
-            peer: key,
-            payload: payload.to_vec(),
-        });
-        Ok(())
     }
 
     // ----- outputs ----------------------------------------------------------------------
@@ -721,11 +760,9 @@ impl Mesh {
         &self.dropped
     }
 
-    /// The largest application payload [`Mesh::send_data`] accepts.
+    /// The largest payload [`Mesh::send`] accepts ([`crate::wire::MAX_MESSAGE`]).
     pub fn max_payload(&self) -> usize {
-        self.inner_max()
-            .saturating_sub(wire::DATA_OVERHEAD)
-            .min(usize::from(u16::MAX))
+        wire::MAX_MESSAGE
     }
 
     // ----- internals --------------------------------------------------------------------
@@ -806,6 +843,8 @@ impl Mesh {
         if let Admission::Restarted { .. } = admission {
             let change = self.peers[key].restarted_from(from, self.now_ns, &self.conflicts);
             self.conflict_changed(key, change);
+            // The new process holds none of this node's tags.
+            self.tags_lost_by(key);
         }
         match admission {
             Admission::Known | Admission::First => {}
@@ -991,6 +1030,7 @@ impl Mesh {
                 asymmetric: false,
             });
         }
+        self.state_changed_for_messages(key, old, state);
         let event = match state {
             PeerState::Alive => Event::Up(id),
             PeerState::Suspect => Event::Suspect(id),
@@ -1010,6 +1050,7 @@ impl Mesh {
             self.refresh_row();
             self.judge_by_witnesses();
             self.expire_conflicts();
+            self.tend_messages();
         }
         for &key in self.schedule.peers(slot) {
             if self
@@ -1069,6 +1110,14 @@ impl Mesh {
             Outgoing::Pong { to, .. } => *to,
             _ => addr,
         };
+        // Messages and acks build their own datagrams: relayed ones take two headers.
+        match out {
+            Outgoing::Burst { number, .. } => return self.encode_fragment(key, number, buf),
+            Outgoing::Ack {
+                number, ref reply, ..
+            } => return self.encode_ack(key, number, reply, buf),
+            _ => {}
+        }
         let mut header = self.header(key);
         let body = match out {
             Outgoing::Ping(_) => {
@@ -1102,12 +1151,14 @@ impl Mesh {
                 }
             }
             Outgoing::Leave(_) => Body::Leave,
-            Outgoing::Data { ref payload, .. } => {
+            Outgoing::Burst { .. } | Outgoing::Ack { .. } => return None,
+            Outgoing::Forward { ref inner, .. } => {
+                let target = self.peers[key].id();
                 return emit(
                     &self.name,
                     Packet {
                         header,
-                        body: Body::Data { payload },
+                        body: Body::Relay { target, inner },
                     },
                     dst,
                     buf,

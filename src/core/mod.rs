@@ -10,7 +10,8 @@
 //! the witness diagnosis ([`liveness`]), the heartbeat schedule ([`schedule`]), row gossip
 //! (`gossip.rs`), the matrix ([`matrix`]), drop counters ([`drops`]), timers (`timer.rs`,
 //! [`wheel`]), replay protection ([`replay`]) and the verdict on two processes with one
-//! identity (`conflict.rs`).
+//! identity (`conflict.rs`); messages ([`transfer`]), tags ([`tags`]) and queries
+//! ([`query`]), wired to the mesh in `mesh/messaging.rs`.
 
 pub(crate) mod conflict;
 pub mod drops;
@@ -21,11 +22,14 @@ pub mod matrix;
 pub mod mesh;
 pub mod peer;
 pub mod peer_table;
+pub mod query;
 pub mod replay;
 pub mod rng;
 pub mod schedule;
 pub mod settings;
+pub mod tags;
 pub(crate) mod timer;
+pub mod transfer;
 pub mod wheel;
 
 pub use drops::{DropCounters, DropReason};
@@ -35,5 +39,8 @@ pub use matrix::{MatrixSnapshot, MatrixView};
 pub use mesh::{Mesh, SendError, Transmit};
 pub use peer::{Peer, PeerState, RttSummary};
 pub use peer_table::PeerId;
+pub use query::{QueryFilter, QueryId, QueryRef};
 pub use schedule::SLOT_PEERS;
 pub use settings::Settings;
+pub use tags::{TagError, Tags, MAX_TAG_BYTES};
+pub use transfer::{Delivery, MessageId};

@@ -12,4 +12,13 @@ pub(crate) enum Timer {
     /// A peer's liveness check; ignored once that peer is removed (its id is then refused
     /// by the peer table, even if the slot holds another peer).
     Liveness(PeerId),
+    /// Retransmission of a confirmed message, for the round it was set in (a later round
+    /// or the message's end makes it stale).
+    Retransmit {
+        peer: PeerId,
+        number: u64,
+        round: u32,
+    },
+    /// A query's deadline: who has not answered by now is missing.
+    QueryDeadline(u64),
 }

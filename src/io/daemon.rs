@@ -175,8 +175,8 @@ fn reload_keyring(config: &Config, node: &mut Node) {
 
 fn log_event(node: &Node, event: &MeshEvent) {
     // State changes are logged by the core itself; data events are logged here.
-    if let MeshEvent::Data { from, payload } = event {
+    if let MeshEvent::Message { from, payload, .. } = event {
         let name = node.mesh().peer(*from).map_or("?", |p| p.name());
-        info!("{} bytes of data from {name}", payload.len());
+        info!("message of {} bytes from {name}", payload.len());
     }
 }

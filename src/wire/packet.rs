@@ -44,8 +44,20 @@ mod field {
     pub(super) const PONG_PROBE: usize = super::HEADER_LEN;
     pub(super) const PONG_ECHO_NS: usize = super::HEADER_LEN + 4;
     pub(super) const PONG_HOLD_US: usize = super::HEADER_LEN + 12;
-    /// Data: payload length.
-    pub(super) const DATA_LEN: usize = super::HEADER_LEN;
+    /// Fragment: message id, flags, channel, index, count, total length, then data.
+    pub(super) const FRAG_MESSAGE: usize = super::HEADER_LEN;
+    pub(super) const FRAG_FLAGS: usize = super::HEADER_LEN + 8;
+    pub(super) const FRAG_CHANNEL: usize = super::HEADER_LEN + 9;
+    pub(super) const FRAG_INDEX: usize = super::HEADER_LEN + 10;
+    pub(super) const FRAG_COUNT: usize = super::HEADER_LEN + 12;
+    pub(super) const FRAG_TOTAL: usize = super::HEADER_LEN + 14;
+    /// Ack: message id, flags, fragment count, then the bitmap of fragments held.
+    pub(super) const ACK_MESSAGE: usize = super::HEADER_LEN;
+    pub(super) const ACK_FLAGS: usize = super::HEADER_LEN + 8;
+    pub(super) const ACK_COUNT: usize = super::HEADER_LEN + 9;
+    /// Relay: the final receiver, the inner datagram's length, then that datagram.
+    pub(super) const RELAY_TARGET: usize = super::HEADER_LEN;
+    pub(super) const RELAY_LEN: usize = super::HEADER_LEN + 8;
 }
 /// Length of a whole `Ping` datagram.
 pub const PING_LEN: usize = HEADER_LEN + 12;
@@ -53,8 +65,17 @@ pub const PING_LEN: usize = HEADER_LEN + 12;
 pub const PONG_LEN: usize = HEADER_LEN + 16;
 /// Length of a whole `Leave` datagram.
 pub const LEAVE_LEN: usize = HEADER_LEN;
-/// Bytes a `Data` datagram spends before its payload.
-pub const DATA_OVERHEAD: usize = HEADER_LEN + 2;
+/// Bytes a `Fragment` datagram spends before its data.
+pub const FRAGMENT_OVERHEAD: usize = HEADER_LEN + 18;
+/// Length of an `Ack` without its bitmap.
+pub const ACK_MIN_LEN: usize = HEADER_LEN + 11;
+/// Bytes a `Relay` datagram spends before the datagram it carries.
+pub const RELAY_OVERHEAD: usize = HEADER_LEN + 10;
+/// The longest payload a message carries for the application: 64 KiB.
+pub const MAX_MESSAGE: usize = 65_536;
+/// The longest message on the wire: a payload and the few bytes its channel puts before
+/// it (a query's or response's header).
+pub const MAX_MESSAGE_LEN: usize = MAX_MESSAGE + 64;
 
 /// The kind byte at offset 3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +87,15 @@ pub enum Kind {
     Pong = 2,
     /// The sender is shutting down on purpose.
     Leave = 3,
-    /// Application data for the receiver.
-    Data = 4,
+    // 4 was `Data` (one unconfirmed datagram of application data) until messages were
+    // split into fragments; it is not reused.
+    /// A piece of a message (application data, tags, a query or its response).
+    Fragment = 5,
+    /// Which fragments of a confirmed message the receiver holds.
+    Ack = 6,
+    /// A datagram for a third node, carried by this receiver because the sender cannot
+    /// reach that node directly.
+    Relay = 7,
 }
 
 impl Kind {
@@ -76,7 +104,9 @@ impl Kind {
             1 => Some(Kind::Ping),
             2 => Some(Kind::Pong),
             3 => Some(Kind::Leave),
-            4 => Some(Kind::Data),
+            5 => Some(Kind::Fragment),
+            6 => Some(Kind::Ack),
+            7 => Some(Kind::Relay),
             _ => None,
         }
     }
@@ -123,11 +153,84 @@ pub enum Body<'a> {
     },
     /// The sender leaves the mesh on purpose.
     Leave,
-    /// Application data.
-    Data {
-        /// The payload, borrowed from the datagram.
-        payload: &'a [u8],
+    /// A piece of a message.
+    Fragment(Fragment<'a>),
+    /// What the receiver of a confirmed message holds of it.
+    Ack(Ack<'a>),
+    /// A datagram the receiver is to pass on to `target` (or, if it is `target`, to read).
+    Relay {
+        /// The node the inner datagram is for.
+        target: NodeId,
+        /// The whole inner datagram (sealed by its own sender when the mesh is keyed).
+        inner: &'a [u8],
     },
+}
+
+/// Flag bit of a fragment: the receiver acknowledges the message (confirmed delivery).
+pub const FRAG_CONFIRM: u8 = 0x01;
+/// Flag bit of a fragment: the last of a burst; the receiver answers with an [`Ack`] now.
+pub const FRAG_ACK_NOW: u8 = 0x02;
+
+/// A piece of a message: message `message` of the sender is `total_len` bytes in `count`
+/// fragments of equal size (the last one shorter), and this is number `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment<'a> {
+    /// The sender's number for the message, unique towards this receiver within the
+    /// sender's incarnation (they count up from 1 per receiver).
+    pub message: u64,
+    /// [`FRAG_CONFIRM`], [`FRAG_ACK_NOW`]; other bits are zero.
+    pub flags: u8,
+    /// What the message is: 0 application data, 1 tags, 2 query, 3 query response (others
+    /// are dropped by the receiver as unknown).
+    pub channel: u8,
+    /// Which fragment, `0..count`.
+    pub index: u16,
+    /// How many fragments the message has, at least 1.
+    pub count: u16,
+    /// The whole message's length, at most [`MAX_MESSAGE_LEN`].
+    pub total_len: u32,
+    /// This fragment's bytes.
+    pub data: &'a [u8],
+}
+
+/// What the receiver of a confirmed message holds of it: all of it (`complete`, delivered
+/// to the application), or the fragments whose bits are set in `held`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack<'a> {
+    /// The message's number.
+    pub message: u64,
+    /// The whole message was delivered (now or before): the sender stops.
+    pub complete: bool,
+    /// How many fragments `held` covers (0 when complete).
+    pub count: u16,
+    /// Bit `i % 8` of byte `i / 8` set: fragment `i` is held. `count.div_ceil(8)` bytes.
+    pub held: &'a [u8],
+}
+
+impl Fragment<'_> {
+    /// The bytes of the message fragment `index` of `count` holds when the whole is
+    /// `total_len` long: fragments are `total_len.div_ceil(count)` bytes, the last shorter.
+    pub fn span_of(index: u16, count: u16, total_len: u32) -> std::ops::Range<usize> {
+        let size = (total_len as usize).div_ceil(usize::from(count.max(1)));
+        let start = (usize::from(index) * size).min(total_len as usize);
+        start..(start + size).min(total_len as usize)
+    }
+
+    /// This fragment's place in the message ([`Fragment::span_of`]).
+    pub fn span(&self) -> std::ops::Range<usize> {
+        Fragment::span_of(self.index, self.count, self.total_len)
+    }
+}
+
+impl Ack<'_> {
+    /// Whether fragment `index` is held (always, once complete).
+    pub fn holds(&self, index: u16) -> bool {
+        self.complete
+            || self
+                .held
+                .get(usize::from(index / 8))
+                .is_some_and(|b| b & (1 << (index % 8)) != 0)
+    }
 }
 
 /// A whole datagram: header and body.
@@ -519,6 +622,58 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(raw)
 }
 
+fn at_least(bytes: &[u8], needed: usize) -> Result<(), DecodeError> {
+    if bytes.len() < needed {
+        return Err(DecodeError::Truncated {
+            needed,
+            got: bytes.len(),
+        });
+    }
+    Ok(())
+}
+
+fn parse_fragment(bytes: &[u8]) -> Result<Fragment<'_>, DecodeError> {
+    at_least(bytes, FRAGMENT_OVERHEAD)?;
+    let fragment = Fragment {
+        message: be_u64(bytes, field::FRAG_MESSAGE),
+        flags: bytes[field::FRAG_FLAGS],
+        channel: bytes[field::FRAG_CHANNEL],
+        index: be_u16(bytes, field::FRAG_INDEX),
+        count: be_u16(bytes, field::FRAG_COUNT),
+        total_len: be_u32(bytes, field::FRAG_TOTAL),
+        data: &bytes[FRAGMENT_OVERHEAD..],
+    };
+    if fragment.flags & !(FRAG_CONFIRM | FRAG_ACK_NOW) != 0 {
+        return Err(DecodeError::BadField("fragment flags"));
+    }
+    if fragment.count == 0 || fragment.index >= fragment.count {
+        return Err(DecodeError::BadField("fragment index"));
+    }
+    if fragment.total_len as usize > MAX_MESSAGE_LEN {
+        return Err(DecodeError::BadField("fragment length"));
+    }
+    let expected = fragment.span();
+    exact(bytes, FRAGMENT_OVERHEAD + (expected.end - expected.start))?;
+    Ok(fragment)
+}
+
+fn parse_ack(bytes: &[u8]) -> Result<Ack<'_>, DecodeError> {
+    at_least(bytes, ACK_MIN_LEN)?;
+    let complete = match bytes[field::ACK_FLAGS] {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::BadField("ack flags")),
+    };
+    let count = be_u16(bytes, field::ACK_COUNT);
+    exact(bytes, ACK_MIN_LEN + usize::from(count).div_ceil(8))?;
+    Ok(Ack {
+        message: be_u64(bytes, field::ACK_MESSAGE),
+        complete,
+        count,
+        held: &bytes[ACK_MIN_LEN..],
+    })
+}
+
 fn exact(bytes: &[u8], expected: usize) -> Result<(), DecodeError> {
     match bytes.len() {
         got if got < expected => Err(DecodeError::Truncated {
@@ -591,17 +746,17 @@ impl<'a> Packet<'a> {
                 exact(bytes, LEAVE_LEN)?;
                 Body::Leave
             }
-            Kind::Data => {
-                if bytes.len() < DATA_OVERHEAD {
-                    return Err(DecodeError::Truncated {
-                        needed: DATA_OVERHEAD,
-                        got: bytes.len(),
-                    });
-                }
-                let len = usize::from(be_u16(bytes, field::DATA_LEN));
-                exact(bytes, DATA_OVERHEAD + len)?;
-                Body::Data {
-                    payload: &bytes[DATA_OVERHEAD..],
+            Kind::Fragment => Body::Fragment(parse_fragment(bytes)?),
+            Kind::Ack => Body::Ack(parse_ack(bytes)?),
+            Kind::Relay => {
+                at_least(bytes, RELAY_OVERHEAD)?;
+                exact(
+                    bytes,
+                    RELAY_OVERHEAD + usize::from(be_u16(bytes, field::RELAY_LEN)),
+                )?;
+                Body::Relay {
+                    target: NodeId(be_u64(bytes, field::RELAY_TARGET)),
+                    inner: &bytes[RELAY_OVERHEAD..],
                 }
             }
         };
@@ -614,7 +769,9 @@ impl<'a> Packet<'a> {
             Body::Ping { .. } => Kind::Ping,
             Body::Pong { .. } => Kind::Pong,
             Body::Leave => Kind::Leave,
-            Body::Data { .. } => Kind::Data,
+            Body::Fragment(_) => Kind::Fragment,
+            Body::Ack(_) => Kind::Ack,
+            Body::Relay { .. } => Kind::Relay,
         }
     }
 
@@ -624,7 +781,9 @@ impl<'a> Packet<'a> {
             Body::Ping { row, .. } => PING_LEN + row.map_or(0, |r| r.len()),
             Body::Pong { .. } => PONG_LEN,
             Body::Leave => LEAVE_LEN,
-            Body::Data { payload } => DATA_OVERHEAD + payload.len(),
+            Body::Fragment(f) => FRAGMENT_OVERHEAD + f.data.len(),
+            Body::Ack(a) => ACK_MIN_LEN + a.held.len(),
+            Body::Relay { inner, .. } => RELAY_OVERHEAD + inner.len(),
         }
     }
 
@@ -636,8 +795,14 @@ impl<'a> Packet<'a> {
     /// Encodes into the front of `buf` and returns the length written.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
         match self.body {
-            Body::Data { payload } if payload.len() > usize::from(u16::MAX) => {
-                return Err(EncodeError::PayloadTooLarge(payload.len()));
+            Body::Fragment(f) if f.data.len() > MAX_MESSAGE_LEN => {
+                return Err(EncodeError::PayloadTooLarge(f.data.len()));
+            }
+            Body::Ack(a) if a.held.len() != usize::from(a.count).div_ceil(8) => {
+                return Err(EncodeError::PayloadTooLarge(a.held.len()));
+            }
+            Body::Relay { inner, .. } if inner.len() > usize::from(u16::MAX) => {
+                return Err(EncodeError::PayloadTooLarge(inner.len()));
             }
             Body::Ping { row: Some(row), .. } if row.entries.len() > usize::from(u16::MAX) => {
                 return Err(EncodeError::PayloadTooLarge(row.entries.len()));
@@ -696,14 +861,39 @@ impl<'a> Packet<'a> {
                 fields[12..16].copy_from_slice(&hold_us.to_be_bytes());
             }
             Body::Leave => {}
-            Body::Data { payload } => {
-                // Checked above: fits in u16.
-                let n = payload.len() as u16;
-                let Some((size, rest)) = body.split_first_chunk_mut::<2>() else {
+            Body::Fragment(f) => {
+                let Some((fields, rest)) = body.split_first_chunk_mut::<18>() else {
                     return Err(too_small);
                 };
-                *size = n.to_be_bytes();
-                rest.copy_from_slice(payload);
+                let at = |offset: usize| offset - HEADER_LEN;
+                fields[at(field::FRAG_MESSAGE)..at(field::FRAG_FLAGS)]
+                    .copy_from_slice(&f.message.to_be_bytes());
+                fields[at(field::FRAG_FLAGS)] = f.flags;
+                fields[at(field::FRAG_CHANNEL)] = f.channel;
+                fields[at(field::FRAG_INDEX)..at(field::FRAG_COUNT)]
+                    .copy_from_slice(&f.index.to_be_bytes());
+                fields[at(field::FRAG_COUNT)..at(field::FRAG_TOTAL)]
+                    .copy_from_slice(&f.count.to_be_bytes());
+                fields[at(field::FRAG_TOTAL)..].copy_from_slice(&f.total_len.to_be_bytes());
+                rest.copy_from_slice(f.data);
+            }
+            Body::Ack(a) => {
+                let Some((fields, rest)) = body.split_first_chunk_mut::<11>() else {
+                    return Err(too_small);
+                };
+                fields[0..8].copy_from_slice(&a.message.to_be_bytes());
+                fields[8] = u8::from(a.complete);
+                fields[9..11].copy_from_slice(&a.count.to_be_bytes());
+                rest.copy_from_slice(a.held);
+            }
+            Body::Relay { target, inner } => {
+                let Some((fields, rest)) = body.split_first_chunk_mut::<10>() else {
+                    return Err(too_small);
+                };
+                fields[0..8].copy_from_slice(&target.0.to_be_bytes());
+                // Checked above: fits in u16.
+                fields[8..10].copy_from_slice(&(inner.len() as u16).to_be_bytes());
+                rest.copy_from_slice(inner);
             }
         }
         Ok(len)
@@ -760,10 +950,40 @@ mod tests {
             hold_us: 42,
         });
         round_trip(Body::Leave);
-        round_trip(Body::Data {
-            payload: b"hello mesh",
+        round_trip(Body::Fragment(Fragment {
+            message: 0x0a0b_0c0d_0e0f_1011,
+            flags: FRAG_CONFIRM | FRAG_ACK_NOW,
+            channel: 2,
+            index: 3,
+            count: 4,
+            total_len: 23,
+            data: b"hello",
+        }));
+        round_trip(Body::Fragment(Fragment {
+            message: 1,
+            flags: 0,
+            channel: 0,
+            index: 0,
+            count: 1,
+            total_len: 0,
+            data: b"",
+        }));
+        round_trip(Body::Relay {
+            target: NodeId(77),
+            inner: b"an inner datagram",
         });
-        round_trip(Body::Data { payload: b"" });
+        round_trip(Body::Ack(Ack {
+            message: 9,
+            complete: false,
+            count: 10,
+            held: &[0b1010_0101, 0b10],
+        }));
+        round_trip(Body::Ack(Ack {
+            message: 9,
+            complete: true,
+            count: 0,
+            held: &[],
+        }));
     }
 
     #[test]
