@@ -944,7 +944,7 @@ fn tags_and_handlers_load_with_the_nodes_own_handler_first() {
     nodes: [
         (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
         (name: "beta", host: "10.0.0.2", handler: "/usr/local/bin/beta-handler"),
-        Node(name: "gamma", host: "10.0.0.3", tags: Some({"ok-key.v_1": "ünïcode ✓", "empty": ""})),
+        Node(name: "gamma", host: "10.0.0.3", tags: Some({"k8s.io/zone:a-1_b": "ünïcode ✓", "empty": ""})),
     ],
 )"#;
     let config = Config::parse(text, "/etc/peermesh/peers.ron").unwrap();
@@ -969,9 +969,25 @@ fn tags_and_handlers_load_with_the_nodes_own_handler_first() {
     );
     assert_eq!(
         gamma.tags,
-        tags(&[("ok-key.v_1", "ünïcode ✓"), ("empty", "")])
+        tags(&[("k8s.io/zone:a-1_b", "ünïcode ✓"), ("empty", "")])
     );
     assert_eq!(gamma.handler, alpha.handler);
+}
+
+#[test]
+fn the_core_of_a_node_starts_with_the_tags_of_its_entry() {
+    let config = parse(
+        r#"(nodes: [
+    (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
+    (name: "beta", host: "10.0.0.2"),
+])"#,
+    )
+    .unwrap();
+    let addrs: Vec<SocketAddr> = (0..2).map(|i| config.resolve(i).unwrap()).collect();
+    let alpha = config.mesh(0, &addrs, (1, 2), std::time::Instant::now());
+    assert_eq!(alpha.tags(), &config.nodes[0].tags);
+    let beta = config.mesh(1, &addrs, (1, 2), std::time::Instant::now());
+    assert!(beta.tags().is_empty());
 }
 
 #[test]

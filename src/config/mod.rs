@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Only `nodes` is required, and each node needs a `name` and a `host`. A node's `tags` are
-//! its initial tags (keys of `A-Za-z0-9_.-`, see [`MAX_TAG_BYTES`]); a node's `handler`
+//! its initial tags (keys of `A-Za-z0-9_.-:/`, see [`MAX_TAG_BYTES`]); a node's `handler`
 //! overrides the top-level one. The outer parentheses may be written `Config(...)` and each
 //! node `Node(...)`. Optional numbers may also be written `Some(1000)`.
 //!
@@ -75,17 +75,18 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// The longest node name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// The most bytes of tags (keys and values together) one node may have: the core's limit for
-/// the tags a node carries and sends its peers.
-pub const MAX_TAG_BYTES: usize = 16_384;
+/// The most bytes of tags (keys and values together) one node may have: the core's
+/// [`crate::core::MAX_TAG_BYTES`].
+pub const MAX_TAG_BYTES: usize = crate::core::tags::MAX_TAG_BYTES;
 
-/// The longest tag key accepted, in bytes. Keys are 1 to this many bytes of `A-Z`, `a-z`,
-/// `0-9`, `_`, `.` and `-`, so they read well in a shell (`--tag role=db`) and in
-/// environment variables.
-pub const MAX_TAG_KEY_BYTES: usize = 128;
+/// The longest tag key accepted, in bytes: the core's [`crate::core::tags::MAX_TAG_KEY`].
+/// Keys are 1 to this many bytes of `A-Z`, `a-z`, `0-9`, `_`, `.`, `-`, `:` and `/`, the
+/// keys the core accepts at run time, so they read well in a shell (`--tag role=db`).
+pub const MAX_TAG_KEY_BYTES: usize = crate::core::tags::MAX_TAG_KEY;
 
-/// The longest tag value accepted, in bytes (any UTF-8 text).
-pub const MAX_TAG_VALUE_BYTES: usize = 4096;
+/// The longest tag value accepted, in bytes (any UTF-8 text): the core's
+/// [`crate::core::tags::MAX_TAG_VALUE`].
+pub const MAX_TAG_VALUE_BYTES: usize = crate::core::tags::MAX_TAG_VALUE;
 
 /// The most nodes a mesh may list. Every node probes every other each interval and keeps
 /// every node's row (8 bytes a cell): at this size that is about 2,000 datagrams a second
@@ -182,7 +183,8 @@ impl Config {
             .map(|(node, addr)| (node.name.as_str(), *addr))
     }
 
-    /// The core of node `nodes[me]`, with every other node as a peer, listed in config order.
+    /// The core of node `nodes[me]`, with every other node as a peer, listed in config order,
+    /// and with the tags of its entry.
     pub fn mesh(
         &self,
         me: usize,
@@ -192,7 +194,23 @@ impl Config {
     ) -> Mesh {
         let name = self.nodes.get(me).map_or("", |n| n.name.as_str());
         let settings = self.settings(incarnation, seed);
-        Mesh::with_nodes(name, settings, now, self.node_list(addrs))
+        let mut mesh = Mesh::with_nodes(name, settings, now, self.node_list(addrs));
+        let tags = self
+            .nodes
+            .get(me)
+            .map(|n| &n.tags)
+            .filter(|t| !t.is_empty());
+        if let Some(tags) = tags {
+            let changes: Vec<(String, Option<String>)> = tags
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            // A loaded config was checked by the same rules; one built in code may not be.
+            if let Err(e) = mesh.set_tags(&changes) {
+                log::warn!("node {name}: the tags of its config entry are refused: {e}");
+            }
+        }
+        mesh
     }
 
     /// Reads and checks the configuration file at `path`.
@@ -537,8 +555,8 @@ pub enum ConfigErrorKind {
         /// The node's name.
         name: String,
     },
-    /// A tag key has a character other than `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`. Points
-    /// at the key.
+    /// A tag key has a character other than `A-Z`, `a-z`, `0-9`, `_`, `.`, `-`, `:` and
+    /// `/`. Points at the key.
     InvalidTagKey {
         /// The node's name.
         name: String,
@@ -826,13 +844,13 @@ impl fmt::Display for ConfigErrorKind {
             K::EmptyTagKey { name } => write!(
                 f,
                 "node {:?} has a tag with an empty key: keys are 1 to {MAX_TAG_KEY_BYTES} \
-                 bytes of A-Z, a-z, 0-9, `_`, `.` and `-`",
+                 bytes of A-Z, a-z, 0-9, `_`, `.`, `-`, `:` and `/`",
                 echo(name)
             ),
             K::InvalidTagKey { name, key, bad } => write!(
                 f,
                 "tag key {:?} of node {:?} contains {}: keys are 1 to {MAX_TAG_KEY_BYTES} \
-                 bytes of A-Z, a-z, 0-9, `_`, `.` and `-`",
+                 bytes of A-Z, a-z, 0-9, `_`, `.`, `-`, `:` and `/`",
                 echo(key),
                 echo(name),
                 describe_key_char(*bad)
@@ -1522,9 +1540,9 @@ impl Checker<'_> {
     }
 }
 
-/// The characters a tag key may have.
+/// The characters a tag key may have (as [`crate::core::tags::valid_key`] has them).
 fn tag_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/')
 }
 
 fn millis(d: Duration) -> u64 {

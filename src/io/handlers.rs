@@ -67,6 +67,7 @@
 //! # }
 //! ```
 
+use crate::core::QueryRef;
 use log::{debug, info, warn};
 use mio::event::Event;
 use mio::unix::pipe::{Receiver, Sender};
@@ -140,10 +141,10 @@ impl Default for HandlerLimits {
 
 /// One event for the handler to run for.
 ///
-/// `Q` says which query to answer (the daemon's is the core's `QueryRef`); it comes back
-/// from [`Handlers::poll_response`] with the response.
+/// `Q` says which query to answer: the core's [`QueryRef`] (the default), or anything a
+/// caller of its own uses; it comes back from [`Handlers::poll_response`] with the response.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HandlerJob<Q> {
+pub struct HandlerJob<Q = QueryRef> {
     /// The event's name, in `PEERMESH_EVENT` (`up`, `message`, `query`, ...).
     pub event: String,
     /// The peer it concerns, in `PEERMESH_PEER` (left out of the environment when `None`).
@@ -265,8 +266,9 @@ enum Pipe {
 
 const PIPES: [Pipe; 3] = [Pipe::Stdin, Pipe::Stdout, Pipe::Stderr];
 
-/// The event handler runner: see the [module docs](self).
-pub struct Handlers<Q> {
+/// The event handler runner: see the [module docs](self). `Q` is the query handle of
+/// [`HandlerJob::query`], the core's [`QueryRef`] by default.
+pub struct Handlers<Q = QueryRef> {
     program: PathBuf,
     limits: HandlerLimits,
     node: String,
