@@ -206,8 +206,8 @@ cat > "$DIR/stdin.$PEERMESH_EVENT""#,
     let payload = big_payload();
     let mut message = job("message", &payload, None);
     message.env = vec![
-        ("PEERMESH_MESSAGE_ID".into(), "42".into()),
-        ("PEERMESH_DATA_LEN".into(), payload.len().to_string()),
+        ("PEERMESH_ID".into(), "42".into()),
+        ("PEERMESH_DATA_BYTES".into(), payload.len().to_string()),
         // Neither may replace what the runner sets, nor break the environment.
         ("PEERMESH_EVENT".into(), "forged".into()),
         ("BAD=NAME".into(), "x".into()),
@@ -222,9 +222,9 @@ cat > "$DIR/stdin.$PEERMESH_EVENT""#,
     assert_eq!(
         dir.read("env.message"),
         "PEERMESH_CONTROL=/run/peermesh/test.sock\n\
-         PEERMESH_DATA_LEN=65536\n\
+         PEERMESH_DATA_BYTES=65536\n\
          PEERMESH_EVENT=message\n\
-         PEERMESH_MESSAGE_ID=42\n\
+         PEERMESH_ID=42\n\
          PEERMESH_NODE=alpha\n\
          PEERMESH_PEER=beta\n"
     );

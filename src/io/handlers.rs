@@ -149,9 +149,10 @@ pub struct HandlerJob<Q = QueryRef> {
     pub event: String,
     /// The peer it concerns, in `PEERMESH_PEER` (left out of the environment when `None`).
     pub peer: Option<String>,
-    /// The event's own fields, as environment variables (`PEERMESH_MESSAGE_ID=...`). They
-    /// cannot replace `PEERMESH_EVENT`, `PEERMESH_NODE` or `PEERMESH_PEER`; a name that is
-    /// empty or holds `=` or NUL, or a value holding NUL, is left out.
+    /// The event's own fields, as environment variables (`PEERMESH_ID=7`, ...). Entries
+    /// named `PEERMESH_EVENT`, `PEERMESH_NODE` or `PEERMESH_PEER` are ignored (the runner
+    /// sets those from the job); a name that is empty or holds `=` or NUL, or a value
+    /// holding NUL, is left out.
     pub env: Vec<(String, String)>,
     /// Written to the program's stdin (which is then closed); empty: stdin is `/dev/null`.
     pub payload: Vec<u8>,
@@ -520,7 +521,10 @@ impl<Q> Handlers<Q> {
         };
         let mut command = Command::new(&self.program);
         for (name, value) in self.base_env.iter().chain(&job.env) {
-            if is_fixed(name) || !valid_env(name, value) {
+            if is_fixed(name) {
+                continue; // set below, from the job itself
+            }
+            if !valid_env(name, value) {
                 debug!("event handler: variable {name:?} left out of the environment");
                 continue;
             }
