@@ -87,11 +87,25 @@ fn the_full_example_loads_with_every_field() {
             max_datagram: 1400,
             keyring: Some(fixture("keyring")),
             nodes: vec![
-                node("alpha", "10.0.0.1", 1400),
-                node("beta", "10.0.0.2", 1314),
+                NodeEntry {
+                    tags: [("role", "db"), ("zone", "eu-1")]
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .into(),
+                    ..node("alpha", "10.0.0.1", 1400)
+                },
+                NodeEntry {
+                    handler: Some(PathBuf::from("/usr/local/bin/beta-handler")),
+                    ..node("beta", "10.0.0.2", 1314)
+                },
                 node("gamma", "::1", 1315),
                 node("delta", "vm-delta.internal", 1400),
-            ],
+            ]
+            .into_iter()
+            .map(|n| NodeEntry {
+                handler: n.handler.or_else(|| Some(fixture("handler"))),
+                ..n
+            })
+            .collect(),
         }
     );
 }
