@@ -572,6 +572,7 @@ fn stderr_lines_are_logged_with_pid_and_event_up_to_the_limit() {
     let script = dir.script(
         "handler",
         r#"echo $$ > "$DIR/pid"
+head -c 3000 /dev/zero | tr '\0' x >&2; echo >&2
 i=1; while [ $i -le 40 ]; do echo "line $i" >&2; i=$((i + 1)); done
 printf 'no newline at the end' >&2"#,
     );
@@ -591,9 +592,12 @@ printf 'no newline at the end' >&2"#,
         .filter(|l| l.contains(&prefix))
         .cloned()
         .collect();
-    let expected: Vec<String> = (1..=5)
-        .map(|i| format!("INFO {prefix}line {i}"))
-        .chain([format!("INFO {prefix}36 more lines of stderr not logged")])
+    // A line over 1 KiB is cut; 42 lines, 5 logged.
+    let long = format!("INFO {prefix}{} […]", "x".repeat(1024));
+    let expected: Vec<String> = [long]
+        .into_iter()
+        .chain((1..=4).map(|i| format!("INFO {prefix}line {i}")))
+        .chain([format!("INFO {prefix}37 more lines of stderr not logged")])
         .collect();
     assert_eq!(ours, expected);
 }
