@@ -10,7 +10,10 @@
 //! the poll timeout (`Node::poll_delay`: no sleep while datagrams wait unread). When the
 //! config names a key file, the node seals with it, so the program joins a keyed mesh; a key
 //! file it cannot use stops it at start with a message naming the file. Mesh events are
-//! printed as `event: Up(alpha)`. With `--control`, the same loop also serves the control
+//! printed as `event: Up(alpha)`, `event: Message(alpha, "hello")`, `event: Tags(alpha,
+//! {...})`. The program also uses the mesh for its own work: it answers every query
+//! (`peermesh query`) with what it is doing, and keeps a `clients` tag saying how many TCP
+//! clients it serves, which every other node then sees. With `--control`, the same loop also serves the control
 //! socket (one `ControlServer::serve` call a turn), so `peermesh status --control PATH` and
 //! `peermesh matrix --control PATH` work against this program as against `peermesh run`.
 
@@ -139,7 +142,13 @@ fn describe(node: &Node, event: &MeshEvent) -> String {
             format!("Restarted({name}, {incarnation:016x})")
         }
         MeshEvent::Asymmetric { asymmetric, .. } => format!("Asymmetric({name}, {asymmetric})"),
-        MeshEvent::Message { payload, .. } => format!("Message({name}, {} bytes)", payload.len()),
+        MeshEvent::Message { payload, .. } => {
+            format!("Message({name}, {:?})", String::from_utf8_lossy(payload))
+        }
+        MeshEvent::Tags { peer } => {
+            let tags = node.mesh().peer_tags(*peer).cloned().unwrap_or_default();
+            format!("Tags({name}, {tags:?})")
+        }
         // Up, Suspect, Down, Left, ...: the variant's name and the peer's.
         other => {
             let debug = format!("{other:?}");
@@ -259,7 +268,36 @@ fn run(args: Args) -> Result<(), String> {
         }
         while let Some(event) = node.poll_event() {
             println!("event: {}", describe(&node, &event));
+            react(&mut node, &event, clients.len());
         }
+    }
+}
+
+/// The application's part: it answers every query with what it is doing, and tells the
+/// mesh (through a tag) how many clients it serves.
+fn react(node: &mut Node, event: &MeshEvent, clients: usize) {
+    let mesh = node.mesh_mut();
+    match event {
+        MeshEvent::Query { query, payload, .. } => {
+            let answer = format!(
+                "{}: echoing for {clients} clients; asked {:?}",
+                mesh.name(),
+                String::from_utf8_lossy(payload)
+            );
+            if let Err(e) = mesh.respond(*query, answer.as_bytes(), false) {
+                eprintln!("embed: cannot answer a query: {e}");
+            }
+        }
+        MeshEvent::Up(_) | MeshEvent::Message { .. } => {
+            let count = clients.to_string();
+            if mesh.tags().get("clients") != Some(&count) {
+                let change = [("clients".to_owned(), Some(count))];
+                if let Err(e) = mesh.set_tags(&change) {
+                    eprintln!("embed: cannot set a tag: {e}");
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -61,6 +61,68 @@
 //! socket to that loop in one call a turn. See the [`io::driver`] module for the loop, and
 //! `examples/embed.rs` for a whole program.
 //!
+//! ## Telling the other nodes
+//!
+//! Nodes pass information through the same core: [`Mesh::send`] and [`Mesh::broadcast`]
+//! (up to [`MAX_MESSAGE`] bytes, best effort or confirmed), tags ([`Mesh::set_tags`],
+//! [`Mesh::peer_tags`]) and queries ([`Mesh::query`], answered with [`Mesh::respond`]).
+//! What arrives comes out of [`Mesh::poll_event`]. Two cores, wired by hand:
+//!
+//! ```
+//! use peermesh::{Delivery, Event, Mesh, QueryFilter, Settings};
+//! use std::time::{Duration, Instant};
+//!
+//! let settings = |incarnation| Settings {
+//!     heartbeat_interval: Duration::from_millis(100),
+//!     suspect_after: Duration::from_millis(300),
+//!     dead_after: Duration::from_millis(500),
+//!     max_datagram: 1232,
+//!     incarnation,
+//!     seed: incarnation,
+//! };
+//! let (a_addr, b_addr) = ("127.0.0.1:7001".parse().unwrap(), "127.0.0.2:7002".parse().unwrap());
+//! let mut now = Instant::now();
+//! let mut a = Mesh::new("a", settings(1), now);
+//! let mut b = Mesh::new("b", settings(2), now);
+//! let b_at_a = a.add_peer("b", b_addr).unwrap();
+//! b.add_peer("a", a_addr);
+//! // The network: every datagram either core wants to send is handed to the other.
+//! let mut buf = vec![0u8; 1232];
+//! let mut step = |a: &mut Mesh, b: &mut Mesh, now: Instant| {
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
+//!     for _ in 0..4 {
+//!         while let Some(t) = a.poll_transmit(now, &mut buf) {
+//!             b.handle_datagram(now, a_addr, &buf[..t.len]);
+//!         }
+//!         while let Some(t) = b.poll_transmit(now, &mut buf) {
+//!             a.handle_datagram(now, b_addr, &buf[..t.len]);
+//!         }
+//!     }
+//! };
+//! for _ in 0..5 {
+//!     now += Duration::from_millis(100);
+//!     step(&mut a, &mut b, now);
+//! }
+//! a.set_tags(&[("role".into(), Some("db".into()))]).unwrap();
+//! let sent = a.send(b_at_a, b"hello", Delivery::Confirmed { timeout: Duration::from_secs(1) });
+//! let query = a.query(&QueryFilter::default(), b"uptime?", Duration::from_secs(1)).unwrap();
+//! step(&mut a, &mut b, now);
+//! while let Some(event) = b.poll_event() {
+//!     match event {
+//!         Event::Message { payload, .. } => assert_eq!(payload, b"hello"),
+//!         Event::Query { query, .. } => b.respond(query, b"up 3 days", false).unwrap(),
+//!         Event::Tags { peer } => assert_eq!(b.peer_tags(peer).unwrap()["role"], "db"),
+//!         _ => {}
+//!     }
+//! }
+//! step(&mut a, &mut b, now);
+//! let events: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
+//! assert!(events.contains(&Event::Delivered { to: b_at_a, id: sent.unwrap() }));
+//! assert!(events.iter().any(|e| matches!(e,
+//!     Event::QueryResponse { query: q, payload, .. } if *q == query && payload == b"up 3 days")));
+//! ```
+//!
 //! ## What the core promises
 //!
 //! - Malformed, unauthenticated, replayed or otherwise unwelcome datagrams are dropped,

@@ -579,15 +579,16 @@ fn garbage_datagrams_are_counted_as_malformed_and_do_not_disturb_peers() {
     let before = malformed(&lab).unwrap();
     let received_before = received(&lab).unwrap();
 
-    let mut header = b"PM\x02\x09".to_vec(); // right magic and version, unknown kind
+    let version = peermesh::wire::VERSION;
+    let mut header = vec![b'P', b'M', version, 9]; // right magic and version, unknown kind
     header.resize(40, 0);
     let garbage: [&[u8]; 6] = [
         b"",
         b"hello, peermesh",
-        b"PM\x02\x01", // a ping cut short
-        &header,       // a whole header of an unknown kind
-        &[0xff; 1500], // long noise
-        &[0u8; 52],    // a ping's length, all zeros
+        &[b'P', b'M', version, 1], // a ping cut short
+        &header,                   // a whole header of an unknown kind
+        &[0xff; 1500],             // long noise
+        &[0u8; 52],                // a ping's length, all zeros
     ];
     let socket = UdpSocket::bind((addrs[0].ip(), 0)).unwrap();
     const ROUNDS: u64 = 20;

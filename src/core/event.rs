@@ -105,7 +105,8 @@ pub enum Event {
         /// The peer could not answer; the payload says why.
         error: bool,
     },
-    /// A query's timeout passed; it is closed (later answers are dropped).
+    /// A query is closed, because its timeout passed or every peer asked answered (later
+    /// answers are dropped).
     QueryDone {
         /// What [`crate::Mesh::query`] returned.
         query: QueryId,

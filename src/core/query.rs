@@ -134,7 +134,14 @@ impl Queries {
         }
     }
 
-    /// Closes query `id` at its deadline: the targets that did not answer.
+    /// Whether every target of open query `id` has answered.
+    pub(crate) fn all_answered(&self, id: u64) -> bool {
+        self.asked
+            .get(&id)
+            .is_some_and(|q| q.targets.iter().all(|t| t.answered))
+    }
+
+    /// Closes query `id` (at its deadline, or once all answered): who did not answer.
     pub(crate) fn close(&mut self, id: QueryId) -> Option<Vec<PeerId>> {
         let q = self.asked.remove(&id.0)?;
         Some(

@@ -205,7 +205,8 @@ impl PeerTags {
 
     /// Applies a change from the peer's process `incarnation`; `true` when the tags
     /// changed. A change that does not start at the version held is ignored (the sender
-    /// sends again from what this node acknowledged).
+    /// sends again from what this node acknowledged), and so is one that breaks the tag
+    /// rules or would take the peer's tags past [`MAX_TAG_BYTES`].
     pub(crate) fn apply(&mut self, incarnation: u64, delta: &TagDelta<'_>) -> bool {
         if incarnation != self.incarnation {
             // A new process of the peer starts from nothing and sends all it has.
@@ -223,20 +224,26 @@ impl PeerTags {
         if !delta.full && delta.base > self.version {
             return false;
         }
-        let before = std::mem::take(&mut self.tags);
         let mut next = if delta.full {
             Tags::new()
         } else {
-            before.clone()
+            self.tags.clone()
         };
         for change in &delta.changes {
+            if check_change(change.key, change.value).is_err() {
+                return false; // not what a node of this version sends: dropped whole
+            }
             match change.value {
                 Some(v) => next.insert(change.key.to_owned(), v.to_owned()),
                 None => next.remove(change.key),
             };
         }
+        if size(&next) > MAX_TAG_BYTES {
+            // Held to the sender's own limit, so a peer cannot grow this map without bound.
+            return false;
+        }
         self.version = delta.version;
-        let changed = next != before;
+        let changed = next != self.tags;
         self.tags = next;
         changed
     }
@@ -289,6 +296,37 @@ mod tests {
         assert!(matches!(own.apply(&many), Err(TagError::TooLarge { .. })));
         assert!(own.tags().is_empty());
         assert_eq!(own.apply(&[rm("absent")]), Ok(false));
+    }
+
+    #[test]
+    fn a_peer_cannot_grow_its_tags_here_past_the_limit() {
+        let mut peer = PeerTags::default();
+        let value = "v".repeat(MAX_TAG_VALUE);
+        for version in 1..=10u64 {
+            let key = format!("k{version}");
+            let delta = TagDelta {
+                base: version - 1,
+                version,
+                full: false,
+                changes: vec![TagChange {
+                    key: &key,
+                    value: Some(&value),
+                }],
+            };
+            peer.apply(1, &delta);
+        }
+        assert!(size(peer.tags()) <= MAX_TAG_BYTES);
+        assert_eq!(peer.tags().len(), 3);
+        let bad = TagDelta {
+            base: 3,
+            version: 4,
+            full: false,
+            changes: vec![TagChange {
+                key: "has space",
+                value: Some("x"),
+            }],
+        };
+        assert!(!peer.apply(1, &bad));
     }
 
     #[test]

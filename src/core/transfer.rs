@@ -46,7 +46,7 @@ pub const MAX_OUTBOUND: usize = 16_384;
 /// Payload bytes those messages hold (a broadcast's payload counts once).
 pub const MAX_OUTBOUND_BYTES: usize = 32 << 20;
 /// Messages one peer may have half-received at once; a new one drops its oldest.
-pub const PARTIALS_PER_PEER: usize = 4;
+pub const PARTIALS_PER_PEER: usize = 16;
 /// Bytes of half-received messages of all peers; past it a new one is refused.
 pub const MAX_PARTIAL_BYTES: usize = 16 << 20;
 /// The shortest retransmission timeout, whatever the round trip: a node answering in a
@@ -243,6 +243,9 @@ pub(crate) struct Transfers {
     outbound: HashMap<(PeerId, u64), Outbound>,
     peers: HashMap<PeerId, PeerTransfers>,
     outbound_bytes: usize,
+    /// How many outbound messages hold each payload (by address: a broadcast's is shared),
+    /// so its bytes count once.
+    payload_users: HashMap<usize, usize>,
     partial_bytes: usize,
     /// Partial messages dropped (memory bounds, age).
     pub(crate) partials_dropped: u64,
@@ -263,8 +266,12 @@ impl Transfers {
         if payload.len() > MAX_MESSAGE_LEN {
             return Err(Refusal::TooLarge(payload.len()));
         }
-        let shared = Rc::strong_count(&payload) > 1;
-        let new_bytes = if shared { 0 } else { payload.len() };
+        let address = Rc::as_ptr(&payload) as *const u8 as usize;
+        let new_bytes = if self.payload_users.contains_key(&address) {
+            0
+        } else {
+            payload.len()
+        };
         if self.outbound.len() >= MAX_OUTBOUND
             || self.outbound_bytes + new_bytes > MAX_OUTBOUND_BYTES
         {
@@ -290,6 +297,7 @@ impl Transfers {
         self.next_id += 1;
         let id = MessageId(self.next_id);
         self.outbound_bytes += new_bytes;
+        *self.payload_users.entry(address).or_default() += 1;
         self.outbound.insert(
             (peer, number),
             Outbound {
@@ -311,6 +319,11 @@ impl Transfers {
     /// or the message is done). A best-effort message is forgotten after its last one.
     pub(crate) fn next_fragment(&mut self, peer: PeerId, number: u64) -> Option<NextFragment> {
         let out = self.outbound.get_mut(&(peer, number))?;
+        if out.cursor == 0 && (0..out.count).all(|i| out.holds(i)) {
+            // The receiver said it held every fragment yet did not complete: it dropped
+            // what it held (memory bounds). Start over.
+            out.held.fill(0);
+        }
         let index = (out.cursor..out.count).find(|&i| !out.holds(i))?;
         let last = (index + 1..out.count).all(|i| out.holds(i));
         out.cursor = index + 1;
@@ -370,10 +383,10 @@ impl Transfers {
         if ack.complete {
             return Some(self.finish(peer, ack.message, true));
         }
-        if ack.count == out.count {
-            for (mine, theirs) in out.held.iter_mut().zip(ack.held) {
-                *mine |= theirs;
-            }
+        if ack.count == out.count && ack.held.len() == out.held.len() {
+            // What the receiver holds now, not added to what it said before: it may have
+            // dropped a half-received message and started it again.
+            out.held.copy_from_slice(ack.held);
         }
         None
     }
@@ -435,8 +448,13 @@ impl Transfers {
 
     fn remove(&mut self, peer: PeerId, number: u64) {
         if let Some(out) = self.outbound.remove(&(peer, number)) {
-            if Rc::strong_count(&out.payload) == 1 {
-                self.outbound_bytes -= out.payload.len();
+            let address = Rc::as_ptr(&out.payload) as *const u8 as usize;
+            if let Some(users) = self.payload_users.get_mut(&address) {
+                *users -= 1;
+                if *users == 0 {
+                    self.payload_users.remove(&address);
+                    self.outbound_bytes -= out.payload.len();
+                }
             }
         }
         if let Some(state) = self.peers.get_mut(&peer) {

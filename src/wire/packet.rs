@@ -23,7 +23,7 @@ use std::fmt;
 /// The first two bytes of every datagram: ASCII "PM".
 pub const MAGIC: u16 = 0x504d;
 /// The protocol version this build speaks. A datagram of any other version is dropped.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 40;
 
@@ -998,7 +998,7 @@ mod tests {
         };
         let mut buf = [0u8; PING_LEN];
         packet.emit(&mut buf).unwrap();
-        assert_eq!(&buf[0..4], &[b'P', b'M', 2, 1]);
+        assert_eq!(&buf[0..4], &[b'P', b'M', 3, 1]);
         assert_eq!(&buf[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             &buf[28..36],
@@ -1025,10 +1025,17 @@ mod tests {
             Err(DecodeError::BadMagic)
         );
         let mut future = buf;
-        future[2] = 3;
+        future[2] = 4;
         assert_eq!(
             Packet::parse(&future[..LEAVE_LEN]),
-            Err(DecodeError::UnsupportedVersion(3))
+            Err(DecodeError::UnsupportedVersion(4))
+        );
+        // Version 2 (the same header, without messages: kind 4 was Data) is refused.
+        let mut before = buf;
+        before[2] = 2;
+        assert_eq!(
+            Packet::parse(&before[..LEAVE_LEN]),
+            Err(DecodeError::UnsupportedVersion(2))
         );
         // Version 1 (a 32-byte header without the receiver's incarnation) is refused too.
         let mut past = buf;
@@ -1036,6 +1043,12 @@ mod tests {
         assert_eq!(
             Packet::parse(&past[..LEAVE_LEN]),
             Err(DecodeError::UnsupportedVersion(1))
+        );
+        let mut retired = buf;
+        retired[3] = 4;
+        assert_eq!(
+            Packet::parse(&retired[..LEAVE_LEN]),
+            Err(DecodeError::UnknownKind(4))
         );
         let mut odd = buf;
         odd[3] = 99;

@@ -129,8 +129,9 @@ impl Mesh {
 
     /// Asks every peer that `filter` picks (never this node) the question `payload`. Each
     /// answers with [`Mesh::respond`] after its [`Event::Query`]; here come an
-    /// [`Event::QueryAck`] per peer reached, an [`Event::QueryResponse`] per answer, and at
-    /// `timeout` one [`Event::QueryDone`] with the peers that did not answer.
+    /// [`Event::QueryAck`] per peer reached, an [`Event::QueryResponse`] per answer, and
+    /// one [`Event::QueryDone`] with the peers that did not answer: at `timeout`, or as
+    /// soon as every peer asked has answered.
     pub fn query(
         &mut self,
         filter: &QueryFilter,
@@ -431,8 +432,11 @@ impl Mesh {
         self.transfers.expire_partials(self.now_ns, max_age);
         self.queries.expire(self.now_ns);
         if self.own_tags.version() > 0 {
-            for key in self.peer_keys() {
-                self.sync_tags(key);
+            // By slot, not through a list: no allocation on this once-an-interval path.
+            for key in 0..self.peers.slot_bound() {
+                if self.peers.get(key).is_some() {
+                    self.sync_tags(key);
+                }
             }
         }
     }
@@ -550,6 +554,11 @@ impl Mesh {
                             payload: answer.to_vec(),
                             error: header.error,
                         });
+                        // Everyone answered: done now, not at the deadline (whose timer
+                        // then finds the query closed).
+                        if self.queries.all_answered(header.query) {
+                            self.on_query_deadline(header.query);
+                        }
                     }
                 }
                 Err(e) => self.drop_message(key, &e),
@@ -690,19 +699,18 @@ impl Mesh {
         buf: &mut [u8],
     ) -> Option<Transmit> {
         let peer = self.peers.id_of(key);
-        let next = self.transfers.next_fragment(peer, number)?;
+        let Some(next) = self.transfers.next_fragment(peer, number) else {
+            // Nothing left to send this round (an ack came in the middle of it): the
+            // round still ends with its timer. An extra one for a round is stale when it
+            // fires.
+            self.arm_retransmit(peer, number);
+            return None;
+        };
         if next.more {
             self.outgoing
                 .push_front(Outgoing::Burst { peer: key, number });
-        } else if let Some((round, rto)) = self.transfers.round(peer, number) {
-            self.timers.insert(
-                self.now_ns.saturating_add(rto),
-                Timer::Retransmit {
-                    peer,
-                    number,
-                    round,
-                },
-            );
+        } else {
+            self.arm_retransmit(peer, number);
         }
         let total = next.payload.len();
         let span = Fragment::span_of(next.index, next.count, total as u32);
@@ -723,6 +731,20 @@ impl Mesh {
             data: next.payload.get(span)?,
         });
         self.emit_to(key, body, buf)
+    }
+
+    /// Sets the retransmission timer of a confirmed message's current round.
+    fn arm_retransmit(&mut self, peer: PeerId, number: u64) {
+        if let Some((round, rto)) = self.transfers.round(peer, number) {
+            self.timers.insert(
+                self.now_ns.saturating_add(rto),
+                Timer::Retransmit {
+                    peer,
+                    number,
+                    round,
+                },
+            );
+        }
     }
 
     pub(super) fn encode_ack(
