@@ -2283,6 +2283,15 @@ mod tests {
     }
 
     #[test]
+    fn tag_keys_follow_the_cores_rule() {
+        // A key the config refuses must be one `peermesh tag set` refuses too, and back.
+        for c in (0u8..=127).map(char::from).chain(['é', '✓']) {
+            let key = c.to_string();
+            assert_eq!(tag_key_char(c), crate::core::tags::valid_key(&key), "{c:?}");
+        }
+    }
+
+    #[test]
     fn typos_get_a_suggestion() {
         let allowed: Vec<String> = ["name", "host", "port"].map(String::from).to_vec();
         assert_eq!(suggest("hots", &allowed), Some("host"));
