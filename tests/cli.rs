@@ -264,6 +264,56 @@ fn check_says_who_this_node_is_what_it_binds_and_its_peers() {
     assert!(ran.stdout.is_empty(), "{:?}", ran.stdout);
 }
 
+#[test]
+fn check_shows_the_nodes_tags_and_event_handler_and_points_at_a_bad_tag() {
+    let lab = Lab::new("check-tags");
+    let handler = lab.dir.join("handler");
+    fs::write(&handler, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&handler, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = lab.write_config(
+        "(\n    handler: \"handler\",\n    nodes: [\n        (name: \"alpha\", host: \"127.0.0.2\", tags: {\"role\": \"db\", \"zone\": \"eu 1\"}),\n        (name: \"beta\", host: \"127.0.0.3\", handler: \"missing\"),\n    ],\n)\n",
+    );
+    let config = config.to_str().unwrap();
+    let ran = peermesh(&["check", "--config", config, "--name", "alpha"]);
+    assert_exit(&ran, 0);
+    let out = &ran.stdout;
+    assert!(out.contains("tags: role=\"db\" zone=\"eu 1\"\n"), "{out}");
+    assert!(
+        out.contains(&format!("event handler: {}\n", handler.display())),
+        "{out}"
+    );
+
+    // A handler that cannot run is no fault: the node would run without it.
+    let ran = peermesh(&["check", "--config", config, "--name", "beta"]);
+    assert_exit(&ran, 0);
+    let out = &ran.stdout;
+    assert!(out.contains("tags: none\n"), "{out}");
+    let missing = lab.dir.join("missing");
+    assert!(
+        out.contains(&format!(
+            "event handler: WARNING: event handler {}: No such file or directory",
+            missing.display()
+        )),
+        "{out}"
+    );
+
+    let config = lab.write_config(
+        "(nodes: [(name: \"alpha\", host: \"127.0.0.2\", tags: {\"role\": \"db\", \"a b\": \"x\"})])\n",
+    );
+    let config = config.to_str().unwrap();
+    for command in ["check", "run"] {
+        let ran = peermesh(&[command, "--config", config, "--name", "alpha"]);
+        assert_exit(&ran, 2);
+        assert!(
+            ran.stderr.starts_with(&format!(
+                "error: {config}:1:66: tag key \"a b\" of node \"alpha\" contains a space"
+            )),
+            "{command}: {:?}",
+            ran.stderr
+        );
+    }
+}
+
 // ---- A running node: status, status --json, top ----------------------------------------------
 
 #[test]

@@ -4,6 +4,7 @@
 //! four spaces (so a field's name is at column 5) and nodes by eight (a node's `(` at
 //! column 9, its `name` value at column 16).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,8 @@ fn node(name: &str, host: &str, port: u16) -> NodeEntry {
         name: name.to_string(),
         host: host.to_string(),
         port,
+        tags: Default::default(),
+        handler: None,
     }
 }
 
@@ -84,11 +87,25 @@ fn the_full_example_loads_with_every_field() {
             max_datagram: 1400,
             keyring: Some(fixture("keyring")),
             nodes: vec![
-                node("alpha", "10.0.0.1", 1400),
-                node("beta", "10.0.0.2", 1314),
+                NodeEntry {
+                    tags: [("role", "db"), ("zone", "eu-1")]
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .into(),
+                    ..node("alpha", "10.0.0.1", 1400)
+                },
+                NodeEntry {
+                    handler: Some(PathBuf::from("/usr/local/bin/beta-handler")),
+                    ..node("beta", "10.0.0.2", 1314)
+                },
                 node("gamma", "::1", 1315),
                 node("delta", "vm-delta.internal", 1400),
-            ],
+            ]
+            .into_iter()
+            .map(|n| NodeEntry {
+                handler: n.handler.or_else(|| Some(fixture("handler"))),
+                ..n
+            })
+            .collect(),
         }
     );
 }
@@ -918,6 +935,295 @@ fn an_empty_keyring_is_rejected() {
     );
     assert!(matches!(error.kind(), ConfigErrorKind::EmptyKeyring));
     assert_points(&error, 2, 14, &["keyring is empty"]);
+}
+
+// ---- Tags and the event handler --------------------------------------------------------------
+
+/// A one-node file whose node has `tags` written as `entries` on lines of their own, the first
+/// on line 4 (keys at column 13).
+fn with_tags(entries: &[(&str, &str)]) -> String {
+    let mut text =
+        String::from("(\n    nodes: [\n        (name: \"alpha\", host: \"10.0.0.1\", tags: {\n");
+    for (key, value) in entries {
+        text.push_str(&format!("            {key:?}: {value:?},\n"));
+    }
+    text.push_str("        }),\n    ],\n)");
+    text
+}
+
+#[test]
+fn tags_and_handlers_load_with_the_nodes_own_handler_first() {
+    let text = r#"(
+    handler: "handlers/event.sh",
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
+        (name: "beta", host: "10.0.0.2", handler: "/usr/local/bin/beta-handler"),
+        Node(name: "gamma", host: "10.0.0.3", tags: Some({"k8s.io/zone:a-1_b": "ünïcode ✓", "empty": ""})),
+    ],
+)"#;
+    let config = Config::parse(text, "/etc/peermesh/peers.ron").unwrap();
+    let [alpha, beta, gamma] = &config.nodes[..] else {
+        panic!("{config:?}")
+    };
+    let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(alpha.tags, tags(&[("role", "db"), ("zone", "eu-1")]));
+    assert_eq!(
+        alpha.handler.as_deref(),
+        Some(Path::new("/etc/peermesh/handlers/event.sh"))
+    );
+    assert!(beta.tags.is_empty());
+    assert_eq!(
+        beta.handler.as_deref(),
+        Some(Path::new("/usr/local/bin/beta-handler"))
+    );
+    assert_eq!(
+        gamma.tags,
+        tags(&[("k8s.io/zone:a-1_b", "ünïcode ✓"), ("empty", "")])
+    );
+    assert_eq!(gamma.handler, alpha.handler);
+}
+
+#[test]
+fn the_core_of_a_node_starts_with_the_tags_of_its_entry() {
+    let config = parse(
+        r#"(nodes: [
+    (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
+    (name: "beta", host: "10.0.0.2"),
+])"#,
+    )
+    .unwrap();
+    let addrs: Vec<SocketAddr> = (0..2).map(|i| config.resolve(i).unwrap()).collect();
+    let alpha = config.mesh(0, &addrs, (1, 2), std::time::Instant::now());
+    assert_eq!(alpha.tags(), &config.nodes[0].tags);
+    let beta = config.mesh(1, &addrs, (1, 2), std::time::Instant::now());
+    assert!(beta.tags().is_empty());
+}
+
+#[test]
+fn without_a_handler_anywhere_no_node_has_one() {
+    let config = Config::load(&fixture("minimal.ron")).unwrap();
+    assert!(config
+        .nodes
+        .iter()
+        .all(|n| n.handler.is_none() && n.tags.is_empty()));
+    let config = parse(r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: {})])"#).unwrap();
+    assert!(config.nodes[0].tags.is_empty());
+}
+
+#[test]
+fn a_tag_key_with_a_character_outside_the_set_points_at_the_key() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "ro le": "x"}),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::InvalidTagKey { name, key, bad: ' ' } if name == "alpha" && key == "ro le"
+    ));
+    assert_points(
+        &error,
+        3,
+        64,
+        &[
+            "tag key \"ro le\" of node \"alpha\" contains a space",
+            "A-Z, a-z, 0-9",
+        ],
+    );
+    for (key, bad) in [("a=b", "`=`"), ("rôle", "`ô`"), ("tab\t", "a tab")] {
+        let error = rejected(&with_tags(&[("ok", "1"), (key, "x")]));
+        assert_points(&error, 5, 13, &[bad]);
+    }
+}
+
+#[test]
+fn an_empty_tag_key_points_at_it() {
+    let error = rejected(&with_tags(&[("", "x")]));
+    assert!(matches!(error.kind(), ConfigErrorKind::EmptyTagKey { name } if name == "alpha"));
+    assert_points(
+        &error,
+        4,
+        13,
+        &["node \"alpha\" has a tag with an empty key"],
+    );
+}
+
+#[test]
+fn a_tag_key_over_128_bytes_points_at_it_and_128_is_fine() {
+    let long = "k".repeat(128);
+    assert_eq!(
+        parse(&with_tags(&[(&long, "v")])).unwrap().nodes[0].tags[&long],
+        "v"
+    );
+    let longer = "k".repeat(129);
+    let error = rejected(&with_tags(&[("a", "b"), (&longer, "v")]));
+    assert!(matches!(error.kind(), ConfigErrorKind::TagKeyTooLong { key, .. } if *key == longer));
+    assert_points(&error, 5, 13, &["is 129 bytes long: at most 128"]);
+}
+
+#[test]
+fn a_tag_value_over_4096_bytes_points_at_the_value_and_4096_is_fine() {
+    let value = "v".repeat(4096);
+    assert_eq!(
+        parse(&with_tags(&[("k", &value)])).unwrap().nodes[0].tags["k"],
+        value
+    );
+    // Bytes, not characters: 2,049 two-byte characters are 4,098 bytes.
+    let value = "é".repeat(2049);
+    let error = rejected(&with_tags(&[("role", "db"), ("k", &value)]));
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::TagValueTooLong { key, bytes: 4098, .. } if key == "k"
+    ));
+    // `"k": ` takes columns 13 to 17: the value starts at 18.
+    assert_points(
+        &error,
+        5,
+        18,
+        &["the value of tag \"k\" of node \"alpha\" is 4098 bytes long: at most 4096"],
+    );
+}
+
+#[test]
+fn tags_over_16384_bytes_in_all_point_at_the_key_that_passes_the_limit() {
+    // Four entries of 1 + 4095 bytes are 16,384: exactly the limit.
+    let value = "v".repeat(4095);
+    let fits: Vec<(&str, &str)> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| (*k, value.as_str()))
+        .collect();
+    assert_eq!(parse(&with_tags(&fits)).unwrap().nodes[0].tags.len(), 4);
+    let mut over = fits.clone();
+    over.push(("e", "x"));
+    let error = rejected(&with_tags(&over));
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::TagsTooLarge { name, bytes: 16386 } if name == "alpha"
+    ));
+    assert_points(
+        &error,
+        8,
+        13,
+        &[
+            "the tags of node \"alpha\" take 16386 bytes",
+            "more than the 16384",
+        ],
+    );
+}
+
+#[test]
+fn a_tag_key_given_twice_points_at_the_second() {
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "role": "web"}),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::DuplicateTagKey { key, first_line: Some(3), .. } if key == "role"
+    ));
+    assert_points(
+        &error,
+        3,
+        64,
+        &[
+            "tag key \"role\" of node \"alpha\" is given twice",
+            "keep one",
+        ],
+    );
+    let error = rejected(&with_tags(&[("zone", "a"), ("role", "b"), ("zone", "c")]));
+    assert_points(&error, 6, 13, &["\"zone\"", "(first at line 4)"]);
+}
+
+#[test]
+fn tags_that_are_not_a_map_of_strings_are_the_wrong_type() {
+    for (text, col, found) in [
+        (
+            r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: {"role": 5})])"#,
+            50,
+            "",
+        ),
+        (
+            r#"(nodes: [(name: "alpha", host: "10.0.0.1", tags: ["role"])])"#,
+            50,
+            "",
+        ),
+    ] {
+        let error = rejected(text);
+        assert!(
+            matches!(error.kind(), ConfigErrorKind::WrongType { field, node: Some(0), .. } if field == "tags"),
+            "{error}"
+        );
+        assert_points(
+            &error,
+            1,
+            col,
+            &[
+                "wrong type for `tags` of node #1",
+                "{\"role\": \"db\"}",
+                found,
+            ],
+        );
+    }
+}
+
+#[test]
+fn an_empty_handler_points_at_it() {
+    let error = rejected(
+        r#"(
+    handler: "",
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::EmptyHandler { node: None }
+    ));
+    assert_points(
+        &error,
+        2,
+        14,
+        &["handler is empty: give the program's path"],
+    );
+    let error = rejected(
+        r#"(
+    nodes: [
+        (name: "alpha", host: "10.0.0.1", handler: ""),
+    ],
+)"#,
+    );
+    assert!(matches!(
+        error.kind(),
+        ConfigErrorKind::EmptyHandler { node: Some(0) }
+    ));
+    assert_points(&error, 3, 52, &["handler of node #1 is empty"]);
+}
+
+#[test]
+fn an_unknown_field_lists_tags_and_handler() {
+    let error = rejected(r#"(nodes: [(name: "alpha", host: "10.0.0.1", tag: {})])"#);
+    assert!(
+        error.to_string().contains("did you mean `tags`?"),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("`port`, `tags`, `handler`"),
+        "{error}"
+    );
+    let error = rejected(r#"(handlr: "x", nodes: [(name: "alpha", host: "10.0.0.1")])"#);
+    assert!(
+        error.to_string().contains("did you mean `handler`?"),
+        "{error}"
+    );
 }
 
 // ---- Loading ------------------------------------------------------------------------------

@@ -181,6 +181,16 @@ pub(crate) struct RunArgs {
     /// bind this address instead of the node's own entry (e.g. 0.0.0.0:1313)
     #[arg(long, value_name = "ADDR:PORT", value_parser = socket_addr)]
     pub(crate) bind: Option<SocketAddr>,
+    /// run PATH for each event (overrides `handler` in the config)
+    ///
+    /// Runs the program PATH for each event (a peer up, down, ..., a message, a query),
+    /// without holding the node up: the event in PEERMESH_EVENT, PEERMESH_NODE,
+    /// PEERMESH_PEER and other PEERMESH_* variables, the payload on its standard input; for
+    /// a query, its standard output is the answer and a non-zero exit an error answer. At
+    /// most 8 run at once, each for at most 10 s; their stderr goes to the log. Overrides
+    /// `handler` in the config.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) handler: Option<PathBuf>,
     /// the control socket to serve [default: $XDG_RUNTIME_DIR/peermesh-NAME.sock, else
     /// /tmp/peermesh-UID/NAME.sock]
     ///

@@ -4,7 +4,7 @@ use super::args::CheckArgs;
 use super::node::this_node;
 use super::{emit, Failure};
 use peermesh::config::default_hostname;
-use peermesh::io::daemon;
+use peermesh::io::{daemon, handlers};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -63,6 +63,24 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
             line("keyring: none: the mesh is NOT authenticated (see docs/SECURITY.md)".to_owned())
         }
     }
+    line(if node.tags.is_empty() {
+        "tags: none".to_owned()
+    } else {
+        let tags: Vec<String> = node
+            .tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        format!("tags: {}", tags.join(" "))
+    });
+    // Not a fault: a node whose handler cannot run still runs (and says so in its log).
+    line(match &node.handler {
+        None => "event handler: none".to_owned(),
+        Some(path) => match handlers::check_program(path) {
+            Ok(()) => format!("event handler: {}", path.display()),
+            Err(e) => format!("event handler: WARNING: {e}; the node runs without it"),
+        },
+    });
     line(format!("peers ({}):", peers.len()));
     for (name, addr) in peers {
         line(format!("  {name:<20} {addr}"));

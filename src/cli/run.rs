@@ -19,10 +19,13 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
     let control = args
         .control
         .unwrap_or_else(|| control::default_path(&config.nodes[me].name));
+    // The flag wins over the config (the node's own `handler`, else the file's).
+    let handler = args.handler.or_else(|| config.nodes[me].handler.clone());
     daemon::run(RunOptions {
         config,
         me,
         bind: args.bind,
+        handler,
         control,
         control_group,
         tags_file: args.tags_file,

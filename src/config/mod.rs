@@ -12,23 +12,25 @@
 //!     dead_after_ms: 5000,         // silence before a peer is declared dead (default 5 intervals)
 //!     max_datagram_bytes: 1232,    // 512..=65507 (default 1232: fits IPv6 without fragmenting)
 //!     keyring: "keyring",          // optional; relative to this file's directory
+//!     handler: "/etc/peermesh/handler", // optional: the program run for each event
 //!     nodes: [
-//!         (name: "alpha", host: "10.0.0.1"),
-//!         (name: "beta",  host: "10.0.0.2", port: 1314),
+//!         (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
+//!         (name: "beta",  host: "10.0.0.2", port: 1314, handler: "beta-handler"),
 //!         (name: "gamma", host: "::1", port: 1315),
 //!         (name: "delta", host: "vm-delta.internal"),
 //!     ],
 //! )
 //! ```
 //!
-//! Only `nodes` is required, and each node needs a `name` and a `host`. The outer parentheses
-//! may be written `Config(...)` and each node `Node(...)`. Optional numbers may also be
-//! written `Some(1000)`.
+//! Only `nodes` is required, and each node needs a `name` and a `host`. A node's `tags` are
+//! its initial tags (keys of `A-Za-z0-9_.-:/`, see [`MAX_TAG_BYTES`]); a node's `handler`
+//! overrides the top-level one. The outer parentheses may be written `Config(...)` and each
+//! node `Node(...)`. Optional numbers may also be written `Some(1000)`.
 //!
 //! Every error says what is wrong and, when it concerns a place in the file, where:
 //! `peers.ron:7:24: ...` (1-based line and column, the column counted in characters).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -72,6 +74,20 @@ pub const MAX_DATAGRAM: usize = 65_507;
 
 /// The longest node name accepted, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
+
+/// The most bytes of tags (keys and values together) one node may have: the core's
+/// [`crate::core::MAX_TAG_BYTES`].
+pub const MAX_TAG_BYTES: usize = crate::core::tags::MAX_TAG_BYTES;
+
+/// The longest tag key accepted, in bytes: the core's [`crate::core::tags::MAX_TAG_KEY`].
+/// Keys are 1 to this many bytes of `A-Z`, `a-z`, `0-9`, `_`, `.`, `-`, `:` and `/`, the
+/// keys the core accepts at run time, so they read well in a shell (`--tag role=db`).
+pub const MAX_TAG_KEY_BYTES: usize = crate::core::tags::MAX_TAG_KEY;
+
+/// The longest tag value accepted, in bytes (any UTF-8 text): the core's
+/// [`crate::core::tags::MAX_TAG_VALUE`].
+pub const MAX_TAG_VALUE_BYTES: usize = crate::core::tags::MAX_TAG_VALUE;
+
 /// The most nodes a mesh may list. Every node probes every other each interval and keeps
 /// every node's row (8 bytes a cell): at this size that is about 2,000 datagrams a second
 /// and 8 MiB of matrix per node, and a control request is still served in bounded steps
@@ -125,6 +141,14 @@ pub struct NodeEntry {
     pub host: String,
     /// The node's own UDP port, or the file's default port.
     pub port: u16,
+    /// The node's initial tags (`tags: {"role": "db"}`), checked against
+    /// [`MAX_TAG_BYTES`], [`MAX_TAG_KEY_BYTES`] and [`MAX_TAG_VALUE_BYTES`]; empty when the
+    /// entry gives none. The running node may change its tags; the file is not rewritten.
+    pub tags: BTreeMap<String, String>,
+    /// The event handler this node runs (`peermesh run --handler` overrides it): the node's
+    /// own `handler`, else the file's top-level one, resolved against the configuration
+    /// file's directory like `keyring`; `None` when neither is given.
+    pub handler: Option<PathBuf>,
 }
 
 impl NodeEntry {
@@ -159,7 +183,8 @@ impl Config {
             .map(|(node, addr)| (node.name.as_str(), *addr))
     }
 
-    /// The core of node `nodes[me]`, with every other node as a peer, listed in config order.
+    /// The core of node `nodes[me]`, with every other node as a peer, listed in config order,
+    /// and with the tags of its entry.
     pub fn mesh(
         &self,
         me: usize,
@@ -169,7 +194,23 @@ impl Config {
     ) -> Mesh {
         let name = self.nodes.get(me).map_or("", |n| n.name.as_str());
         let settings = self.settings(incarnation, seed);
-        Mesh::with_nodes(name, settings, now, self.node_list(addrs))
+        let mut mesh = Mesh::with_nodes(name, settings, now, self.node_list(addrs));
+        let tags = self
+            .nodes
+            .get(me)
+            .map(|n| &n.tags)
+            .filter(|t| !t.is_empty());
+        if let Some(tags) = tags {
+            let changes: Vec<(String, Option<String>)> = tags
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            // A loaded config was checked by the same rules; one built in code may not be.
+            if let Err(e) = mesh.set_tags(&changes) {
+                log::warn!("node {name}: the tags of its config entry are refused: {e}");
+            }
+        }
+        mesh
     }
 
     /// Reads and checks the configuration file at `path`.
@@ -504,6 +545,59 @@ pub enum ConfigErrorKind {
     },
     /// `keyring` is an empty string. Points at it.
     EmptyKeyring,
+    /// `handler` (the top-level one, or a node's) is an empty string. Points at it.
+    EmptyHandler {
+        /// The node, or `None` for the top-level `handler`.
+        node: Option<usize>,
+    },
+    /// A tag key is empty. Points at it.
+    EmptyTagKey {
+        /// The node's name.
+        name: String,
+    },
+    /// A tag key has a character other than `A-Z`, `a-z`, `0-9`, `_`, `.`, `-`, `:` and
+    /// `/`. Points at the key.
+    InvalidTagKey {
+        /// The node's name.
+        name: String,
+        /// The key.
+        key: String,
+        /// The first offending character.
+        bad: char,
+    },
+    /// A tag key is longer than [`MAX_TAG_KEY_BYTES`]. Points at it.
+    TagKeyTooLong {
+        /// The node's name.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// A tag value is longer than [`MAX_TAG_VALUE_BYTES`]. Points at the value.
+    TagValueTooLong {
+        /// The node's name.
+        name: String,
+        /// The key of the value.
+        key: String,
+        /// The value's length in bytes.
+        bytes: usize,
+    },
+    /// A node's tags (keys and values together) are more than [`MAX_TAG_BYTES`]. Points at
+    /// the key that passes the limit.
+    TagsTooLarge {
+        /// The node's name.
+        name: String,
+        /// The bytes of all its tags.
+        bytes: usize,
+    },
+    /// A tag key given twice in one node. Points at the second.
+    DuplicateTagKey {
+        /// The node's name.
+        name: String,
+        /// The key.
+        key: String,
+        /// The line of the first, when known.
+        first_line: Option<usize>,
+    },
     /// A node's name is empty. Points at it.
     EmptyName {
         /// The node.
@@ -740,6 +834,63 @@ impl fmt::Display for ConfigErrorKind {
                  (default {DEFAULT_MAX_DATAGRAM})"
             ),
             K::EmptyKeyring => f.write_str("keyring is empty: give the key file's path, or remove the field"),
+            K::EmptyHandler { node } => {
+                f.write_str("handler")?;
+                if let Some(node) = node {
+                    write!(f, " of node #{}", node + 1)?;
+                }
+                f.write_str(" is empty: give the program's path, or remove the field")
+            }
+            K::EmptyTagKey { name } => write!(
+                f,
+                "node {:?} has a tag with an empty key: keys are 1 to {MAX_TAG_KEY_BYTES} \
+                 bytes of A-Z, a-z, 0-9, `_`, `.`, `-`, `:` and `/`",
+                echo(name)
+            ),
+            K::InvalidTagKey { name, key, bad } => write!(
+                f,
+                "tag key {:?} of node {:?} contains {}: keys are 1 to {MAX_TAG_KEY_BYTES} \
+                 bytes of A-Z, a-z, 0-9, `_`, `.`, `-`, `:` and `/`",
+                echo(key),
+                echo(name),
+                describe_key_char(*bad)
+            ),
+            K::TagKeyTooLong { name, key } => write!(
+                f,
+                "tag key {:?} of node {:?} is {} bytes long: at most {MAX_TAG_KEY_BYTES}",
+                echo(key),
+                echo(name),
+                key.len()
+            ),
+            K::TagValueTooLong { name, key, bytes } => write!(
+                f,
+                "the value of tag {:?} of node {:?} is {bytes} bytes long: at most \
+                 {MAX_TAG_VALUE_BYTES}",
+                echo(key),
+                echo(name)
+            ),
+            K::TagsTooLarge { name, bytes } => write!(
+                f,
+                "the tags of node {:?} take {bytes} bytes (keys and values), more than the \
+                 {MAX_TAG_BYTES} a node may have",
+                echo(name)
+            ),
+            K::DuplicateTagKey {
+                name,
+                key,
+                first_line,
+            } => {
+                write!(
+                    f,
+                    "tag key {:?} of node {:?} is given twice",
+                    echo(key),
+                    echo(name)
+                )?;
+                if let Some(line) = first_line {
+                    write!(f, " (first at line {line})")?;
+                }
+                f.write_str("; keep one")
+            }
             K::EmptyName { node } => write!(f, "node #{} has an empty name", node + 1),
             K::InvalidName { name, bad } => write!(
                 f,
@@ -894,6 +1045,15 @@ fn describe_char(c: char) -> String {
     }
 }
 
+/// A character a tag key may not have, as an error message names it.
+fn describe_key_char(c: char) -> String {
+    if c.is_whitespace() || c.is_control() {
+        describe_char(c)
+    } else {
+        format!("`{c}`")
+    }
+}
+
 fn list_names(names: &[String]) -> String {
     if names.is_empty() {
         return "(none)".to_string();
@@ -989,6 +1149,8 @@ struct RawConfig {
     #[serde(default)]
     keyring: Option<String>,
     nodes: Vec<RawNode>,
+    #[serde(default)]
+    handler: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -998,6 +1160,38 @@ struct RawNode {
     host: String,
     #[serde(default)]
     port: Option<u64>,
+    #[serde(default)]
+    tags: Option<RawTags>,
+    #[serde(default)]
+    handler: Option<String>,
+}
+
+/// A node's `tags` map as written: every entry in file order, repeats kept, so a repeated
+/// key is an error and each entry's place in the file can be found again.
+struct RawTags(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for RawTags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawTags, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawTags;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings to strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawTags, A::Error> {
+                // Bounded by the file's size (at most MAX_CONFIG_BYTES).
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(RawTags(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 fn parse_in(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
@@ -1122,6 +1316,7 @@ impl Checker<'_> {
             Some(k) if k.is_empty() => return Err(self.err(self.top("keyring"), K::EmptyKeyring)),
             Some(k) => Some(base.join(k)),
         };
+        let handler = self.handler(raw.handler, None, base)?;
 
         if raw.nodes.is_empty() {
             let at = self.layout.top_field("nodes").map(|f| f.key);
@@ -1132,7 +1327,7 @@ impl Checker<'_> {
             let count = raw.nodes.len();
             return Err(self.err(at, K::TooManyNodes { count }));
         }
-        let nodes = self.check_nodes(raw.nodes, port)?;
+        let nodes = self.check_nodes(raw.nodes, port, handler.as_deref(), base)?;
 
         Ok(Config {
             port,
@@ -1145,10 +1340,116 @@ impl Checker<'_> {
         })
     }
 
+    /// A `handler` path (top-level for `node: None`): not empty, resolved against `base`.
+    fn handler(
+        &self,
+        handler: Option<String>,
+        node: Option<usize>,
+        base: &Path,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        match handler {
+            None => Ok(None),
+            Some(h) if h.is_empty() => {
+                let at = match node {
+                    Some(i) => self.node(i, "handler"),
+                    None => self.top("handler"),
+                };
+                Err(self.err(at, ConfigErrorKind::EmptyHandler { node }))
+            }
+            Some(h) => Ok(Some(base.join(h))),
+        }
+    }
+
+    /// Node `node`'s tags: keys well formed and not repeated, values and the whole map
+    /// within their limits. Errors point at the key (or value) at fault.
+    fn tags(
+        &self,
+        node: usize,
+        name: &str,
+        raw: Option<RawTags>,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        use ConfigErrorKind as K;
+        let Some(RawTags(entries)) = raw else {
+            return Ok(BTreeMap::new());
+        };
+        let places = self
+            .layout
+            .node_field(node, "tags")
+            .map(|field| self.layout.map_entries(field))
+            .unwrap_or_default();
+        let key_at = |i: usize| {
+            places
+                .get(i)
+                .map(|p| p.0)
+                .or_else(|| self.node(node, "tags"))
+        };
+        let value_at = |i: usize| places.get(i).and_then(|p| p.1).or_else(|| key_at(i));
+        let name = || name.to_string();
+        let mut tags = BTreeMap::new();
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut bytes = 0usize;
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if key.is_empty() {
+                return Err(self.err(key_at(i), K::EmptyTagKey { name: name() }));
+            }
+            if let Some(bad) = key.chars().find(|&c| !tag_key_char(c)) {
+                let key = key.clone();
+                return Err(self.err(
+                    key_at(i),
+                    K::InvalidTagKey {
+                        name: name(),
+                        key,
+                        bad,
+                    },
+                ));
+            }
+            if key.len() > MAX_TAG_KEY_BYTES {
+                let key = key.clone();
+                return Err(self.err(key_at(i), K::TagKeyTooLong { name: name(), key }));
+            }
+            if let Some(&earlier) = first.get(key.as_str()) {
+                return Err(self.err(
+                    key_at(i),
+                    K::DuplicateTagKey {
+                        name: name(),
+                        key: key.clone(),
+                        first_line: key_at(earlier).map(|p| p.line),
+                    },
+                ));
+            }
+            if value.len() > MAX_TAG_VALUE_BYTES {
+                return Err(self.err(
+                    value_at(i),
+                    K::TagValueTooLong {
+                        name: name(),
+                        key: key.clone(),
+                        bytes: value.len(),
+                    },
+                ));
+            }
+            bytes += key.len() + value.len();
+            if bytes > MAX_TAG_BYTES {
+                let total = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+                return Err(self.err(
+                    key_at(i),
+                    K::TagsTooLarge {
+                        name: name(),
+                        bytes: total,
+                    },
+                ));
+            }
+            first.insert(key, i);
+            tags.insert(key.clone(), value.clone());
+        }
+        Ok(tags)
+    }
+
     fn check_nodes(
         &self,
         raw: Vec<RawNode>,
         default_port: u16,
+        default_handler: Option<&Path>,
+        base: &Path,
     ) -> Result<Vec<NodeEntry>, ConfigError> {
         use ConfigErrorKind as K;
         let mut nodes: Vec<NodeEntry> = Vec::with_capacity(raw.len());
@@ -1223,10 +1524,25 @@ impl Checker<'_> {
             by_name.insert(name.to_lowercase(), i);
             by_id.insert(id, i);
             by_addr.insert((HostKey::of(&host), port), i);
-            nodes.push(NodeEntry { name, host, port });
+            let tags = self.tags(i, &name, node.tags)?;
+            let handler = self
+                .handler(node.handler, Some(i), base)?
+                .or_else(|| default_handler.map(Path::to_path_buf));
+            nodes.push(NodeEntry {
+                name,
+                host,
+                port,
+                tags,
+                handler,
+            });
         }
         Ok(nodes)
     }
+}
+
+/// The characters a tag key may have (as [`crate::core::tags::valid_key`] has them).
+fn tag_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '/')
 }
 
 fn millis(d: Duration) -> u64 {
@@ -1363,6 +1679,8 @@ fn expected_for(field: &str) -> &'static str {
         "name" => "a name in double quotes",
         "host" => "an IP address or DNS name in double quotes",
         "nodes" => "a list of nodes, each like (name: \"alpha\", host: \"10.0.0.1\")",
+        "handler" => "a path in double quotes",
+        "tags" => "a map of strings to strings, like {\"role\": \"db\"}",
         _ => "another type",
     }
 }
@@ -1507,6 +1825,43 @@ impl Layout {
             .enumerate()
             .flat_map(|(i, n)| n.fields.iter().map(move |f| (Some(i), f)));
         top.chain(nodes)
+    }
+
+    /// The entries of the map that is `field`'s value (`{"k": "v", ...}`, or inside
+    /// `Some(...)`), in order: where each key starts, and where its value starts if found.
+    fn map_entries(&self, field: &FieldSpan) -> Vec<(Pos, Option<Pos>)> {
+        let mut tokens = self
+            .tokens
+            .iter()
+            .filter(|t| field.value <= t.start && t.end <= field.end)
+            .skip_while(|t| t.kind != TokenKind::Open('{'))
+            .skip(1);
+        let mut entries: Vec<(Pos, Option<Pos>)> = Vec::new();
+        let (mut depth, mut want_key, mut want_value) = (0usize, true, false);
+        for token in tokens.by_ref() {
+            let top = depth == 0;
+            match token.kind {
+                TokenKind::Close if top => break,
+                TokenKind::Close => depth -= 1,
+                TokenKind::Comma if top => want_key = true,
+                TokenKind::Colon if top => want_value = true,
+                _ if top && want_key => {
+                    entries.push((token.start, None));
+                    want_key = false;
+                }
+                _ if top && want_value => {
+                    if let Some(last) = entries.last_mut() {
+                        last.1 = Some(token.start);
+                    }
+                    want_value = false;
+                }
+                _ => {}
+            }
+            if let TokenKind::Open(_) = token.kind {
+                depth += 1;
+            }
+        }
+        entries
     }
 
     /// The last field called `name` that starts at or before `pos`.
@@ -1925,6 +2280,15 @@ mod tests {
         assert_eq!(ron_position(text, pos), Some(Pos { line: 2, col: 3 }));
         let none = ron::error::Position { line: 0, col: 0 };
         assert_eq!(ron_position(text, none), None);
+    }
+
+    #[test]
+    fn tag_keys_follow_the_cores_rule() {
+        // A key the config refuses must be one `peermesh tag set` refuses too, and back.
+        for c in (0u8..=127).map(char::from).chain(['é', '✓']) {
+            let key = c.to_string();
+            assert_eq!(tag_key_char(c), crate::core::tags::valid_key(&key), "{c:?}");
+        }
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub me: usize,
     /// Bind this address instead of the node's own entry.
     pub bind: Option<SocketAddr>,
+    /// The event handler program (`--handler`, else the config's `handler`), run for each
+    /// event by [`crate::io::handlers::Handlers`]; `None`: no handler.
+    pub handler: Option<PathBuf>,
     /// The control socket path.
     pub control: PathBuf,
     /// The group (gid) to give the control socket to, mode 0660; `None`: mode 0600.

@@ -3,8 +3,9 @@
 //! [`driver`] is one UDP socket and one core for any mio loop; [`control`] the local control
 //! socket and [`control_protocol`] what is said over it ([`control_answer`] answers the
 //! application-data requests, [`control_pending`] keeps those answered later,
-//! [`control_watch`] the backlog of a watcher); [`daemon`] is `peermesh run`, the
-//! whole node with its signals, and [`tags_file`] its `--tags-file`. No protocol logic lives here.
+//! [`control_watch`] the backlog of a watcher); [`handlers`] runs the event handler
+//! program; [`daemon`] is `peermesh run`, the whole node with its signals, and
+//! [`tags_file`] its `--tags-file`. No protocol logic lives here.
 
 pub mod control;
 pub mod control_answer;
@@ -13,4 +14,5 @@ pub mod control_protocol;
 pub mod control_watch;
 pub mod daemon;
 pub mod driver;
+pub mod handlers;
 pub mod tags_file;

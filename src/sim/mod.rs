@@ -246,6 +246,8 @@ impl Sim {
                     name: format!("node{i}"),
                     host: addr.ip().to_string(),
                     port: addr.port(),
+                    tags: Default::default(),
+                    handler: None,
                 }
             })
             .collect();
