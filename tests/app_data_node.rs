@@ -649,3 +649,80 @@ fn a_query_prints_each_response_with_its_node_and_rtt() {
         "{ran:?}"
     );
 }
+
+#[test]
+fn a_query_is_answered_by_a_handler_script_on_three_nodes() {
+    let mut lab = Lab::new("apphandler");
+    let names = ["a", "b", "c", "d"];
+    let addrs = host_loopback_addrs(names.len());
+    let nodes: Vec<(&str, std::net::SocketAddr)> =
+        names.iter().copied().zip(addrs.iter().copied()).collect();
+    let config = lab.write_config(&config_for(&nodes, 300, 500));
+    let script = lab.dir.join("handler.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         [ \"$PEERMESH_EVENT\" = query ] || exit 0\n\
+         question=$(cat)\n\
+         if [ \"$question\" = fail ]; then echo \"$PEERMESH_NODE refuses\" >&2; exit 3; fi\n\
+         echo \"$PEERMESH_NODE heard $PEERMESH_PEER ask $question\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    lab.start_here(&config, "a");
+    for name in &names[1..] {
+        let socket = control(&lab, name);
+        let args = [
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            name,
+            "--control",
+            &socket,
+            "--handler",
+            script.to_str().unwrap(),
+        ];
+        let child = lab.spawn(None, BIN, &args, name);
+        lab.adopt(name, child);
+        lab.wait_for_socket(name);
+    }
+    wait_all_alive(&lab, &names);
+    let ran = at(
+        &lab,
+        "a",
+        &["query", "--timeout", "3000", "--json", "uptime"],
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}\n{}", lab.logs());
+    let report: Value =
+        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"));
+    let mut answers: Vec<(String, String)> = report["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["rtt_us"].as_f64().is_some(), "{r}");
+            (
+                r["node"].as_str().unwrap().to_owned(),
+                r["data"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    answers.sort();
+    let expected: Vec<(String, String)> = ["b", "c", "d"]
+        .iter()
+        .map(|n| (n.to_string(), format!("{n} heard a ask uptime\n")))
+        .collect();
+    assert_eq!(answers, expected, "{report}");
+    assert_eq!(report["missing"], serde_json::json!([]), "{report}");
+    // An error response: the handler's exit status, its stderr as the text.
+    let ran = at(&lab, "a", &["query", "--peer", "c", "--json", "fail"]);
+    let report: Value =
+        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"));
+    let response = &report["responses"][0];
+    assert_eq!(response["error"], true, "{report}");
+    assert!(
+        response["data"].as_str().unwrap().contains("c refuses"),
+        "{report}"
+    );
+}

@@ -1,15 +1,17 @@
 //! `peermesh run`: one node in its own mio loop, with its control socket and signals.
 //!
-//! One thread, one `mio::Poll`: the UDP socket, the control socket and its clients, and
-//! SIGINT/SIGTERM are all event sources; the core's next deadline is the poll timeout. An
+//! One thread, one `mio::Poll`: the UDP socket, the control socket and its clients, the
+//! event handler's children (with `--handler`), and SIGINT/SIGTERM are all event sources; the core's next deadline is the poll timeout. An
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
 use crate::config::KeyFileError;
-use crate::core::Event as MeshEvent;
+use crate::core::{Event as MeshEvent, Mesh};
 use crate::io::control::{ControlError, ControlServer};
 use crate::io::driver::{Node, StartError};
+use crate::io::handlers::{HandlerJob, HandlerLimits, Handlers};
 use crate::io::tags_file;
+use crate::report::event_record::EventRecord;
 use crate::wire::keyring::Keyring;
 use log::{debug, info, warn};
 use mio::{Events, Poll, Token};
@@ -20,11 +22,15 @@ use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
+use std::time::SystemTime;
 
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const CONTROL: Token = Token(2);
 const FIRST_CLIENT: usize = 16;
+/// The event handler's tokens (SIGCHLD, then three pipes per run) follow the control
+/// socket's clients.
+const FIRST_HANDLER: usize = FIRST_CLIENT + crate::io::control::MAX_CONNECTIONS;
 
 /// What `peermesh run` was asked to do.
 #[derive(Clone, Debug)]
@@ -120,6 +126,21 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     node.register(poll.registry(), UDP)?;
     control.register(poll.registry(), CONTROL, FIRST_CLIENT)?;
+    let mut handlers = match &opts.handler {
+        Some(program) => {
+            let control_path = control.path().display().to_string();
+            let mut handlers: Handlers = Handlers::new(
+                program.clone(),
+                HandlerLimits::default(),
+                node.mesh().name(),
+            )
+            .with_env("PEERMESH_CONTROL", &control_path);
+            handlers.register(poll.registry(), Token(FIRST_HANDLER))?;
+            info!("event handler {}", program.display());
+            Some(handlers)
+        }
+        None => None,
+    };
     poll.registry()
         .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
     info!(
@@ -137,7 +158,12 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         // Datagrams left unread by the batch limit, and the next steps of a large control
         // answer, are served at once, without sleeping.
         let now = Instant::now();
-        let timeout = node.poll_delay(now, control.poll_timeout(now));
+        let handler_due = handlers.as_ref().and_then(Handlers::poll_timeout);
+        let other = match (control.poll_timeout(now), handler_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = node.poll_delay(now, other);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -159,19 +185,38 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 token if control.owns(token) => {} // served below, after the node's timers
+                token if handlers.as_ref().is_some_and(|h| h.owns(token)) => {
+                    if let Some(handlers) = handlers.as_mut() {
+                        handlers.handle_event(poll.registry(), event);
+                    }
+                }
                 token => debug!("event for unknown token {token:?} ignored"),
             }
         }
         let now = Instant::now();
         node.handle_timeout(poll.registry(), now)?;
+        if let Some(handlers) = handlers.as_mut() {
+            handlers.handle_timeout(poll.registry(), now);
+            answer_queries(handlers, &mut node);
+        }
         control.serve(poll.registry(), &events, &mut node, now);
-        // What the requests made the core send goes out now.
+        // What the requests and the handlers' answers made the core send goes out now.
         node.handle_timeout(poll.registry(), now)?;
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
             control.on_event(node.mesh(), &event);
+            if let Some(handlers) = handlers.as_mut() {
+                handlers.run(poll.registry(), handler_job(node.mesh(), &event));
+            }
         }
         control.flush(poll.registry(), now);
+        if let Some(handlers) = handlers.as_mut() {
+            // A handler refused at once (queue full, cannot start) answers with an error
+            // now, not at the next turn.
+            if answer_queries(handlers, &mut node) {
+                node.handle_timeout(poll.registry(), now)?;
+            }
+        }
         if stop {
             node.leave(poll.registry())?;
             if node.queued() > 0 {
@@ -210,6 +255,35 @@ fn restore_tags(path: &std::path::Path, node: &mut Node) -> Result<(), RunError>
         node.mesh().tags().len()
     );
     Ok(())
+}
+
+/// The event handler's job for one core event: the event's record (`watch --json`'s
+/// fields as `PEERMESH_*` variables, the payload for stdin), and for a query which one to
+/// answer.
+fn handler_job(mesh: &Mesh, event: &MeshEvent) -> HandlerJob {
+    let record = EventRecord::from_event(mesh, event, SystemTime::now());
+    HandlerJob {
+        event: record.event.to_owned(),
+        peer: record.peer.clone(),
+        env: record.env(),
+        payload: record.payload.clone().unwrap_or_default(),
+        query: match event {
+            MeshEvent::Query { query, .. } => Some(*query),
+            _ => None,
+        },
+    }
+}
+
+/// Sends the responses the handler's finished query runs gave; whether there were any.
+fn answer_queries(handlers: &mut Handlers, node: &mut Node) -> bool {
+    let mut any = false;
+    while let Some((query, response, error)) = handlers.poll_response() {
+        any = true;
+        if let Err(e) = node.mesh_mut().respond(query, &response, error) {
+            warn!("event handler: the response to a query was not sent: {e}");
+        }
+    }
+    any
 }
 
 fn reload_keyring(config: &Config, node: &mut Node) {
