@@ -379,7 +379,8 @@ impl Node {
         &self.mesh
     }
 
-    /// The core, to send application data ([`Mesh::send_data`]); call
+    /// The core, to tell the other nodes something ([`Mesh::send`], [`Mesh::set_tags`],
+    /// [`Mesh::query`]); call
     /// [`Node::handle_timeout`] after, which sends it.
     pub fn mesh_mut(&mut self) -> &mut Mesh {
         &mut self.mesh
