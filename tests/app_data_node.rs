@@ -165,9 +165,13 @@ fn watch_shows_a_restart_a_tag_change_and_a_confirmed_message() {
         "{down}"
     );
     lab.start_here(&config, "c");
-    watch.expect("restarted of c", |v| {
-        event_of(v, "restarted", "c") || event_of(v, "up", "c")
-    });
+    let restarted = watch.expect("restarted of c", |v| event_of(v, "restarted", "c"));
+    assert_eq!(
+        restarted["incarnation"].as_str().map(str::len),
+        Some(16),
+        "{restarted}"
+    );
+    watch.expect("up of c", |v| event_of(v, "up", "c"));
 
     let ran = at(&lab, "b", &["tag", "set", "role=db", "zone=eu-1"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
