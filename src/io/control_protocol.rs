@@ -911,6 +911,61 @@ mod tests {
         assert_eq!(json["ok"], false);
     }
 
+    /// Mutants of requests with data never crash the parser, and every one it takes
+    /// survives a round trip through [`Request::to_line`] unchanged.
+    #[test]
+    fn mutated_application_requests_parse_or_are_refused_never_panic() {
+        let seeds: [&[u8]; 6] = [
+            br#"{"v":1,"cmd":"send","to":"beta","data":"hi","confirm":true,"timeout_ms":50}"#,
+            br#"{"v":1,"cmd":"send","all":true,"data_b64":"/wAB"}"#,
+            br#"{"v":1,"cmd":"tags","set":{"role":"db"},"rm":["zone"]}"#,
+            br#"{"v":1,"cmd":"query","peers":["a"],"tags":{"k":"v"},"data":"q"}"#,
+            br#"{"v":1,"cmd":"nearest","tags":{"role":"db"}}"#,
+            br#"{"v":1,"cmd":"watch"}"#,
+        ];
+        let pieces: [&[u8]; 8] = [b"\"", b"{", b"}", b",", b":", b"1", b"\\u0000", b"\xff"];
+        // A small linear congruential generator: deterministic, no crate needed.
+        let mut state: u64 = 0x5eed;
+        let mut next = |below: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize % below.max(1)
+        };
+        let mut accepted = 0;
+        for round in 0..20_000 {
+            let mut line = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(line.len() + 1);
+                match next(4) {
+                    0 if at < line.len() => {
+                        line.remove(at);
+                    }
+                    1 if at < line.len() => line[at] = next(256) as u8,
+                    2 => {
+                        let piece = pieces[next(pieces.len())];
+                        line.splice(at..at, piece.iter().copied());
+                    }
+                    _ => line.truncate(at),
+                }
+            }
+            if let Ok(request) = parse_request(&line) {
+                accepted += 1;
+                let again = parse_request(request.to_line().as_bytes());
+                assert_eq!(
+                    again.as_ref(),
+                    Ok(&request),
+                    "{:?}",
+                    String::from_utf8_lossy(&line)
+                );
+            }
+        }
+        assert!(
+            accepted > 100,
+            "{accepted}: the mutants reach the accepting paths too"
+        );
+    }
+
     #[test]
     fn application_answers_are_read_back() {
         let sent = SendReport {
