@@ -49,10 +49,10 @@ pm_handler=(--handler)  # emptied when testing a build without handlers (ALLOW_N
 case " $SYSTEMS " in
     *" pm "*)
         if [ -n "${PEERMESH_BIN:-}" ]; then
-            bin=$PEERMESH_BIN
+            bin=$(realpath "$PEERMESH_BIN")
         else
             cargo build --release --quiet --bin peermesh
-            bin=$PWD/target/release/peermesh
+            bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/peermesh
         fi
         "$bin" send --help >/dev/null 2>&1 || { echo "$bin has no 'send' command (issue 13 not built in)" >&2; exit 1; }
         case "$("$bin" run --help 2>&1 || true)" in
