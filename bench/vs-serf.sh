@@ -151,11 +151,11 @@ def view(sys_, n, i):
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(2)
         s.connect(f"{DIR}/{sys_}-{n}-n{i}.sock")
-        s.sendall(b"status --json\n")
+        s.sendall(b'{"v":1,"cmd":"status"}\n')
         data = b""
         while chunk := s.recv(65536): data += chunk
         s.close()
-        return {p["name"]: p["state"] for p in json.loads(data)["peers"]}
+        return {p["name"]: p["state"] for p in json.loads(data)["status"]["peers"]}
     except (OSError, EOFError, ValueError, RuntimeError, KeyError):
         conns.pop(i, None)
         return None
@@ -273,10 +273,10 @@ def rtt(sys_, n, pairs, pings):
             est = float(m.group(1)) * 1000 if m else None
         else:
             s = socket.socket(socket.AF_UNIX); s.settimeout(2)
-            s.connect(f"{DIR}/{sys_}-{n}-n{a}.sock"); s.sendall(b"status --json\n")
+            s.connect(f"{DIR}/{sys_}-{n}-n{a}.sock"); s.sendall(b'{"v":1,"cmd":"status"}\n')
             data = b""
             while chunk := s.recv(65536): data += chunk
-            peer = next(p for p in json.loads(data)["peers"] if p["name"] == f"n{b}")
+            peer = next(p for p in json.loads(data)["status"]["peers"] if p["name"] == f"n{b}")
             est = peer["rtt_us"]["p50"] if peer["rtt_us"] else None
         record(sys_, n, "rtt_icmp_us", round(icmp, 1))
         if est is not None:
