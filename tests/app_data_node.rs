@@ -208,9 +208,10 @@ fn watch_shows_a_restart_a_tag_change_and_a_confirmed_message() {
     watch.interrupt();
 }
 
-#[test]
-fn send_confirm_to_a_killed_node_exits_1_and_names_it() {
-    let (lab, _) = mesh("appsendfail", &["a", "b", "c"]);
+/// A mesh of a, b and c with c killed, and `send --confirm --json TARGET DATA` from a: it
+/// exits 1 and its report is `want`.
+fn send_confirm_with_c_killed(lab_name: &str, target: &str, want: Value) -> (Lab, Ran) {
+    let (lab, _) = mesh(lab_name, &["a", "b", "c"]);
     lab.signal("c", "KILL");
     let ran = at(
         &lab,
@@ -221,18 +222,21 @@ fn send_confirm_to_a_killed_node_exits_1_and_names_it() {
             "--timeout",
             "600",
             "--json",
-            "c",
-            "to c",
+            target,
+            "to it",
         ],
     );
     assert_eq!(ran.code, Some(1), "{ran:?}");
     let report: Value =
         serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"));
-    assert_eq!(
-        report,
-        serde_json::json!({"delivered":[],"failed":["c"]}),
-        "{ran:?}"
-    );
+    assert_eq!(report, want, "{ran:?}");
+    (lab, ran)
+}
+
+#[test]
+fn send_confirm_to_a_killed_node_exits_1_and_names_it() {
+    let want = serde_json::json!({"delivered":[],"failed":["c"]});
+    let (lab, ran) = send_confirm_with_c_killed("appsendfail", "c", want);
     assert!(ran.stderr.contains("not delivered to c"), "{ran:?}");
     let ran = at(
         &lab,
@@ -516,29 +520,8 @@ fn bad_requests_get_errors_and_a_watcher_that_never_reads_does_not_stall_the_nod
 /// `send --confirm --all` with one target killed: the other confirms, the dead one fails.
 #[test]
 fn send_confirm_to_all_names_the_killed_node() {
-    let (lab, _) = mesh("appsendall", &["a", "b", "c"]);
-    lab.signal("c", "KILL");
-    let ran = at(
-        &lab,
-        "a",
-        &[
-            "send",
-            "--confirm",
-            "--timeout",
-            "600",
-            "--json",
-            "--all",
-            "to all",
-        ],
-    );
-    assert_eq!(ran.code, Some(1), "{ran:?}");
-    let report: Value =
-        serde_json::from_str(&ran.stdout).unwrap_or_else(|e| panic!("{e}: {ran:?}"));
-    assert_eq!(
-        report,
-        serde_json::json!({"delivered":["b"],"failed":["c"]}),
-        "{ran:?}"
-    );
+    let want = serde_json::json!({"delivered":["b"],"failed":["c"]});
+    send_confirm_with_c_killed("appsendall", "--all", want);
 }
 
 #[test]

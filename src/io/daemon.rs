@@ -205,7 +205,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
             control.on_event(node.mesh(), &event);
-            if let Some(handlers) = handlers.as_mut() {
+            if let Some(handlers) = handlers.as_mut().filter(|_| for_handler(&event)) {
                 handlers.run(poll.registry(), handler_job(node.mesh(), &event));
             }
         }
@@ -255,6 +255,23 @@ fn restore_tags(path: &std::path::Path, node: &mut Node) -> Result<(), RunError>
         node.mesh().tags().len()
     );
     Ok(())
+}
+
+/// Whether the event handler runs for `event`: for what happens to the peers and what they
+/// send (as Serf's handlers get member events, user events and queries), not for the
+/// outcomes of this node's own requests (`delivered`, `failed`, `query_ack`,
+/// `query_response`, `query_done`): those go to whoever asked, `send`, `query` or `watch`.
+/// At the asker of a query to N nodes they would be 2N runs, each a fork and exec, competing
+/// with the answers.
+fn for_handler(event: &MeshEvent) -> bool {
+    !matches!(
+        event,
+        MeshEvent::Delivered { .. }
+            | MeshEvent::Failed { .. }
+            | MeshEvent::QueryAck { .. }
+            | MeshEvent::QueryResponse { .. }
+            | MeshEvent::QueryDone { .. }
+    )
 }
 
 /// The event handler's job for one core event: the event's record (`watch --json`'s
