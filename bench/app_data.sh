@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    TRIALS=3 SECS=2 ROUNDS=1 DELAYS="0 5"
+    TRIALS=3 SECS=2 ROUNDS=1 DELAYS=${DELAYS:-"0 5"}
 else
     TRIALS=${TRIALS:-15} SECS=${SECS:-5} ROUNDS=${ROUNDS:-3} DELAYS=${DELAYS:-"0 1 5 20"}
 fi
@@ -33,7 +33,6 @@ relay=$target/release/peermesh-relay
 source bench/lib.sh
 bench_lab pmdata
 log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
-in_ns() { ip netns exec "$ns" "$@"; }
 
 # The config lists the relay's addresses; the nodes bind their real ones behind it.
 cat > "$dir/peers.ron" <<END
@@ -45,16 +44,19 @@ END
 
 start_mesh() { # D: one-way delay of the relay, ms
     local d=$1
-    in_ns "$relay" --secs 3600 --node alpha,127.0.0.12:1313,127.0.0.2:1313 \
+    # Started as `ip netns exec` itself, not through a function: `$!` is then the process
+    # that becomes the relay (a function in the background is a subshell, and killing it
+    # left the relay running, holding its addresses for the next delay).
+    ip netns exec "$ns" "$relay" --secs 3600 --node alpha,127.0.0.12:1313,127.0.0.2:1313 \
         --node beta,127.0.0.13:1313,127.0.0.3:1313 --path "alpha,beta,$d" --path "beta,alpha,$d" \
         > "$dir/relay.out" 2>&1 &
     relay_pid=$!
     pids+=("$relay_pid")
-    in_ns "$bin" run --config "$dir/peers.ron" --name alpha --bind 127.0.0.2:1313 \
+    ip netns exec "$ns" "$bin" run --config "$dir/peers.ron" --name alpha --bind 127.0.0.2:1313 \
         --control "$dir/alpha.sock" 2> "$dir/alpha.log" &
     alpha_pid=$!
     pids+=("$alpha_pid")
-    in_ns "$bin" run --config "$dir/peers.ron" --name beta --bind 127.0.0.3:1313 \
+    ip netns exec "$ns" "$bin" run --config "$dir/peers.ron" --name beta --bind 127.0.0.3:1313 \
         --control "$dir/beta.sock" 2> "$dir/beta.log" &
     beta_pid=$!
     pids+=("$beta_pid")
