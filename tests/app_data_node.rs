@@ -713,3 +713,49 @@ fn a_query_is_answered_by_a_handler_script_on_three_nodes() {
         "{report}"
     );
 }
+
+/// A program reading `watch --json` answers a query with `peermesh respond`, as an event
+/// handler would, from the `peer` and `query` of the record; a second answer is refused.
+#[test]
+fn a_watcher_answers_a_query_with_respond() {
+    let (lab, _) = mesh("apprespond", &["a", "b", "c"]);
+    let mut watch_b = Watch::start(&lab, "b");
+    watch_b.wait_started(&lab, "c");
+    let asker = Command::new(BIN)
+        .args([
+            "query",
+            "--peer",
+            "b",
+            "--timeout",
+            "5000",
+            "--json",
+            "--control",
+            &control(&lab, "a"),
+            "who are you?",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let asked = watch_b.expect("query", |v| event_of(v, "query", "a"));
+    assert_eq!(asked["data"], "who are you?", "{asked}");
+    let number = asked["query"].to_string();
+    let ran = at(&lab, "b", &["respond", "a", &number, "b, by respond"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let again = at(&lab, "b", &["respond", "a", &number, "twice"]);
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(again.stderr.contains("no such query"), "{again:?}");
+    let out = asker.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["responses"][0]["node"], "b", "{report}");
+    assert_eq!(report["responses"][0]["data"], "b, by respond", "{report}");
+    assert_eq!(report["missing"], serde_json::json!([]), "{report}");
+    // A peer that is none, and a query that was never asked, are refused too.
+    let stranger = at(&lab, "b", &["respond", "nobody", "1", "x"]);
+    assert_eq!(stranger.code, Some(1), "{stranger:?}");
+    let unasked = at(&lab, "b", &["respond", "--error", "a", "999", "x"]);
+    assert_eq!(unasked.code, Some(1), "{unasked:?}");
+}

@@ -1,14 +1,14 @@
-//! `peermesh send`, `tag`, `query`, `nearest` and `watch`: the application data of a
+//! `peermesh send`, `tag`, `query`, `respond`, `nearest` and `watch`: the application data of a
 //! running node, over its control socket.
 
-use super::args::{key_value, NearestArgs, QueryArgs, SendArgs, TagArgs, WatchArgs};
+use super::args::{key_value, NearestArgs, QueryArgs, RespondArgs, SendArgs, TagArgs, WatchArgs};
 use super::query::control_path;
 use super::{emit, Failure};
 use peermesh::io::control::{self, Answer, ClientError, Request, CLIENT_TIMEOUT};
 use peermesh::io::control_pending::GRACE;
 use peermesh::io::control_protocol::{
-    parse_answer, QueryRequest, SendRequest, TagChange, TagMap, Target, DEFAULT_QUERY_TIMEOUT_MS,
-    DEFAULT_SEND_TIMEOUT_MS, MAX_PAYLOAD,
+    parse_answer, QueryRequest, RespondRequest, SendRequest, TagChange, TagMap, Target,
+    DEFAULT_QUERY_TIMEOUT_MS, DEFAULT_SEND_TIMEOUT_MS, MAX_PAYLOAD,
 };
 use peermesh::report::event_record::clock;
 use peermesh::report::payload::PayloadFields;
@@ -208,6 +208,22 @@ pub(super) fn query(args: QueryArgs) -> Result<(), Failure> {
             "no response from {}",
             report.missing.join(" ")
         )))
+    }
+}
+
+/// `peermesh respond`.
+pub(super) fn respond(args: RespondArgs) -> Result<(), Failure> {
+    let payload = payload(args.data)?;
+    let path = control_path(&args.target)?;
+    let request = Request::Respond(RespondRequest {
+        to: args.peer,
+        query: args.query,
+        payload,
+        error: args.error,
+    });
+    match ask(&path, request, CLIENT_TIMEOUT)? {
+        Answer::Responded => Ok(()),
+        other => Err(unexpected(&other)),
     }
 }
 

@@ -103,6 +103,14 @@ pub(crate) enum Command {
     /// the event's own fields. A reader that falls behind never stalls the node: it gets
     /// {"event":"overflow","dropped":N} in place of what it missed.
     Watch(WatchArgs),
+    /// answer a query this node was asked, as `watch` reported it
+    ///
+    /// Answers query QUERY of peer PEER (the "peer" and "query" of a `watch --json` record
+    /// of event "query") with DATA (the argument, else standard input), or with --error an
+    /// error response, so a program in any language that reads `watch` answers queries as an
+    /// event handler would. Once per query, while the asker still waits. Exits 1 when the
+    /// node refuses (no such peer, no such query open).
+    Respond(RespondArgs),
     /// validate the config and say what this node would do
     ///
     /// Validates the config and the key file, resolves every host, and says which node this
@@ -279,6 +287,26 @@ pub(crate) struct QueryArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// the question [default: standard input]
+    #[arg(value_name = "DATA")]
+    pub(crate) data: Option<String>,
+}
+
+/// `peermesh respond`.
+#[derive(Debug, Args)]
+pub(crate) struct RespondArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// an error response: DATA says why there is no answer
+    #[arg(long)]
+    pub(crate) error: bool,
+    /// the peer that asked (the record's "peer")
+    #[arg(value_name = "PEER")]
+    pub(crate) peer: String,
+    /// the asker's number for the query (the record's "query")
+    #[arg(value_name = "QUERY")]
+    pub(crate) query: u64,
+    /// the answer [default: standard input]
     #[arg(value_name = "DATA")]
     pub(crate) data: Option<String>,
 }

@@ -938,6 +938,7 @@ pub fn answer(node: &mut Node, request: Request, now: Instant) -> Reply {
         Request::Query(query) => crate::io::control_answer::query(node, query, now),
         Request::Nearest(tags) => crate::io::control_answer::nearest(node, &tags, now),
         Request::Watch => Reply::Watch,
+        Request::Respond(respond) => crate::io::control_answer::respond(node, respond),
         Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
         Request::Matrix(format) => {
             let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);

@@ -6,7 +6,7 @@ use crate::core::{Delivery, Event, Mesh, PeerId, QueryFilter};
 use crate::io::control::Reply;
 use crate::io::control_pending::{Pending, PendingQuery, PendingSend, GRACE};
 use crate::io::control_protocol::{
-    error_line, ok_line, QueryRequest, SendRequest, TagChange, TagMap, Target,
+    error_line, ok_line, QueryRequest, RespondRequest, SendRequest, TagChange, TagMap, Target,
     DEFAULT_QUERY_TIMEOUT_MS, DEFAULT_SEND_TIMEOUT_MS,
 };
 use crate::io::driver::Node;
@@ -144,6 +144,26 @@ fn rtt_us(mesh: &Mesh, peer: PeerId) -> Option<f64> {
         return None;
     }
     peer.rtt().map(|r| r.p50.as_nanos() as f64 / 1000.0)
+}
+
+/// `respond`: answers query `respond.query` of peer `respond.to` (as a handler's output
+/// would), once, while the asker still waits.
+pub fn respond(node: &mut Node, respond: RespondRequest) -> Reply {
+    let peer = match find(node.mesh(), &respond.to) {
+        Ok(peer) => peer,
+        Err(reply) => return reply,
+    };
+    let query = crate::core::QueryRef {
+        peer,
+        id: respond.query,
+    };
+    match node
+        .mesh_mut()
+        .respond(query, &respond.payload, respond.error)
+    {
+        Ok(()) => Reply::Text(ok_line("responded", &true)),
+        Err(e) => refuse(format!("not answered: {e}")),
+    }
 }
 
 /// Lets one core event complete a waiting request: a send's reports, a query's acks,

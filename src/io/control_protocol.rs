@@ -148,6 +148,35 @@ pub enum Request {
     Nearest(TagMap),
     /// Events as they happen, until the client goes.
     Watch,
+    /// An answer to a query this node was asked (as `watch` reported it).
+    Respond(RespondRequest),
+}
+
+/// `respond`: answer query `query` of peer `to` (the `peer` and `query` of a `watch`
+/// record of event `query`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RespondRequest {
+    /// The asker, by name.
+    pub to: String,
+    /// The asker's number for the query.
+    pub query: u64,
+    /// The answer.
+    pub payload: Vec<u8>,
+    /// An error response: the payload says why there is no answer.
+    pub error: bool,
+}
+
+impl fmt::Debug for RespondRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RespondRequest {{ to: {:?}, query: {}, {} bytes, error: {} }}",
+            self.to,
+            self.query,
+            self.payload.len(),
+            self.error
+        )
+    }
 }
 
 /// The command names of the protocol.
@@ -162,6 +191,7 @@ enum Command {
     Query,
     Nearest,
     Watch,
+    Respond,
 }
 
 /// The formats of the protocol.
@@ -203,6 +233,10 @@ struct WireRequest {
     data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     data_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    query: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    error: bool,
 }
 
 impl WireRequest {
@@ -222,6 +256,8 @@ impl WireRequest {
             tags: None,
             data: None,
             data_b64: None,
+            query: None,
+            error: false,
         }
     }
 
@@ -254,6 +290,8 @@ impl WireRequest {
             ("tags", self.tags.is_some()),
             ("data", self.data.is_some()),
             ("data_b64", self.data_b64.is_some()),
+            ("query", self.query.is_some()),
+            ("error", self.error),
         ];
         present
             .into_iter()
@@ -308,6 +346,13 @@ impl Request {
                 ..WireRequest::new(Command::Nearest)
             },
             Request::Watch => WireRequest::new(Command::Watch),
+            Request::Respond(respond) => WireRequest {
+                to: Some(respond.to.clone()),
+                query: Some(respond.query),
+                error: respond.error,
+                ..WireRequest::new(Command::Respond)
+            }
+            .with_payload(&respond.payload),
         };
         let mut line = serde_json::to_string(&wire).unwrap_or_default();
         line.push('\n');
@@ -419,7 +464,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
     }
     let wire: WireRequest =
         serde_json::from_value(value).map_err(|e| RequestError::Invalid(clip(&e.to_string())))?;
-    let carries_data = matches!(wire.cmd, Command::Send | Command::Query)
+    let carries_data = matches!(wire.cmd, Command::Send | Command::Query | Command::Respond)
         || (wire.cmd == Command::Tags && (wire.set.is_some() || wire.rm.is_some()));
     if long && !carries_data {
         return Err(RequestError::TooLong);
@@ -454,6 +499,24 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         Command::Watch => {
             only(&wire, "watch", &[])?;
             Ok(Request::Watch)
+        }
+        Command::Respond => {
+            only(
+                &wire,
+                "respond",
+                &["to", "query", "error", "data", "data_b64"],
+            )?;
+            let (Some(to), Some(query)) = (wire.to.clone(), wire.query) else {
+                return Err(RequestError::Needs(
+                    "\"to\" (the asker) and \"query\" (its number)",
+                ));
+            };
+            Ok(Request::Respond(RespondRequest {
+                to,
+                query,
+                payload: payload(&wire)?,
+                error: wire.error,
+            }))
         }
     }
 }
@@ -600,6 +663,8 @@ pub enum Answer {
     Nearest(NearestReport),
     /// The watch began: event records follow, one a line.
     Watching,
+    /// The answer to a query is on its way to the asker.
+    Responded,
 }
 
 /// Why an answer could not be read.
@@ -655,6 +720,8 @@ struct WireAnswer<'a> {
     #[serde(default)]
     watch: Option<bool>,
     #[serde(default)]
+    responded: Option<bool>,
+    #[serde(default)]
     error: Option<String>,
 }
 
@@ -698,8 +765,11 @@ pub fn parse_answer(line: &str) -> Result<Answer, AnswerError> {
     if wire.watch == Some(true) {
         return Ok(Answer::Watching);
     }
+    if wire.responded == Some(true) {
+        return Ok(Answer::Responded);
+    }
     Err(AnswerError::Garbled(
-        "no status, matrix, text, pong, sent, tags, query, nearest or watch".to_owned(),
+        "no status, matrix, text, pong, sent, tags, query, nearest, watch or responded".to_owned(),
     ))
 }
 
@@ -819,6 +889,18 @@ mod tests {
             Request::Nearest(tags),
             Request::Nearest(TagMap::new()),
             Request::Watch,
+            Request::Respond(RespondRequest {
+                to: "alpha".into(),
+                query: 7,
+                payload: b"up 3 days".to_vec(),
+                error: false,
+            }),
+            Request::Respond(RespondRequest {
+                to: "alpha".into(),
+                query: u64::MAX,
+                payload: vec![0xff, 0],
+                error: true,
+            }),
         ];
         for request in all {
             let line = request.to_line();
@@ -874,6 +956,18 @@ mod tests {
         assert_eq!(
             refused(r#"{"v":1,"cmd":"watch","format":"json"}"#),
             RequestError::Field("format", "watch")
+        );
+        assert!(matches!(
+            refused(r#"{"v":1,"cmd":"respond","to":"a","data":"x"}"#),
+            RequestError::Needs(_)
+        ));
+        assert_eq!(
+            refused(r#"{"v":1,"cmd":"respond","to":"a","query":1,"data":"x","all":true}"#),
+            RequestError::Field("all", "respond")
+        );
+        assert_eq!(
+            refused(r#"{"v":1,"cmd":"send","to":"a","data":"x","query":1}"#),
+            RequestError::Field("query", "send")
         );
         assert_eq!(
             refused(r#"{"v":1,"cmd":"status","data":"x"}"#),
