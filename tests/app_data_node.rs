@@ -369,22 +369,8 @@ fn nearest_through_a_delay_relay_picks_the_near_node() {
     let child = lab.spawn(None, relay.to_str().unwrap(), &relay_args, "relay");
     lab.adopt("relay", child);
     for (i, name) in names.iter().enumerate() {
-        let socket = control(&lab, name);
         let bind = real[i].to_string();
-        let args = [
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--name",
-            name,
-            "--bind",
-            &bind,
-            "--control",
-            &socket,
-        ];
-        let child = lab.spawn(None, BIN, &args, name);
-        lab.adopt(name, child);
-        lab.wait_for_socket(name);
+        lab.start_here_with(&config, name, &["--bind", &bind]);
     }
     let measured = wait_until(Duration::from_secs(15), || {
         names[1..].iter().all(|p| lab.alive_with_rtt("here", p))
@@ -658,21 +644,7 @@ fn a_query_is_answered_by_a_handler_script_on_three_nodes() {
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     lab.start_here(&config, "a");
     for name in &names[1..] {
-        let socket = control(&lab, name);
-        let args = [
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--name",
-            name,
-            "--control",
-            &socket,
-            "--handler",
-            script.to_str().unwrap(),
-        ];
-        let child = lab.spawn(None, BIN, &args, name);
-        lab.adopt(name, child);
-        lab.wait_for_socket(name);
+        lab.start_here_with(&config, name, &["--handler", script.to_str().unwrap()]);
     }
     wait_all_alive(&lab, &names);
     let ran = at(

@@ -88,8 +88,15 @@ impl Lab {
 
     /// Starts `peermesh run --name NAME` in the lab's namespace.
     pub fn start(&mut self, config: &Path, name: &str) {
+        let netns = self.netns.clone();
+        self.start_in(netns.as_deref(), config, name, &[]);
+    }
+
+    /// `peermesh run --config CONFIG --name NAME --control (its socket) EXTRA...` in
+    /// `netns` (or here), adopted under NAME; returns once its socket answers.
+    fn start_in(&mut self, netns: Option<&str>, config: &Path, name: &str, extra: &[&str]) {
         let control = self.control(name);
-        let args = [
+        let mut args = vec![
             "run",
             "--config",
             config.to_str().unwrap(),
@@ -98,7 +105,8 @@ impl Lab {
             "--control",
             control.to_str().unwrap(),
         ];
-        let child = self.spawn(self.netns.clone().as_deref(), BIN, &args, name);
+        args.extend_from_slice(extra);
+        let child = self.spawn(netns, BIN, &args, name);
         self.nodes.retain(|(n, _)| n != name);
         self.nodes.push((name.to_owned(), child));
         self.wait_for_socket(name);
@@ -360,20 +368,13 @@ impl Lab {
     /// Starts `peermesh run --name NAME` in the host's network namespace (for a node on
     /// [`host_loopback_addrs`], which the test reaches directly).
     pub fn start_here(&mut self, config: &Path, name: &str) {
-        let control = self.control(name);
-        let args = [
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--name",
-            name,
-            "--control",
-            control.to_str().unwrap(),
-        ];
-        let child = self.spawn(None, BIN, &args, name);
-        self.nodes.retain(|(n, _)| n != name);
-        self.nodes.push((name.to_owned(), child));
-        self.wait_for_socket(name);
+        self.start_here_with(config, name, &[]);
+    }
+
+    /// [`Lab::start_here`] with more arguments for `run` (`--bind`, `--handler`, ...).
+    #[allow(dead_code)] // not every test file uses it
+    pub fn start_here_with(&mut self, config: &Path, name: &str, extra: &[&str]) {
+        self.start_in(None, config, name, extra);
     }
 
     /// A peer's row as `observer` reports it right now.
