@@ -64,6 +64,8 @@ fn mesh(nodes: &[(&str, &str)]) -> Config {
         dead_after: Duration::from_millis(5000),
         max_datagram: DEFAULT_MAX_DATAGRAM,
         keyring: None,
+        resolve_interval: peermesh::config::DEFAULT_RESOLVE_INTERVAL,
+        http_listen: None,
         nodes: nodes
             .iter()
             .map(|(name, host)| node(name, host, DEFAULT_PORT))
@@ -86,6 +88,8 @@ fn the_full_example_loads_with_every_field() {
             dead_after: Duration::from_millis(4000),
             max_datagram: 1400,
             keyring: Some(fixture("keyring")),
+            resolve_interval: Duration::from_millis(30_000),
+            http_listen: Some("127.0.0.1:9313".parse().unwrap()),
             nodes: vec![
                 NodeEntry {
                     tags: [("role", "db"), ("zone", "eu-1")]
@@ -122,6 +126,8 @@ fn missing_optional_fields_take_their_defaults() {
             dead_after: Duration::from_millis(5000),
             max_datagram: 1232,
             keyring: None,
+            resolve_interval: peermesh::config::DEFAULT_RESOLVE_INTERVAL,
+            http_listen: None,
             nodes: vec![
                 node("alpha", "10.0.0.1", 1313),
                 node("beta", "10.0.0.2", 1313),
@@ -263,7 +269,7 @@ fn an_unknown_top_level_field_is_named_with_the_allowed_ones() {
             "unknown field `heartbeat_interval`",
             "did you mean `heartbeat_interval_ms`?",
             "`port`, `heartbeat_interval_ms`, `suspect_after_ms`, `dead_after_ms`, \
-             `max_datagram_bytes`, `keyring`, `nodes`",
+             `max_datagram_bytes`, `keyring`, `resolve_interval_ms`, `http_listen`, `nodes`",
         ],
     );
 }
@@ -1520,4 +1526,27 @@ proptest! {
     fn parse_never_panics_on_any_text(text in "\\PC{0,200}") {
         let _ = parse(&text);
     }
+}
+
+#[test]
+fn a_resolve_interval_below_the_minimum_and_a_bad_http_address_are_refused_with_their_place() {
+    let short = Config::parse(
+        "(resolve_interval_ms: 5, nodes: [(name: \"a\", host: \"127.0.0.1\")])",
+        "peers.ron",
+    )
+    .unwrap_err();
+    assert_eq!(
+        short.to_string(),
+        "peers.ron:1:23: resolve_interval_ms 5 is too short: at least 100 ms"
+    );
+    let http = Config::parse(
+        "(http_listen: \"localhost\", nodes: [(name: \"a\", host: \"127.0.0.1\")])",
+        "peers.ron",
+    )
+    .unwrap_err();
+    assert!(
+        http.to_string()
+            .starts_with("peers.ron:1:15: http_listen \"localhost\" is not an address and port"),
+        "{http}"
+    );
 }

@@ -13,6 +13,8 @@
 //!     max_datagram_bytes: 1232,    // 512..=65507 (default 1232: fits IPv6 without fragmenting)
 //!     keyring: "keyring",          // optional; relative to this file's directory
 //!     handler: "/etc/peermesh/handler", // optional: the program run for each event
+//!     resolve_interval_ms: 60000,  // how often host names are resolved again (default 60 s)
+//!     http_listen: "127.0.0.1:9313", // optional: serve /metrics, /status.json and the page
 //!     nodes: [
 //!         (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
 //!         (name: "beta",  host: "10.0.0.2", port: 1314, handler: "beta-handler"),
@@ -110,6 +112,13 @@ const SUSPECT_INTERVALS: u64 = 3;
 /// otherwise.
 const DEAD_INTERVALS: u64 = 5;
 
+/// How often host names are resolved again when the file gives no `resolve_interval_ms`.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The shortest `resolve_interval_ms` accepted: more often would be a load on the resolver
+/// for nothing (a moved VM is followed at once anyway when its peer goes dead).
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How many node names an error message lists before "and N more".
 const LISTED_NAMES: usize = 10;
 
@@ -128,6 +137,11 @@ pub struct Config {
     pub max_datagram: usize,
     /// The key file, already resolved against the configuration file's directory.
     pub keyring: Option<PathBuf>,
+    /// How often the nodes' host names (those that are not IP literals) are resolved again.
+    pub resolve_interval: Duration,
+    /// Where the HTTP endpoint (`/metrics`, `/status.json`, the status page) listens;
+    /// `None`: no HTTP endpoint (`peermesh run --http ADDR` gives one).
+    pub http_listen: Option<SocketAddr>,
     /// All nodes of the mesh, in file order; never empty, names and addresses unique.
     pub nodes: Vec<NodeEntry>,
 }
@@ -545,6 +559,17 @@ pub enum ConfigErrorKind {
     },
     /// `keyring` is an empty string. Points at it.
     EmptyKeyring,
+    /// `resolve_interval_ms` below [`MIN_RESOLVE_INTERVAL`]. Points at it.
+    ResolveIntervalTooShort {
+        /// The interval given, in milliseconds.
+        ms: u64,
+    },
+    /// `http_listen` is not an IP address and port (`127.0.0.1:9313`, `[::1]:9313`).
+    /// Points at it.
+    InvalidHttpListen {
+        /// The value as written.
+        value: String,
+    },
     /// `handler` (the top-level one, or a node's) is an empty string. Points at it.
     EmptyHandler {
         /// The node, or `None` for the top-level `handler`.
@@ -832,6 +857,16 @@ impl fmt::Display for ConfigErrorKind {
                 f,
                 "max_datagram_bytes {bytes} is out of range: use {MIN_DATAGRAM} to {MAX_DATAGRAM} \
                  (default {DEFAULT_MAX_DATAGRAM})"
+            ),
+            K::ResolveIntervalTooShort { ms } => write!(
+                f,
+                "resolve_interval_ms {ms} is too short: at least {} ms",
+                MIN_RESOLVE_INTERVAL.as_millis()
+            ),
+            K::InvalidHttpListen { value } => write!(
+                f,
+                "http_listen {value:?} is not an address and port: write it like \"127.0.0.1:9313\" \
+                 or \"[::1]:9313\""
             ),
             K::EmptyKeyring => f.write_str("keyring is empty: give the key file's path, or remove the field"),
             K::EmptyHandler { node } => {
@@ -1148,6 +1183,10 @@ struct RawConfig {
     max_datagram_bytes: Option<u64>,
     #[serde(default)]
     keyring: Option<String>,
+    #[serde(default)]
+    resolve_interval_ms: Option<u64>,
+    #[serde(default)]
+    http_listen: Option<String>,
     nodes: Vec<RawNode>,
     #[serde(default)]
     handler: Option<String>,
@@ -1246,6 +1285,7 @@ impl Checker<'_> {
             ("heartbeat_interval_ms", raw.heartbeat_interval_ms),
             ("suspect_after_ms", raw.suspect_after_ms),
             ("dead_after_ms", raw.dead_after_ms),
+            ("resolve_interval_ms", raw.resolve_interval_ms),
         ] {
             if let Some(ms) = value.filter(|&ms| ms > millis(MAX_DURATION)) {
                 return Err(self.err(self.top(field), K::DurationTooLong { field, ms }));
@@ -1317,6 +1357,26 @@ impl Checker<'_> {
             Some(k) => Some(base.join(k)),
         };
         let handler = self.handler(raw.handler, None, base)?;
+        let resolve_ms = raw
+            .resolve_interval_ms
+            .unwrap_or(millis(DEFAULT_RESOLVE_INTERVAL));
+        if resolve_ms < millis(MIN_RESOLVE_INTERVAL) {
+            return Err(self.err(
+                self.top("resolve_interval_ms"),
+                K::ResolveIntervalTooShort { ms: resolve_ms },
+            ));
+        }
+        let http_listen = match raw.http_listen {
+            None => None,
+            Some(value) => Some(value.parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    self.top("http_listen"),
+                    K::InvalidHttpListen {
+                        value: clip(&value, ECHOED_CHARS).into_owned(),
+                    },
+                )
+            })?),
+        };
 
         if raw.nodes.is_empty() {
             let at = self.layout.top_field("nodes").map(|f| f.key);
@@ -1336,6 +1396,8 @@ impl Checker<'_> {
             dead_after: Duration::from_millis(dead_ms),
             max_datagram,
             keyring,
+            resolve_interval: Duration::from_millis(resolve_ms),
+            http_listen,
             nodes,
         })
     }
@@ -1676,6 +1738,8 @@ fn expected_for(field: &str) -> &'static str {
         }
         "max_datagram_bytes" => "a whole number of bytes",
         "keyring" => "a path in double quotes",
+        "resolve_interval_ms" => "a whole number of milliseconds",
+        "http_listen" => "an address and port in double quotes, like \"127.0.0.1:9313\"",
         "name" => "a name in double quotes",
         "host" => "an IP address or DNS name in double quotes",
         "nodes" => "a list of nodes, each like (name: \"alpha\", host: \"10.0.0.1\")",

@@ -258,6 +258,8 @@ impl Sim {
             dead_after: interval * 5,
             max_datagram: crate::config::DEFAULT_MAX_DATAGRAM,
             keyring: None,
+            resolve_interval: crate::config::DEFAULT_RESOLVE_INTERVAL,
+            http_listen: None,
             nodes,
         };
         Sim::new(config, seed)
