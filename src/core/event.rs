@@ -25,6 +25,24 @@ pub enum Event {
     },
     /// The peer said it was leaving.
     Left(PeerId),
+    /// The peer was taken out of this node's mesh ([`crate::Mesh::remove_peer`]: a config
+    /// reload that no longer lists it). Its id is no longer valid, so the event names it.
+    Removed {
+        /// The id it had.
+        peer: PeerId,
+        /// Its name.
+        name: String,
+    },
+    /// The peer's address changed ([`crate::Mesh::set_peer_addr`]: a reload, or its host
+    /// name resolving to another address). What was measured of it is kept.
+    Moved {
+        /// Which peer.
+        peer: PeerId,
+        /// The address it had.
+        from: std::net::SocketAddr,
+        /// The address it has now.
+        to: std::net::SocketAddr,
+    },
     /// The peer has been silent here for `dead_after`, but other nodes still hear it: the
     /// path from this node to it is broken.
     Unreachable(PeerId),
@@ -125,6 +143,8 @@ impl Event {
             | Event::Left(p)
             | Event::Unreachable(p) => *p,
             Event::Restarted { peer, .. }
+            | Event::Removed { peer, .. }
+            | Event::Moved { peer, .. }
             | Event::Asymmetric { peer, .. }
             | Event::Conflict { peer, .. }
             | Event::Tags { peer } => *peer,

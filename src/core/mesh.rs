@@ -180,6 +180,9 @@ pub struct Mesh {
     /// How many of a peer's newest probes may still be answered: ⌈suspect_after /
     /// interval⌉, at least 1 (fixed by the settings; used on every row refresh).
     in_flight: u32,
+    /// Where the start fell on the shared clock ([`Mesh::set_phase`]), kept to lay the
+    /// heartbeat slots out again when the interval changes.
+    phase: Option<Duration>,
     /// Messages on their way out and half received.
     transfers: Transfers,
     /// This node's tags.
@@ -192,6 +195,16 @@ pub struct Mesh {
     queries: Queries,
     /// Where an inner datagram is built before it is wrapped for a relay.
     relay_buf: Vec<u8>,
+}
+
+/// ⌈suspect_after / interval⌉, at least 1: how many of a peer's newest probes may still be
+/// answered.
+fn in_flight(settings: &Settings) -> u32 {
+    let n = settings
+        .suspect_after
+        .as_nanos()
+        .div_ceil(settings.heartbeat_interval.as_nanos().max(1));
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
 
 impl fmt::Debug for Mesh {
@@ -207,10 +220,6 @@ impl fmt::Debug for Mesh {
 impl Mesh {
     /// A node called `name` with no peers yet; `now` is its start time.
     pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
-        let in_flight = settings
-            .suspect_after
-            .as_nanos()
-            .div_ceil(settings.heartbeat_interval.as_nanos().max(1));
         let interval_ns = u64::try_from(settings.heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);
         let id = NodeId::from_name(name);
         Mesh {
@@ -238,7 +247,8 @@ impl Mesh {
             // refutations) still do not share nonces.
             seal_counter: Rng::new(settings.seed).next_u64() >> 2,
             scratch: Vec::new(),
-            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX).max(1),
+            in_flight: in_flight(&settings),
+            phase: None,
             settings,
             transfers: Transfers::default(),
             own_tags: OwnTags::default(),
@@ -293,14 +303,86 @@ impl Mesh {
         self.tag_sync.remove(&id);
         self.outgoing.retain(|out| out.peer() != key);
         self.events.retain(|event| event.peer() != Some(id));
+        self.events.push_back(Event::Removed {
+            peer: id,
+            name: peer.name().to_owned(),
+        });
         self.rebuild_schedule();
         Some(peer)
+    }
+
+    /// Points peer `id` at another address (a reload moved it, or its host name now
+    /// resolves elsewhere): heartbeats go there from the next one on; its state, counters
+    /// and RTT window stay, and an [`Event::Moved`] says so. Without a keyring, datagrams
+    /// are accepted from the new address's IP from now on, no longer from the old one's.
+    /// Returns `false` if `id` names no current peer; the same address is no change.
+    pub fn set_peer_addr(&mut self, id: PeerId, addr: SocketAddr) -> bool {
+        let Some(key) = self.peers.key(id) else {
+            return false;
+        };
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        match self.peers.set_addr(key, addr) {
+            Some(old) if old != addr => {
+                info!(
+                    "{}: peer {} moved from {old} to {addr}",
+                    self.name,
+                    self.peers[key].name()
+                );
+                self.events.push_back(Event::Moved {
+                    peer: id,
+                    from: old,
+                    to: addr,
+                });
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Changes the heartbeat interval and the suspect and dead times (a reload). The
+    /// heartbeat slots are laid out afresh on the new interval (on the shared clock, if
+    /// [`Mesh::set_phase`] was given it), and every peer's silence is judged again by the
+    /// new times at once. Peers' states, counters and windows stay.
+    pub fn set_timing(
+        &mut self,
+        heartbeat_interval: Duration,
+        suspect_after: Duration,
+        dead_after: Duration,
+    ) {
+        let same = self.settings.heartbeat_interval == heartbeat_interval
+            && self.settings.suspect_after == suspect_after
+            && self.settings.dead_after == dead_after;
+        if same {
+            return;
+        }
+        info!(
+            "{}: heartbeat every {heartbeat_interval:?}, suspect after {suspect_after:?}, \
+             dead after {dead_after:?}",
+            self.name
+        );
+        self.settings.heartbeat_interval = heartbeat_interval;
+        self.settings.suspect_after = suspect_after;
+        self.settings.dead_after = dead_after;
+        self.in_flight = in_flight(&self.settings);
+        self.liveness = LivenessRules::new(&self.settings);
+        self.conflicts = ConflictRules::new(&self.settings);
+        let interval_ns = u64::try_from(heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);
+        self.schedule = HeartbeatSchedule::new(interval_ns);
+        match self.phase {
+            Some(phase) => self.set_phase(phase),
+            None => self.rebuild_schedule(),
+        }
+        let armed: Vec<usize> = self.peers.iter().map(|(key, _)| key).collect();
+        for key in armed {
+            self.judge_silence(key);
+        }
     }
 
     /// Says where this node's start falls on a clock all nodes share (the wall clock): how
     /// long after an interval boundary of that clock `now` (given to [`Mesh::new`]) is.
     /// Heartbeat slots then line up across nodes. Without it, slots start at `now`.
     pub fn set_phase(&mut self, since_boundary: Duration) {
+        self.phase = Some(since_boundary);
         let interval = self.schedule.interval_ns();
         let into = u64::try_from(since_boundary.as_nanos() % u128::from(interval)).unwrap_or(0);
         // A boundary before the clock's own origin cannot be represented: count from start.

@@ -350,6 +350,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Points the peer at another address; what was measured of it stays.
+    pub(crate) fn set_addr(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+    }
+
     pub(crate) fn new(name: String, addr: SocketAddr) -> Peer {
         Peer {
             id: NodeId::from_name(&name),

@@ -169,15 +169,36 @@ impl PeerTable {
         if self.by_addr.get(&peer.addr()) == Some(&key) {
             self.by_addr.remove(&peer.addr());
         }
-        let ip = peer.addr().ip().to_canonical();
+        self.forget_ip(peer.addr().ip());
+        self.roster.retain(|m| *m != Member::Peer(key));
+        Some((key, peer))
+    }
+
+    /// Gives the peer in slot `key` another address; its old one is no longer its own (nor
+    /// allowed, unless another peer has it). Returns the old address.
+    pub(crate) fn set_addr(&mut self, key: usize, addr: SocketAddr) -> Option<SocketAddr> {
+        let old = self.peers.get(key)?.addr();
+        if old == addr {
+            return Some(old);
+        }
+        if self.by_addr.get(&old) == Some(&key) {
+            self.by_addr.remove(&old);
+        }
+        self.forget_ip(old.ip());
+        self.by_addr.insert(addr, key);
+        *self.ips.entry(addr.ip().to_canonical()).or_insert(0) += 1;
+        self.peers[key].set_addr(addr);
+        Some(old)
+    }
+
+    fn forget_ip(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
         if let Some(count) = self.ips.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
                 self.ips.remove(&ip);
             }
         }
-        self.roster.retain(|m| *m != Member::Peer(key));
-        Some((key, peer))
     }
 
     /// The slot of `id`, if that peer is still in the table.
@@ -304,6 +325,19 @@ mod tests {
             Some(table.id_of(1)),
             "added once"
         );
+    }
+
+    #[test]
+    fn a_moved_peer_is_found_and_allowed_at_its_new_address_only() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        let a = table.insert("a", addr(1)).expect("a");
+        let moved = SocketAddr::from(([127, 0, 0, 2], 1));
+        assert_eq!(table.set_addr(0, moved), Some(addr(1)));
+        assert_eq!(table.by_addr(moved), Some(0));
+        assert_eq!(table.by_addr(addr(1)), None);
+        assert!(table.allows_ip(moved.ip()));
+        assert!(!table.allows_ip(addr(1).ip()));
+        assert_eq!(table.key(a), Some(0), "the same peer");
     }
 
     #[test]

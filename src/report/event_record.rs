@@ -148,6 +148,12 @@ impl EventRecord {
             Event::Down(p) => record("down", *p),
             Event::Unreachable(p) => record("unreachable", *p),
             Event::Left(p) => record("left", *p),
+            Event::Removed { name, .. } => {
+                EventRecord::new("removed", Some(name.clone()), time_ms).at_node(mesh.name())
+            }
+            Event::Moved { peer, from, to } => record("moved", *peer)
+                .with("from", Field::Text(from.to_string()))
+                .with("to", Field::Text(to.to_string())),
             Event::Restarted { peer, incarnation } => record("restarted", *peer)
                 .with("incarnation", Field::Text(format!("{incarnation:016x}"))),
             Event::Asymmetric { peer, asymmetric } => {
