@@ -1,7 +1,9 @@
 //! `peermesh send`, `tag`, `query`, `respond`, `nearest` and `watch`: the application data of a
 //! running node, over its control socket.
 
-use super::args::{key_value, NearestArgs, QueryArgs, RespondArgs, SendArgs, TagArgs, WatchArgs};
+use super::args::{
+    key_value, NearestArgs, QueryArgs, ReloadArgs, RespondArgs, SendArgs, TagArgs, WatchArgs,
+};
 use super::query::control_path;
 use super::{emit, Failure};
 use peermesh::io::control::{self, Answer, ClientError, Request, CLIENT_TIMEOUT};
@@ -224,6 +226,30 @@ pub(super) fn respond(args: RespondArgs) -> Result<(), Failure> {
     match ask(&path, request, CLIENT_TIMEOUT)? {
         Answer::Responded => Ok(()),
         other => Err(unexpected(&other)),
+    }
+}
+
+/// `peermesh reload`: what changed, or the node's reason for refusing (exit 1) as it
+/// logged it.
+pub(super) fn reload(args: ReloadArgs) -> Result<(), Failure> {
+    use peermesh::io::control::ClientError;
+    use peermesh::io::control_protocol::AnswerError;
+    let path = control_path(&args.target)?;
+    let report = match control::request_within(&path, Request::Reload, CLIENT_TIMEOUT) {
+        Ok(Answer::Reloaded(report)) => report,
+        Ok(other) => return Err(unexpected(&other)),
+        Err(ClientError::Answer(_, AnswerError::Refused(why))) => {
+            return Err(Failure::Runtime(why))
+        }
+        Err(e) => return Err(Failure::Runtime(e.to_string())),
+    };
+    if args.json {
+        emit(format!(
+            "{}\n",
+            serde_json::to_string(&report).unwrap_or_default()
+        ))
+    } else {
+        emit(format!("{}\n", report.to_text()))
     }
 }
 

@@ -111,6 +111,15 @@ pub(crate) enum Command {
     /// event handler would. Once per query, while the asker still waits. Exits 1 when the
     /// node refuses (no such peer, no such query open).
     Respond(RespondArgs),
+    /// make a running node re-read its config file and key file (as SIGHUP does)
+    ///
+    /// Asks the running node to read peers.ron and its key file again and apply what
+    /// changed: new peers are added, removed ones dropped (a `removed` event), moved ones
+    /// and new timings applied, while the peers that stay keep their counters and RTT
+    /// windows. Prints what changed. A file that does not load, or that would change this
+    /// node's own name, host or port, is refused: the node runs on with the old config,
+    /// the error is printed (`error: peers.ron:LINE:COL: ...`) and the exit code is 1.
+    Reload(ReloadArgs),
     /// validate the config and say what this node would do
     ///
     /// Validates the config and the key file, resolves every host, and says which node this
@@ -309,6 +318,17 @@ pub(crate) struct RespondArgs {
     /// the answer [default: standard input]
     #[arg(value_name = "DATA")]
     pub(crate) data: Option<String>,
+}
+
+/// `peermesh reload`.
+#[derive(Debug, Args)]
+pub(crate) struct ReloadArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+    /// print what changed as one line of JSON
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `peermesh nearest`.

@@ -9,7 +9,7 @@ use peermesh::io::driver::StartError;
 
 /// Runs this node until SIGINT or SIGTERM.
 pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
-    let (config, _, me) = this_node(&args.node)?;
+    let (config, config_path, me) = this_node(&args.node)?;
     let control_group = args
         .control_group
         .as_deref()
@@ -23,6 +23,7 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
     let handler = args.handler.or_else(|| config.nodes[me].handler.clone());
     daemon::run(RunOptions {
         config,
+        config_path: Some(config_path),
         me,
         bind: args.bind,
         handler,

@@ -45,6 +45,7 @@ use crate::core::{Mesh, Settings};
 use crate::wire::identity::NodeId;
 use files::clip;
 
+pub mod diff;
 pub(crate) mod files;
 pub mod key_file;
 
@@ -170,6 +171,12 @@ impl NodeEntry {
     pub fn id(&self) -> NodeId {
         NodeId::from_name(&self.name)
     }
+
+    /// Its address when its host is an IP literal (`10.0.0.1`, `::1`, `[::1]`); `None` for
+    /// a host name, which must be resolved.
+    pub fn literal_addr(&self) -> Option<SocketAddr> {
+        ip_literal(&self.host).map(|ip| SocketAddr::new(ip.to_canonical(), self.port))
+    }
 }
 
 impl Config {
@@ -203,12 +210,30 @@ impl Config {
         &self,
         me: usize,
         addrs: &[SocketAddr],
+        incarnation_and_seed: (u64, u64),
+        now: Instant,
+    ) -> Mesh {
+        let addrs: Vec<Option<SocketAddr>> = addrs.iter().copied().map(Some).collect();
+        self.mesh_of_resolved(me, &addrs, incarnation_and_seed, now)
+    }
+
+    /// [`Config::mesh`] when not every address is known: the nodes whose `addrs[i]` is
+    /// `None` (a host name that did not resolve) are left out, to be added once resolved.
+    pub fn mesh_of_resolved(
+        &self,
+        me: usize,
+        addrs: &[Option<SocketAddr>],
         (incarnation, seed): (u64, u64),
         now: Instant,
     ) -> Mesh {
         let name = self.nodes.get(me).map_or("", |n| n.name.as_str());
         let settings = self.settings(incarnation, seed);
-        let mut mesh = Mesh::with_nodes(name, settings, now, self.node_list(addrs));
+        let nodes = self
+            .nodes
+            .iter()
+            .zip(addrs)
+            .filter_map(|(node, addr)| Some((node.name.as_str(), (*addr)?)));
+        let mut mesh = Mesh::with_nodes(name, settings, now, nodes);
         let tags = self
             .nodes
             .get(me)
@@ -390,7 +415,18 @@ impl ConfigError {
         }
     }
 
-    fn bare(kind: ConfigErrorKind) -> ConfigError {
+    /// Node `name`'s host `host` (port `port`) does not resolve: `reason`. No file or
+    /// position, as [`Config::resolve`] gives it.
+    pub fn resolve_failed(name: &str, host: &str, port: u16, reason: &str) -> ConfigError {
+        ConfigError::bare(ConfigErrorKind::Resolve {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            port,
+            reason: reason.to_owned(),
+        })
+    }
+
+    pub(crate) fn bare(kind: ConfigErrorKind) -> ConfigError {
         ConfigError {
             file: None,
             position: None,

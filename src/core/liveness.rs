@@ -33,6 +33,10 @@ pub enum Diagnosis {
     /// process started with its name): whatever its state says, it cannot be trusted
     /// until one of them stops.
     Conflict,
+    /// Listed by a host name that has not resolved yet: not probed until it does. The core
+    /// never concludes this (every peer it holds has an address); the daemon's reports say
+    /// it of the peers still waiting for their names.
+    Unresolved,
 }
 
 impl Diagnosis {
@@ -47,6 +51,7 @@ impl Diagnosis {
             Diagnosis::Unreachable => "unreachable",
             Diagnosis::Left => "left",
             Diagnosis::Conflict => "conflict",
+            Diagnosis::Unresolved => "unresolved",
         }
     }
 }

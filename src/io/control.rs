@@ -30,7 +30,6 @@ use crate::io::control_watch::Watcher;
 use crate::io::driver::Node;
 use crate::report::event_record::{unix_ms, EventRecord};
 use crate::report::matrix_report::MatrixRender;
-use crate::report::status::StatusReport;
 use log::{debug, warn};
 use mio::net::{UnixListener, UnixStream};
 use mio::{event::Event, Events, Interest, Registry, Token};
@@ -573,10 +572,29 @@ impl ControlServer {
     /// event drained from the node to [`ControlServer::on_event`], or confirmed sends and
     /// queries are answered only at their deadline and watchers see nothing.
     pub fn serve(&mut self, registry: &Registry, events: &Events, node: &mut Node, now: Instant) {
+        self.serve_with_reload(registry, events, node, now, &mut |_| {
+            error_line("this node cannot reload its config: it is embedded in another program")
+        });
+    }
+
+    /// [`ControlServer::serve`] for a node that can reload its config (`peermesh run`):
+    /// a `reload` request is answered with the line `reload` returns, after it acted on
+    /// the node.
+    pub fn serve_with_reload(
+        &mut self,
+        registry: &Registry,
+        events: &Events,
+        node: &mut Node,
+        now: Instant,
+        reload: &mut dyn FnMut(&mut Node) -> String,
+    ) {
         let tags_file = self.tags_file.clone();
         for event in events.iter() {
             if self.owns(event.token()) {
                 self.handle_event(registry, event, now, &mut |request| {
+                    if matches!(request, Request::Reload) {
+                        return Reply::Text(reload(node));
+                    }
                     let changes_tags = matches!(&request, Request::Tags(c) if !c.is_empty());
                     let reply = answer(node, request, now);
                     if let (true, Some(path)) = (changes_tags, &tags_file) {
@@ -938,6 +956,8 @@ pub fn answer(node: &mut Node, request: Request, now: Instant) -> Reply {
         Request::Query(query) => crate::io::control_answer::query(node, query, now),
         Request::Nearest(tags) => crate::io::control_answer::nearest(node, &tags, now),
         Request::Watch => Reply::Watch,
+        // Only the daemon can reload ([`ControlServer::serve_with_reload`]).
+        Request::Reload => Reply::Text(error_line("this node cannot reload its config")),
         Request::Respond(respond) => crate::io::control_answer::respond(node, respond),
         Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
         Request::Matrix(format) => {
@@ -972,7 +992,7 @@ pub fn answer(node: &mut Node, request: Request, now: Instant) -> Reply {
             }))
         }
         Request::Status { json, color } => {
-            let report = StatusReport::new(node.mesh(), Instant::now(), Some(node.io_counters()));
+            let report = node.status_report(Instant::now());
             Reply::Text(if json {
                 format!("{}{}}}", ok_prefix("status"), report.to_json())
             } else {

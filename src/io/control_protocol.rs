@@ -8,11 +8,12 @@
 //! application data `{"v":1,"cmd":"send","to":"beta","data":"hi","confirm":true}`,
 //! `{"v":1,"cmd":"tags","set":{"role":"db"},"rm":["zone"]}`,
 //! `{"v":1,"cmd":"query","tags":{"role":"web"},"data":"uptime"}`,
-//! `{"v":1,"cmd":"nearest","tags":{"role":"db"}}`, `{"v":1,"cmd":"watch"}`.
+//! `{"v":1,"cmd":"nearest","tags":{"role":"db"}}`, `{"v":1,"cmd":"watch"}`, and
+//! `{"v":1,"cmd":"reload"}` (re-read the config and key file).
 //! The answer is one JSON object on one line, ending with a newline:
 //! `{"v":1,"ok":true,"status":{…}}`, `{"v":1,"ok":true,"matrix":{…}}`,
 //! `{"v":1,"ok":true,"text":"…"}` (tables, SVG), `{"v":1,"ok":true,"pong":true}`,
-//! `"sent":{…}`, `"tags":{…}`, `"query":{…}`, `"nearest":{…}`, or
+//! `"sent":{…}`, `"tags":{…}`, `"query":{…}`, `"nearest":{…}`, `"reload":{…}`, or
 //! `{"v":1,"ok":false,"error":"…"}`. `watch` is answered with `{"v":1,"ok":true,"watch":true}`
 //! and then one event record a line (see [`crate::report::event_record`]) until the client
 //! goes. A line that is not JSON (the words of protocol 0, such
@@ -21,6 +22,7 @@
 use crate::report::nearest::NearestReport;
 use crate::report::payload::{PayloadError, PayloadFields};
 use crate::report::query_report::QueryReport;
+use crate::report::reload_report::ReloadReport;
 use crate::report::send_report::SendReport;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -150,6 +152,8 @@ pub enum Request {
     Watch,
     /// An answer to a query this node was asked (as `watch` reported it).
     Respond(RespondRequest),
+    /// Re-read the config file and the key file, and apply what changed.
+    Reload,
 }
 
 /// `respond`: answer query `query` of peer `to` (the `peer` and `query` of a `watch`
@@ -192,6 +196,7 @@ enum Command {
     Nearest,
     Watch,
     Respond,
+    Reload,
 }
 
 /// The formats of the protocol.
@@ -346,6 +351,7 @@ impl Request {
                 ..WireRequest::new(Command::Nearest)
             },
             Request::Watch => WireRequest::new(Command::Watch),
+            Request::Reload => WireRequest::new(Command::Reload),
             Request::Respond(respond) => WireRequest {
                 to: Some(respond.to.clone()),
                 query: Some(respond.query),
@@ -499,6 +505,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         Command::Watch => {
             only(&wire, "watch", &[])?;
             Ok(Request::Watch)
+        }
+        Command::Reload => {
+            only(&wire, "reload", &[])?;
+            Ok(Request::Reload)
         }
         Command::Respond => {
             only(
@@ -665,6 +675,8 @@ pub enum Answer {
     Watching,
     /// The answer to a query is on its way to the asker.
     Responded,
+    /// What a reload changed.
+    Reloaded(ReloadReport),
 }
 
 /// Why an answer could not be read.
@@ -722,6 +734,8 @@ struct WireAnswer<'a> {
     #[serde(default)]
     responded: Option<bool>,
     #[serde(default)]
+    reload: Option<ReloadReport>,
+    #[serde(default)]
     error: Option<String>,
 }
 
@@ -768,8 +782,12 @@ pub fn parse_answer(line: &str) -> Result<Answer, AnswerError> {
     if wire.responded == Some(true) {
         return Ok(Answer::Responded);
     }
+    if let Some(report) = wire.reload {
+        return Ok(Answer::Reloaded(report));
+    }
     Err(AnswerError::Garbled(
-        "no status, matrix, text, pong, sent, tags, query, nearest, watch or responded".to_owned(),
+        "no status, matrix, text, pong, sent, tags, query, nearest, watch, responded or reload"
+            .to_owned(),
     ))
 }
 
@@ -796,6 +814,7 @@ mod tests {
             Request::Matrix(MatrixFormat::Table),
             Request::Matrix(MatrixFormat::Svg),
             Request::Ping,
+            Request::Reload,
         ];
         for request in all {
             let line = request.to_line();

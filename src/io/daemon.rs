@@ -5,15 +5,21 @@
 //! idle node sleeps in `epoll_wait` until its next heartbeat is due.
 
 use crate::config::Config;
+use crate::config::ConfigError;
 use crate::config::KeyFileError;
 use crate::core::{Event as MeshEvent, Mesh};
 use crate::io::control::{ControlError, ControlServer};
+use crate::io::control_protocol::{error_line, ok_line};
 use crate::io::driver::{Node, StartError};
 use crate::io::handlers::{HandlerJob, HandlerLimits, Handlers};
+use crate::io::host_names::NameChange;
+use crate::io::reload::Reloader;
+use crate::io::resolver::{Lookup, Resolver};
 use crate::io::tags_file;
 use crate::report::event_record::EventRecord;
+use crate::report::reload_report::ReloadReport;
 use crate::wire::keyring::Keyring;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::{Events, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -21,12 +27,17 @@ use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
 use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
 const UDP: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const CONTROL: Token = Token(2);
+/// The resolver thread's answers wake the loop with this token.
+const RESOLVER: Token = Token(3);
+/// How long the node waits at start for its peers' host names before it starts without the
+/// ones that have not answered (they join when they do).
+const START_RESOLVE_WAIT: Duration = Duration::from_secs(2);
 const FIRST_CLIENT: usize = 16;
 /// The event handler's tokens (SIGCHLD, then three pipes per run) follow the control
 /// socket's clients.
@@ -37,6 +48,9 @@ const FIRST_HANDLER: usize = FIRST_CLIENT + crate::io::control::MAX_CONNECTIONS;
 pub struct RunOptions {
     /// The config, already loaded.
     pub config: Config,
+    /// The file it was loaded from, read again on SIGHUP and `peermesh reload`; `None`:
+    /// reloads are refused.
+    pub config_path: Option<PathBuf>,
     /// Which node of it this is.
     pub me: usize,
     /// Bind this address instead of the node's own entry.
@@ -107,13 +121,23 @@ pub fn load_keyring(config: &Config) -> Result<Option<Keyring>, KeyFileError> {
 }
 
 /// Runs the node until SIGINT or SIGTERM, then says `Leave` to every peer and returns.
-/// SIGHUP re-reads the key file (for key rotation without downtime).
+/// SIGHUP (like `peermesh reload`) re-reads the config file and the key file and applies
+/// what changed ([`Reloader`]). Peers' host names are resolved on a helper thread
+/// ([`Resolver`]), again every `resolve_interval_ms` and when their peer turns dead.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let mut poll = Poll::new()?;
+    let mut resolver = Resolver::start(poll.registry(), RESOLVER)?;
+    let addrs = resolve_at_start(&opts.config, &mut poll, &mut resolver)?;
     // The node reads the key file itself; a refused one is the operator's to fix (exit 2).
-    let mut node = Node::from_config(&opts.config, opts.me, opts.bind).map_err(|e| match e {
-        StartError::Keyring(e) => RunError::Keyring(e),
-        other => RunError::Start(other),
-    })?;
+    let mut node =
+        Node::from_addrs(&opts.config, opts.me, opts.bind, addrs).map_err(|e| match e {
+            StartError::Keyring(e) => RunError::Keyring(e),
+            other => RunError::Start(other),
+        })?;
+    let mut reloader = opts
+        .config_path
+        .clone()
+        .map(|path| Reloader::new(path, opts.config.clone(), node.mesh().name()));
     if let Some(path) = &opts.tags_file {
         restore_tags(path, &mut node)?;
     }
@@ -122,7 +146,6 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     if let Some(path) = &opts.tags_file {
         control.keep_tags_in(path.clone());
     }
-    let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     node.register(poll.registry(), UDP)?;
     control.register(poll.registry(), CONTROL, FIRST_CLIENT)?;
@@ -159,10 +182,11 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         // answer, are served at once, without sleeping.
         let now = Instant::now();
         let handler_due = handlers.as_ref().and_then(Handlers::poll_timeout);
-        let other = match (control.poll_timeout(now), handler_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let names_due = node.host_names().poll_timeout();
+        let other = [control.poll_timeout(now), handler_due, names_due]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = node.poll_delay(now, other);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
@@ -174,10 +198,13 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         for event in events.iter() {
             match event.token() {
                 UDP => node.handle_event(poll.registry(), event)?,
+                RESOLVER => take_answers(&mut resolver, &mut node),
                 SIGNALS => {
                     for signal in signals.pending() {
                         if signal == SIGHUP {
-                            reload_keyring(&opts.config, &mut node);
+                            info!("SIGHUP: reloading");
+                            // The outcome is logged; there is no one else to tell.
+                            let _ = reload(reloader.as_mut(), &mut node);
                         } else {
                             info!("signal {signal} received: leaving the mesh");
                             stop = true;
@@ -199,11 +226,22 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             handlers.handle_timeout(poll.registry(), now);
             answer_queries(handlers, &mut node);
         }
-        control.serve(poll.registry(), &events, &mut node, now);
+        ask_names(&mut resolver, &mut node, now);
+        control.serve_with_reload(
+            poll.registry(),
+            &events,
+            &mut node,
+            now,
+            &mut |node| match reload(reloader.as_mut(), node) {
+                Ok(report) => ok_line("reload", &report),
+                Err(why) => error_line(&why),
+            },
+        );
         // What the requests and the handlers' answers made the core send goes out now.
         node.handle_timeout(poll.registry(), now)?;
         while let Some(event) = node.poll_event() {
             log_event(&node, &event);
+            resolve_again_if_lost(&mut node, &event, now);
             control.on_event(node.mesh(), &event);
             if let Some(handlers) = handlers.as_mut().filter(|_| for_handler(&event)) {
                 handlers.run(poll.registry(), handler_job(node.mesh(), &event));
@@ -303,15 +341,136 @@ fn answer_queries(handlers: &mut Handlers, node: &mut Node) -> bool {
     any
 }
 
-fn reload_keyring(config: &Config, node: &mut Node) {
-    if config.keyring.is_none() {
-        info!("SIGHUP: no keyring in the config, nothing to reload");
-        return;
+/// Reloads the config (SIGHUP, `peermesh reload`): what changed, or the error, which is
+/// also logged (`error: peers.ron:L:C: ...`) while the node runs on as it was.
+fn reload(reloader: Option<&mut Reloader>, node: &mut Node) -> Result<ReloadReport, String> {
+    let Some(reloader) = reloader else {
+        let why = "this node was started without a config file: there is nothing to reload";
+        warn!("{why}");
+        return Err(why.to_owned());
+    };
+    crate::io::notify::reloading();
+    let outcome = reloader.reload(node, Instant::now()).map_err(|e| {
+        error!("reload refused, running on the old config: {e}");
+        e.to_string()
+    });
+    crate::io::notify::ready();
+    outcome
+}
+
+/// Asks the resolver thread for every peer's name that is due. A full queue is no error:
+/// the name waits for its next turn.
+fn ask_names(resolver: &mut Resolver, node: &mut Node, now: Instant) {
+    for lookup in node.host_names_mut().due(now) {
+        if !resolver.lookup(lookup.clone()) {
+            node.host_names_mut().not_asked(&lookup, now);
+        }
     }
-    match config.load_keyring() {
-        Ok(keyring) => node.mesh_mut().set_keyring(keyring),
-        Err(e) => warn!("SIGHUP: keeping the current keys: {e}"),
+}
+
+/// Takes the resolver's answers: a peer whose name resolved for the first time joins the
+/// core, one whose name moved is pointed at its new address.
+fn take_answers(resolver: &mut Resolver, node: &mut Node) {
+    let now = Instant::now();
+    while let Some(answer) = resolver.poll_answer() {
+        for change in node.host_names_mut().answer(&answer, now) {
+            match change {
+                NameChange::Resolved { peer, addr } => {
+                    node.mesh_mut().add_peer(&peer, addr);
+                }
+                NameChange::Moved { peer, addr } => {
+                    if let Some(id) = node.mesh().peer_by_name(&peer) {
+                        node.mesh_mut().set_peer_addr(id, addr);
+                    }
+                }
+            }
+        }
     }
+}
+
+/// A peer that turned dead or unreachable may have come back elsewhere: its name (if it has
+/// one) is resolved again at once.
+fn resolve_again_if_lost(node: &mut Node, event: &MeshEvent, now: Instant) {
+    if let MeshEvent::Down(id) | MeshEvent::Unreachable(id) = event {
+        if let Some(name) = node.mesh().peer(*id).map(|p| p.name().to_owned()) {
+            node.host_names_mut().resolve_soon(&name, now);
+        }
+    }
+}
+
+/// Every node's address at start: IP literals as they are, host names from the resolver
+/// thread, waiting at most [`START_RESOLVE_WAIT`] for them all (the loop is not running yet;
+/// a name that has not answered by then is `unresolved`, and joins when it answers).
+fn resolve_at_start(
+    config: &Config,
+    poll: &mut Poll,
+    resolver: &mut Resolver,
+) -> io::Result<Vec<Result<SocketAddr, ConfigError>>> {
+    let mut addrs: Vec<Option<Result<SocketAddr, ConfigError>>> = Vec::new();
+    for (i, node) in config.nodes.iter().enumerate() {
+        match node.literal_addr() {
+            Some(addr) => addrs.push(Some(Ok(addr))),
+            None => {
+                let lookup = Lookup {
+                    host: node.host.clone(),
+                    port: node.port,
+                };
+                if !resolver.lookup(lookup) {
+                    addrs.push(Some(config.resolve(i)));
+                } else {
+                    addrs.push(None);
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + START_RESOLVE_WAIT;
+    let mut events = Events::with_capacity(4);
+    while addrs.iter().any(Option::is_none) {
+        while let Some(answer) = resolver.poll_answer() {
+            for (slot, node) in addrs.iter_mut().zip(&config.nodes) {
+                if slot.is_none()
+                    && node.host == answer.lookup.host
+                    && node.port == answer.lookup.port
+                {
+                    *slot = Some(match &answer.result {
+                        // IPv4 first, as `Config::resolve` prefers it.
+                        Ok(list) => Ok(list
+                            .iter()
+                            .find(|a| a.is_ipv4())
+                            .or_else(|| list.first())
+                            .copied()
+                            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+                            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))),
+                        Err(why) => Err(unresolved(node, why)),
+                    });
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || addrs.iter().all(Option::is_some) {
+            break;
+        }
+        match poll.poll(&mut events, Some(left)) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => other?,
+        }
+    }
+    Ok(addrs
+        .into_iter()
+        .zip(&config.nodes)
+        .map(|(slot, node)| {
+            slot.unwrap_or_else(|| {
+                Err(unresolved(
+                    node,
+                    &format!("no answer within {START_RESOLVE_WAIT:?}"),
+                ))
+            })
+        })
+        .collect())
+}
+
+fn unresolved(node: &crate::config::NodeEntry, why: &str) -> ConfigError {
+    ConfigError::resolve_failed(&node.name, &node.host, node.port, why)
 }
 
 fn log_event(node: &Node, event: &MeshEvent) {

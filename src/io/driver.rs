@@ -45,6 +45,7 @@
 
 use crate::config::{Config, ConfigError, KeyFileError};
 use crate::core::{Event as MeshEvent, Mesh, Settings};
+use crate::io::host_names::HostNames;
 use crate::report::status::IoCounters;
 use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
@@ -142,6 +143,14 @@ impl From<StartError> for io::Error {
     }
 }
 
+/// What a resolve error says went wrong, without the node and host it names.
+fn resolve_reason(e: &ConfigError) -> String {
+    match e.kind() {
+        crate::config::ConfigErrorKind::Resolve { reason, .. } => reason.clone(),
+        _ => e.to_string(),
+    }
+}
+
 /// A random 64-bit number from the standard library's per-process hash keys (no extra
 /// crate): incarnations must differ between process starts, nothing more.
 pub fn random_u64() -> u64 {
@@ -204,6 +213,8 @@ pub struct Node {
     stamped: bool,
     /// What the last `recvmmsg` returned, slot by slot.
     batch: [Datagram; RECV_MANY],
+    /// The peers listed by host name: their schedule and last good addresses.
+    host_names: HostNames,
 }
 
 /// One datagram of a `recvmmsg` batch: its length, source and arrival time.
@@ -240,6 +251,23 @@ impl Node {
         me: usize,
         bind: Option<SocketAddr>,
     ) -> Result<Node, StartError> {
+        let addrs = (0..config.nodes.len())
+            .map(|i| config.resolve(i))
+            .collect::<Vec<_>>();
+        Node::from_addrs(config, me, bind, addrs)
+    }
+
+    /// [`Node::from_config`] with every node's address already looked up (`addrs[i]` for
+    /// `config.nodes[i]`), as `peermesh run` does on its resolver thread. A peer whose name
+    /// did not resolve is not fatal: it is left out of the core, tracked as unresolved in
+    /// [`Node::host_names`], and added once its name resolves. This node's own address must
+    /// be known, unless `bind` is given.
+    pub fn from_addrs(
+        config: &Config,
+        me: usize,
+        bind: Option<SocketAddr>,
+        addrs: Vec<Result<SocketAddr, ConfigError>>,
+    ) -> Result<Node, StartError> {
         let keyring = config.load_keyring()?;
         if keyring.is_none() {
             warn!(
@@ -247,14 +275,38 @@ impl Node {
                  accepted only from the configured peers' addresses (see docs/SECURITY.md)"
             );
         }
-        let addrs = (0..config.nodes.len())
-            .map(|i| config.resolve(i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let own = bind.unwrap_or(addrs[me.min(addrs.len().saturating_sub(1))]);
+        let mut known: Vec<Option<SocketAddr>> = Vec::with_capacity(addrs.len());
+        let mut failures: Vec<Option<String>> = Vec::with_capacity(addrs.len());
+        let mut own = bind;
+        for (i, addr) in addrs.into_iter().enumerate() {
+            match addr {
+                Ok(addr) => {
+                    if i == me && own.is_none() {
+                        own = Some(addr);
+                    }
+                    known.push(Some(addr));
+                    failures.push(None);
+                }
+                Err(e) if i == me && bind.is_none() => return Err(StartError::Config(e)),
+                Err(e) => {
+                    warn!("{e}; the peer is unresolved until its name resolves");
+                    known.push(None);
+                    failures.push(Some(resolve_reason(&e)));
+                }
+            }
+        }
+        let own = own.ok_or_else(|| {
+            StartError::Config(ConfigError::bare(
+                crate::config::ConfigErrorKind::NoSuchIndex {
+                    index: me,
+                    len: config.nodes.len(),
+                },
+            ))
+        })?;
         let socket = bind_udp(own)?;
         let incarnation = new_incarnation();
         let now = Instant::now();
-        let mut mesh = config.mesh(me, &addrs, (incarnation, random_u64()), now);
+        let mut mesh = config.mesh_of_resolved(me, &known, (incarnation, random_u64()), now);
         // Heartbeat slots line up with the wall clock, which NTP keeps close on every VM.
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -263,7 +315,23 @@ impl Node {
         if keyring.is_some() {
             mesh.set_keyring(keyring);
         }
-        Ok(Node::new(mesh, socket))
+        let v6_socket = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let mut names = HostNames::new(config.resolve_interval, v6_socket);
+        for (i, node) in config.nodes.iter().enumerate() {
+            if i != me && node.literal_addr().is_none() {
+                names.track(
+                    &node.name,
+                    &node.host,
+                    node.port,
+                    known[i],
+                    failures[i].take(),
+                    now,
+                );
+            }
+        }
+        let mut node = Node::new(mesh, socket);
+        node.host_names = names;
+        Ok(node)
     }
 
     /// A node over an existing core and a bound socket.
@@ -288,7 +356,28 @@ impl Node {
                 arrived: Instant::now(),
                 stamped: false,
             }; RECV_MANY],
+            host_names: HostNames::new(crate::config::DEFAULT_RESOLVE_INTERVAL, false),
         }
+    }
+
+    /// The status report of this node: the core's peers, then those whose host names have
+    /// not resolved yet (diagnosis `unresolved`), with the driver's I/O counters.
+    pub fn status_report(&self, now: Instant) -> crate::report::status::StatusReport {
+        let mut report = crate::report::status::StatusReport::new(&self.mesh, now, Some(&self.io));
+        for (name, entry) in self.host_names.unresolved() {
+            report.add_unresolved(name, &entry.host, entry.port, entry.error.as_deref());
+        }
+        report
+    }
+
+    /// The peers listed by host name, with the unresolved ones (for the reports).
+    pub fn host_names(&self) -> &HostNames {
+        &self.host_names
+    }
+
+    /// The peers listed by host name, to schedule lookups and take their answers.
+    pub fn host_names_mut(&mut self) -> &mut HostNames {
+        &mut self.host_names
     }
 
     /// Registers the socket with `registry` under `token` (readable; writable only while

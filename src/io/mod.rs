@@ -5,7 +5,8 @@
 //! application-data requests, [`control_pending`] keeps those answered later,
 //! [`control_watch`] the backlog of a watcher); [`handlers`] runs the event handler
 //! program; [`daemon`] is `peermesh run`, the whole node with its signals, and
-//! [`tags_file`] its `--tags-file`. No protocol logic lives here.
+//! [`tags_file`] its `--tags-file`; [`resolver`] resolves host names on
+//! a helper thread and [`host_names`] keeps when each is due and what it resolved to. No protocol logic lives here.
 
 pub mod control;
 pub mod control_answer;
@@ -15,4 +16,8 @@ pub mod control_watch;
 pub mod daemon;
 pub mod driver;
 pub mod handlers;
+pub mod host_names;
+pub mod notify;
+pub mod reload;
+pub mod resolver;
 pub mod tags_file;

@@ -11,6 +11,7 @@ pub mod matrix_report;
 pub mod nearest;
 pub mod payload;
 pub mod query_report;
+pub mod reload_report;
 pub mod send_report;
 pub mod status;
 pub mod units;

@@ -78,6 +78,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            resolve_error: None,
         }
     }
 

@@ -77,6 +77,10 @@ pub struct PeerReport {
     /// The peer's tags, as this node last received them (empty before any came).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Why its host name does not resolve (diagnosis `unresolved`). Absent from the JSON
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve_error: Option<String>,
 }
 
 /// Counters of a driver's own I/O (the core counts protocol drops): what the report shows
@@ -168,6 +172,7 @@ impl StatusReport {
                     incarnation: peer.incarnation().map(|i| format!("{i:016x}")),
                     rival_addr: peer.rival_addr().map(|a| a.to_string()),
                     tags: mesh.peer_tags(id).cloned().unwrap_or_default(),
+                    resolve_error: None,
                 }
             })
             .collect();
@@ -187,6 +192,28 @@ impl StatusReport {
             dropped,
             io: io.cloned(),
         }
+    }
+
+    /// Adds a peer listed as `host:port` whose name has not resolved (`error`: why): state
+    /// `unknown`, diagnosis `unresolved`, after the peers the core holds.
+    pub fn add_unresolved(&mut self, name: &str, host: &str, port: u16, error: Option<&str>) {
+        self.peers.push(PeerReport {
+            name: name.to_owned(),
+            addr: format!("{host}:{port}"),
+            state: PeerState::Unknown,
+            diagnosis: Diagnosis::Unresolved,
+            rtt_us: None,
+            jitter_us: None,
+            loss_pct: 0.0,
+            last_heard_ms: None,
+            sent: 0,
+            received: 0,
+            seen_addr: None,
+            incarnation: None,
+            rival_addr: None,
+            tags: BTreeMap::new(),
+            resolve_error: Some(error.unwrap_or("not resolved yet").to_owned()),
+        });
     }
 
     /// The JSON form (one object, one line).
@@ -465,7 +492,7 @@ pub fn has_rtt(state: PeerState) -> bool {
 fn says_more(state: PeerState, diagnosis: Diagnosis) -> bool {
     let repeats = match diagnosis {
         Diagnosis::Ok => true,
-        Diagnosis::Asymmetric | Diagnosis::Conflict => false,
+        Diagnosis::Asymmetric | Diagnosis::Conflict | Diagnosis::Unresolved => false,
         Diagnosis::Unknown => state == PeerState::Unknown,
         Diagnosis::Suspect => state == PeerState::Suspect,
         Diagnosis::Dead => state == PeerState::Dead,
@@ -604,6 +631,7 @@ mod tests {
                     incarnation: Some("01a212b429ab1aed".to_owned()),
                     rival_addr: None,
                     tags: BTreeMap::new(),
+                    resolve_error: None,
                 },
                 PeerReport {
                     name: "gamma".to_owned(),
@@ -620,6 +648,7 @@ mod tests {
                     incarnation: None,
                     rival_addr: None,
                     tags: BTreeMap::new(),
+                    resolve_error: None,
                 },
             ],
             dropped: BTreeMap::from([("auth_failed".to_owned(), 3), ("malformed".to_owned(), 0)]),
@@ -730,6 +759,7 @@ mod tests {
                 incarnation: None,
                 rival_addr: None,
                 tags: BTreeMap::new(),
+                resolve_error: None,
             })
             .collect();
         StatusReport {
