@@ -180,3 +180,46 @@ fn a_peer_listed_by_name_is_followed_when_its_name_moves_and_survives_a_hung_dns
     assert!(worst_answer < Duration::from_secs(1), "{worst_answer:?}");
     assert_eq!(peer(&lab, "alpha", "gamma")["addr"], "127.0.0.5:1313");
 }
+
+#[test]
+fn check_resolves_every_name_and_warns_of_one_that_does_not_resolve() {
+    let lab = Lab::new("dns-check");
+    let Some(netns) = lab.netns.clone() else {
+        eprintln!("SKIPPED: no network namespace (run as root)");
+        return;
+    };
+    // No DNS server listens in the lab: every lookup fails at once, and stays in the lab.
+    let _etc = NetnsEtc::new(&netns, "127.0.0.1");
+    let config = lab.write_config(
+        "(nodes: [(name: \"alpha\", host: \"127.0.0.2\"), (name: \"beta\", host: \"localhost\", port: 1400),\n (name: \"gamma\", host: \"gamma.mesh.test\")])",
+    );
+    let ran = support::run_bounded(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &netns,
+            support::BIN,
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--name",
+            "alpha",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["beta", "127.0.0.1:1400", "(localhost)"]),
+        "{ran:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.trim_start().starts_with("gamma")
+            && l.contains("WARNING: gamma.mesh.test: ")
+            && l.ends_with("the node runs and retries it (unresolved)")),
+        "{ran:?}"
+    );
+}

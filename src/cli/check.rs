@@ -18,12 +18,20 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
         .resolve(me)
         .map_err(|e| Failure::Config(e.to_string()))?;
     let ring = daemon::load_keyring(&config).map_err(|e| Failure::Config(e.to_string()))?;
+    // Every peer's name is resolved and reported; one that does not resolve is a warning
+    // (the node runs, reports it `unresolved` and retries), not a fault of the config.
     let mut peers = Vec::new();
     for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
-        let addr = config
-            .resolve(i)
-            .map_err(|e| Failure::Config(e.to_string()))?;
-        peers.push((peer.name.as_str(), addr));
+        let shown = match (config.resolve(i), peer.literal_addr()) {
+            (Ok(addr), Some(_)) => addr.to_string(),
+            (Ok(addr), None) => format!("{addr} ({})", peer.host),
+            (Err(e), _) => format!(
+                "WARNING: {}: {}; the node runs and retries it (unresolved)",
+                peer.host,
+                e.resolve_reason()
+            ),
+        };
+        peers.push((peer.name.as_str(), shown));
     }
     let how = match &args.node.name {
         Some(_) => "from --name".to_owned(),
@@ -49,6 +57,10 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
         config.suspect_after.as_millis(),
         config.dead_after.as_millis(),
         config.max_datagram
+    ));
+    line(format!(
+        "host names resolved again every {} ms, and at once when their peer turns dead",
+        config.resolve_interval.as_millis()
     ));
     match ring {
         Some(ring) => {

@@ -415,6 +415,15 @@ impl ConfigError {
         }
     }
 
+    /// What the resolver said, for an error of kind [`ConfigErrorKind::Resolve`] (without the
+    /// node and host the error names); else the whole message.
+    pub fn resolve_reason(&self) -> String {
+        match self.kind.as_ref() {
+            ConfigErrorKind::Resolve { reason, .. } => reason.clone(),
+            _ => self.to_string(),
+        }
+    }
+
     /// Node `name`'s host `host` (port `port`) does not resolve: `reason`. No file or
     /// position, as [`Config::resolve`] gives it.
     pub fn resolve_failed(name: &str, host: &str, port: u16, reason: &str) -> ConfigError {

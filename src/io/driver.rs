@@ -143,14 +143,6 @@ impl From<StartError> for io::Error {
     }
 }
 
-/// What a resolve error says went wrong, without the node and host it names.
-fn resolve_reason(e: &ConfigError) -> String {
-    match e.kind() {
-        crate::config::ConfigErrorKind::Resolve { reason, .. } => reason.clone(),
-        _ => e.to_string(),
-    }
-}
-
 /// A random 64-bit number from the standard library's per-process hash keys (no extra
 /// crate): incarnations must differ between process starts, nothing more.
 pub fn random_u64() -> u64 {
@@ -291,7 +283,7 @@ impl Node {
                 Err(e) => {
                     warn!("{e}; the peer is unresolved until its name resolves");
                     known.push(None);
-                    failures.push(Some(resolve_reason(&e)));
+                    failures.push(Some(e.resolve_reason()));
                 }
             }
         }
