@@ -250,7 +250,7 @@ fn a_key_file_replaced_by_a_fifo_on_sighup_keeps_the_keys_and_the_node_running()
     mkfifo(&keys);
     lab.signal("alpha", "HUP");
     let warned = format!(
-        "SIGHUP: keeping the current keys: keyring {}: not a regular file (a FIFO)",
+        "reload refused, running on the old config: keyring {}: not a regular file (a FIFO)",
         keys.display()
     );
     assert!(
