@@ -2,7 +2,8 @@
 //! running node, over its control socket.
 
 use super::args::{
-    key_value, NearestArgs, QueryArgs, ReloadArgs, RespondArgs, SendArgs, TagArgs, WatchArgs,
+    key_value, MetricsArgs, NearestArgs, QueryArgs, ReloadArgs, RespondArgs, SendArgs, TagArgs,
+    WatchArgs,
 };
 use super::query::control_path;
 use super::{emit, Failure};
@@ -250,6 +251,15 @@ pub(super) fn reload(args: ReloadArgs) -> Result<(), Failure> {
         ))
     } else {
         emit(format!("{}\n", report.to_text()))
+    }
+}
+
+/// `peermesh metrics`: the Prometheus text, as the node renders it.
+pub(super) fn metrics(args: MetricsArgs) -> Result<(), Failure> {
+    let path = control_path(&args.target)?;
+    match ask(&path, Request::Metrics, CLIENT_TIMEOUT)? {
+        Answer::Text(text) => emit(text),
+        other => Err(unexpected(&other)),
     }
 }
 

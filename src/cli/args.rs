@@ -120,6 +120,14 @@ pub(crate) enum Command {
     /// node's own name, host or port, is refused: the node runs on with the old config,
     /// the error is printed (`error: peers.ron:LINE:COL: ...`) and the exit code is 1.
     Reload(ReloadArgs),
+    /// print the node's Prometheus metrics (text exposition format)
+    ///
+    /// Prints the running node's metrics in the Prometheus text exposition format (0.0.4),
+    /// as `GET /metrics` serves them when the node has an HTTP endpoint (`http_listen` in
+    /// peers.ron, or `run --http ADDR`): peers per state, per-peer state, RTT, loss and
+    /// counters, drops by reason, datagrams and bytes, matrix row ages. For the node
+    /// exporter's textfile collector, or a look by hand.
+    Metrics(MetricsArgs),
     /// validate the config and say what this node would do
     ///
     /// Validates the config and the key file, resolves every host, and says which node this
@@ -232,6 +240,15 @@ pub(crate) struct RunArgs {
     /// (`peermesh tag set`/`rm`). Without it, run-time changes are lost on restart.
     #[arg(long, value_name = "PATH")]
     pub(crate) tags_file: Option<PathBuf>,
+    /// serve /metrics, /status.json, /matrix.json, /matrix.svg and a status page on ADDR
+    ///
+    /// Serves HTTP on ADDR (an IP address and port, e.g. 127.0.0.1:9313) from the node's own
+    /// event loop: /metrics (Prometheus), /status.json and /matrix.json (the --json
+    /// contracts), /matrix.svg (the heatmap) and / (a status page that refreshes itself).
+    /// Overrides `http_listen` of peers.ron. Anyone who can reach ADDR can read them: keep it
+    /// on loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<std::net::SocketAddr>,
 }
 
 /// `peermesh send`.
@@ -329,6 +346,14 @@ pub(crate) struct ReloadArgs {
     /// print what changed as one line of JSON
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `peermesh metrics`.
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
 }
 
 /// `peermesh nearest`.

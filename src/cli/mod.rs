@@ -128,6 +128,7 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Watch(a) => app::watch(a),
         Command::Respond(a) => app::respond(a),
         Command::Reload(a) => app::reload(a),
+        Command::Metrics(a) => app::metrics(a),
         Command::Check(a) => check::check(a),
         Command::Keygen => match peermesh::wire::keyring::generate_hex() {
             Ok(key) => emit(format!("{key}\n")),

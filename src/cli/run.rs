@@ -21,6 +21,7 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| control::default_path(&config.nodes[me].name));
     // The flag wins over the config (the node's own `handler`, else the file's).
     let handler = args.handler.or_else(|| config.nodes[me].handler.clone());
+    let http = args.http.or(config.http_listen);
     daemon::run(RunOptions {
         config,
         config_path: Some(config_path),
@@ -28,6 +29,7 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
         bind: args.bind,
         handler,
         control,
+        http,
         control_group,
         tags_file: args.tags_file,
     })
@@ -35,6 +37,7 @@ pub(super) fn run(args: RunArgs) -> Result<(), Failure> {
         daemon::RunError::Start(StartError::Config(c)) => Failure::Config(c.to_string()),
         daemon::RunError::Keyring(k) => Failure::Config(k.to_string()),
         daemon::RunError::TagsFile(why) => Failure::Config(why),
+        daemon::RunError::Http(e) => Failure::Config(e.to_string()),
         other => Failure::Runtime(other.to_string()),
     })
 }

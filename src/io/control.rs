@@ -960,6 +960,11 @@ pub fn answer(node: &mut Node, request: Request, now: Instant) -> Reply {
         Request::Reload => Reply::Text(error_line("this node cannot reload its config")),
         Request::Respond(respond) => crate::io::control_answer::respond(node, respond),
         Request::Ping => Reply::Text(format!("{}true}}", ok_prefix("pong"))),
+        Request::Metrics => Reply::Text(format!(
+            "{}{}}}",
+            ok_prefix("text"),
+            json_string(&node.metrics(now))
+        )),
         Request::Matrix(format) => {
             let mut render = MatrixRender::new(node.mesh().matrix_snapshot(), format);
             let json = format == MatrixFormat::Json;

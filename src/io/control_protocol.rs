@@ -9,7 +9,8 @@
 //! `{"v":1,"cmd":"tags","set":{"role":"db"},"rm":["zone"]}`,
 //! `{"v":1,"cmd":"query","tags":{"role":"web"},"data":"uptime"}`,
 //! `{"v":1,"cmd":"nearest","tags":{"role":"db"}}`, `{"v":1,"cmd":"watch"}`, and
-//! `{"v":1,"cmd":"reload"}` (re-read the config and key file).
+//! `{"v":1,"cmd":"reload"}` (re-read the config and key file), `{"v":1,"cmd":"metrics"}`
+//! (the Prometheus text, answered as `"text"`).
 //! The answer is one JSON object on one line, ending with a newline:
 //! `{"v":1,"ok":true,"status":{…}}`, `{"v":1,"ok":true,"matrix":{…}}`,
 //! `{"v":1,"ok":true,"text":"…"}` (tables, SVG), `{"v":1,"ok":true,"pong":true}`,
@@ -154,6 +155,8 @@ pub enum Request {
     Respond(RespondRequest),
     /// Re-read the config file and the key file, and apply what changed.
     Reload,
+    /// The node's Prometheus metrics, as text.
+    Metrics,
 }
 
 /// `respond`: answer query `query` of peer `to` (the `peer` and `query` of a `watch`
@@ -197,6 +200,7 @@ enum Command {
     Watch,
     Respond,
     Reload,
+    Metrics,
 }
 
 /// The formats of the protocol.
@@ -352,6 +356,7 @@ impl Request {
             },
             Request::Watch => WireRequest::new(Command::Watch),
             Request::Reload => WireRequest::new(Command::Reload),
+            Request::Metrics => WireRequest::new(Command::Metrics),
             Request::Respond(respond) => WireRequest {
                 to: Some(respond.to.clone()),
                 query: Some(respond.query),
@@ -509,6 +514,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
         Command::Reload => {
             only(&wire, "reload", &[])?;
             Ok(Request::Reload)
+        }
+        Command::Metrics => {
+            only(&wire, "metrics", &[])?;
+            Ok(Request::Metrics)
         }
         Command::Respond => {
             only(
@@ -815,6 +824,7 @@ mod tests {
             Request::Matrix(MatrixFormat::Svg),
             Request::Ping,
             Request::Reload,
+            Request::Metrics,
         ];
         for request in all {
             let line = request.to_line();

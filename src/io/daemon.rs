@@ -13,6 +13,7 @@ use crate::io::control_protocol::{error_line, ok_line};
 use crate::io::driver::{Node, StartError};
 use crate::io::handlers::{HandlerJob, HandlerLimits, Handlers};
 use crate::io::host_names::NameChange;
+use crate::io::http::HttpServer;
 use crate::io::reload::Reloader;
 use crate::io::resolver::{Lookup, Resolver};
 use crate::io::tags_file;
@@ -35,6 +36,10 @@ const SIGNALS: Token = Token(1);
 const CONTROL: Token = Token(2);
 /// The resolver thread's answers wake the loop with this token.
 const RESOLVER: Token = Token(3);
+/// The HTTP listener; its connections' tokens start at [`FIRST_HTTP`].
+const HTTP: Token = Token(4);
+/// The HTTP connections' tokens, far past every other range.
+const FIRST_HTTP: usize = 1 << 20;
 /// How long the node waits at start for its peers' host names before it starts without the
 /// ones that have not answered (they join when they do).
 const START_RESOLVE_WAIT: Duration = Duration::from_secs(2);
@@ -60,6 +65,8 @@ pub struct RunOptions {
     pub handler: Option<PathBuf>,
     /// The control socket path.
     pub control: PathBuf,
+    /// Where to serve HTTP (`--http`, else the config's `http_listen`); `None`: no HTTP.
+    pub http: Option<SocketAddr>,
     /// The group (gid) to give the control socket to, mode 0660; `None`: mode 0600.
     pub control_group: Option<u32>,
     /// Where run-time tag changes are kept (`--tags-file`): read at start, over the
@@ -79,6 +86,8 @@ pub enum RunError {
     Keyring(KeyFileError),
     /// The tags file could not be read at start, or its tags were refused.
     TagsFile(String),
+    /// The HTTP endpoint could not listen.
+    Http(crate::io::http::HttpError),
     /// The event loop failed.
     Io(io::Error),
 }
@@ -90,6 +99,7 @@ impl fmt::Display for RunError {
             RunError::Control(e) => write!(f, "{e}"),
             RunError::Keyring(e) => write!(f, "{e}"),
             RunError::TagsFile(why) => f.write_str(why),
+            RunError::Http(e) => write!(f, "{e}"),
             RunError::Io(e) => write!(f, "event loop: {e}"),
         }
     }
@@ -103,6 +113,7 @@ impl std::error::Error for RunError {
             RunError::Control(e) => e.source(),
             RunError::Keyring(e) => e.source(),
             RunError::TagsFile(_) => None,
+            RunError::Http(e) => Some(e),
             RunError::Io(e) => Some(e),
         }
     }
@@ -166,6 +177,14 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     };
     poll.registry()
         .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
+    let mut http = match opts.http {
+        Some(addr) => {
+            let mut server = HttpServer::bind(addr).map_err(RunError::Http)?;
+            server.register(poll.registry(), HTTP, FIRST_HTTP)?;
+            Some(server)
+        }
+        None => None,
+    };
     info!(
         "node {} (incarnation {:016x}) on udp {}, {} peers, heartbeat every {:?}, control socket {}",
         node.mesh().name(),
@@ -183,7 +202,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         let now = Instant::now();
         let handler_due = handlers.as_ref().and_then(Handlers::poll_timeout);
         let names_due = node.host_names().poll_timeout();
-        let other = [control.poll_timeout(now), handler_due, names_due]
+        let http_due = http.as_ref().and_then(HttpServer::poll_timeout);
+        let other = [control.poll_timeout(now), handler_due, names_due, http_due]
             .into_iter()
             .flatten()
             .min();
@@ -212,6 +232,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                     }
                 }
                 token if control.owns(token) => {} // served below, after the node's timers
+                token if http.as_ref().is_some_and(|h| h.owns(token)) => {} // likewise
                 token if handlers.as_ref().is_some_and(|h| h.owns(token)) => {
                     if let Some(handlers) = handlers.as_mut() {
                         handlers.handle_event(poll.registry(), event);
@@ -227,6 +248,9 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             answer_queries(handlers, &mut node);
         }
         ask_names(&mut resolver, &mut node, now);
+        if let Some(http) = http.as_mut() {
+            http.serve(poll.registry(), &events, &node, now);
+        }
         control.serve_with_reload(
             poll.registry(),
             &events,

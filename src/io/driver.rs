@@ -362,6 +362,19 @@ impl Node {
         report
     }
 
+    /// This node's Prometheus metrics ([`crate::report::metrics`]): the status report's
+    /// figures and the matrix's row ages.
+    pub fn metrics(&self, now: Instant) -> String {
+        let matrix = self.mesh.matrix_snapshot();
+        let rows: Vec<crate::report::metrics::RowAge> = matrix
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), matrix.age_ms(i)))
+            .collect();
+        crate::report::metrics::render(&self.status_report(now), &rows)
+    }
+
     /// The peers listed by host name, with the unresolved ones (for the reports).
     pub fn host_names(&self) -> &HostNames {
         &self.host_names
@@ -531,6 +544,7 @@ impl Node {
                     continue;
                 };
                 self.io.received += 1;
+                self.io.received_bytes += datagram.len as u64;
                 let bytes = &self.rx[i * RECV_BUFFER..][..datagram.len.min(RECV_BUFFER)];
                 // The kernel's arrival time, not ours: the time the datagram waited in
                 // the socket while this process slept or was busy is not part of the RTT.
@@ -577,7 +591,7 @@ impl Node {
                 continue;
             }
             match send_to(&self.socket, &self.tx[..t.len], t.dst) {
-                Sent::Done => self.io.sent += 1,
+                Sent::Done => self.io.count_sent(t.len),
                 Sent::WouldBlock => self.enqueue(t.dst, t.len),
                 Sent::Failed(err) => {
                     self.io.send_errors += 1;
@@ -599,7 +613,7 @@ impl Node {
     fn flush_queue(&mut self) {
         while let Some((dst, bytes)) = self.send_queue.front() {
             match send_to(&self.socket, bytes, *dst) {
-                Sent::Done => self.io.sent += 1,
+                Sent::Done => self.io.count_sent(bytes.len()),
                 Sent::WouldBlock => return,
                 Sent::Failed(err) => {
                     self.io.send_errors += 1;

@@ -6,7 +6,9 @@
 //! [`control_watch`] the backlog of a watcher); [`handlers`] runs the event handler
 //! program; [`daemon`] is `peermesh run`, the whole node with its signals, and
 //! [`tags_file`] its `--tags-file`; [`resolver`] resolves host names on
-//! a helper thread and [`host_names`] keeps when each is due and what it resolved to. No protocol logic lives here.
+//! a helper thread and [`host_names`] keeps when each is due and what it resolved to;
+//! [`http`] serves `/metrics`, the JSON reports and the status page; [`reload`] re-reads
+//! the config. No protocol logic lives here.
 
 pub mod control;
 pub mod control_answer;
@@ -17,6 +19,7 @@ pub mod daemon;
 pub mod driver;
 pub mod handlers;
 pub mod host_names;
+pub mod http;
 pub mod notify;
 pub mod reload;
 pub mod resolver;

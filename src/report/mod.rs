@@ -8,10 +8,12 @@
 pub mod event_record;
 pub mod heatmap;
 pub mod matrix_report;
+pub mod metrics;
 pub mod nearest;
 pub mod payload;
 pub mod query_report;
 pub mod reload_report;
 pub mod send_report;
 pub mod status;
+pub mod status_page;
 pub mod units;

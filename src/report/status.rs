@@ -91,6 +91,9 @@ pub struct PeerReport {
 pub struct IoCounters {
     /// Datagrams read from the socket.
     pub received: u64,
+    /// Bytes of the datagrams read (UDP payloads). Absent from the JSON (0) in older nodes.
+    #[serde(default)]
+    pub received_bytes: u64,
     /// Receive errors other than `WouldBlock` (e.g. ICMP port unreachable reported late).
     pub recv_errors: u64,
     /// Sends that failed with an error other than `WouldBlock` (unreachable host, ...).
@@ -99,6 +102,18 @@ pub struct IoCounters {
     pub send_queue_full: u64,
     /// Datagrams handed to the kernel.
     pub sent: u64,
+    /// Bytes of the datagrams handed to the kernel (UDP payloads). Absent from the JSON (0)
+    /// in older nodes.
+    #[serde(default)]
+    pub sent_bytes: u64,
+}
+
+impl IoCounters {
+    /// One datagram of `bytes` bytes handed to the kernel.
+    pub fn count_sent(&mut self, bytes: usize) {
+        self.sent += 1;
+        self.sent_bytes += bytes as u64;
+    }
 }
 
 /// The whole status of one node: the `status --json` contract.
@@ -567,10 +582,12 @@ mod tests {
         sim.run_for(Duration::from_secs(1));
         let io = IoCounters {
             received: 1,
+            received_bytes: 70,
             recv_errors: 5,
             send_errors: 4,
             send_queue_full: 3,
             sent: 2,
+            sent_bytes: 140,
         };
         StatusReport::new(sim.mesh(0).unwrap(), sim.now(), Some(&io))
     }
@@ -654,10 +671,12 @@ mod tests {
             dropped: BTreeMap::from([("auth_failed".to_owned(), 3), ("malformed".to_owned(), 0)]),
             io: Some(IoCounters {
                 received: 8,
+                received_bytes: 592,
                 recv_errors: 0,
                 send_errors: 0,
                 send_queue_full: 0,
                 sent: 8,
+                sent_bytes: 600,
             }),
         };
         assert_eq!(
@@ -674,7 +693,8 @@ mod tests {
                 r#""diagnosis":"unreachable","rtt_us":null,"jitter_us":null,"loss_pct":0.0,"#,
                 r#""last_heard_ms":null,"sent":2,"received":0,"incarnation":null,"tags":{}}],"#,
                 r#""dropped":{"auth_failed":3,"malformed":0},"#,
-                r#""io":{"received":8,"recv_errors":0,"send_errors":0,"send_queue_full":0,"sent":8}}"#
+                r#""io":{"received":8,"received_bytes":592,"recv_errors":0,"send_errors":0,"#,
+                r#""send_queue_full":0,"sent":8,"sent_bytes":600}}"#
             )
         );
         // The table shows a diagnosis only where it tells more than the state.

@@ -92,6 +92,12 @@ impl Lab {
         self.start_in(netns.as_deref(), config, name, &[]);
     }
 
+    /// [`Lab::start`] with more arguments for `run` (`--http`, `--handler`, ...).
+    pub fn start_with(&mut self, config: &Path, name: &str, extra: &[&str]) {
+        let netns = self.netns.clone();
+        self.start_in(netns.as_deref(), config, name, extra);
+    }
+
     /// `peermesh run --config CONFIG --name NAME --control (its socket) EXTRA...` in
     /// `netns` (or here), adopted under NAME; returns once its socket answers.
     fn start_in(&mut self, netns: Option<&str>, config: &Path, name: &str, extra: &[&str]) {
