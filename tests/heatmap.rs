@@ -261,30 +261,10 @@ fn legend_entries(drawn: &Drawn) -> Vec<&(f64, f64, f64, String)> {
 
 // ---- the screenshot ----------------------------------------------------------------------
 
-/// The browser: `PEERMESH_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PEERMESH_CHROMIUM") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "PEERMESH_CHROMIUM={} is not a file",
-            path.display()
-        );
-        return Some(path);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find_map(|dir| {
-        ["chromium", "chromium-browser"]
-            .iter()
-            .map(|name| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Renders `svg_file` with headless Chromium into a `width` × `height` PNG; returns its
 /// path, or `None` when the browser is missing and `PEERMESH_SKIP_BROWSER=1` allows that.
 fn screenshot(svg_file: &Path, width: u32, height: u32) -> Option<PathBuf> {
-    let Some(browser) = chromium() else {
+    let Some(browser) = support::chromium() else {
         if std::env::var("PEERMESH_SKIP_BROWSER").as_deref() == Ok("1") {
             eprintln!("PEERMESH_SKIP_BROWSER=1: not rendering the heatmap (no chromium)");
             return None;

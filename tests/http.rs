@@ -265,23 +265,9 @@ fn a_thousand_connections_at_once_are_answered_or_refused_while_heartbeats_stay_
     assert!(lab.alive_with_rtt("beta", "alpha"));
 }
 
-/// Headless Chromium: `PEERMESH_CHROMIUM`, else `chromium` on the PATH.
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PEERMESH_CHROMIUM") {
-        return Some(PathBuf::from(path));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find_map(|dir| {
-        ["chromium", "chromium-browser"]
-            .iter()
-            .map(|name| dir.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 #[test]
 fn the_status_page_in_chromium_shows_every_peer_with_its_state_and_refreshes_itself() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = support::chromium() else {
         assert_eq!(
             std::env::var("PEERMESH_SKIP_BROWSER").as_deref(),
             Ok("1"),

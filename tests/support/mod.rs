@@ -398,3 +398,23 @@ impl Lab {
             .is_some_and(|p| p["state"] == "alive" && p["rtt_us"]["p50"].as_f64().is_some())
     }
 }
+
+/// The browser: `PEERMESH_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("PEERMESH_CHROMIUM") {
+        let path = std::path::PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "PEERMESH_CHROMIUM={} is not a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find_map(|dir| {
+        ["chromium", "chromium-browser"]
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
