@@ -186,3 +186,57 @@ fn a_broken_file_is_refused_with_its_place_and_the_node_serves_on() {
     assert_eq!(lab.status("alpha").unwrap()["heartbeat_interval_ms"], 50);
     assert!(wait_until(LIMIT, || lab.alive_with_rtt("beta", "alpha")));
 }
+
+#[test]
+fn a_reload_keeps_the_tags_set_at_run_time_and_applies_the_files_own() {
+    let mut lab = Lab::new("reload-tags");
+    let with_tags = |tags: &str| {
+        loopback_config(&["alpha", "beta"], 300, 500).replace(
+            "(name: \"alpha\", host: \"127.0.0.2\"),",
+            &format!("(name: \"alpha\", host: \"127.0.0.2\", tags: {{{tags}}}),"),
+        )
+    };
+    let config = lab.write_config(&with_tags("\"role\": \"db\", \"zone\": \"eu-1\""));
+    let tags_file = lab.dir.join("alpha.tags");
+    lab.start_with(
+        &config,
+        "alpha",
+        &["--tags-file", tags_file.to_str().unwrap()],
+    );
+    lab.start(&config, "beta");
+    let control = lab.control("alpha");
+    let tag = |args: &[&str]| {
+        let mut all = vec!["tag", "--control", control.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bounded(Command::new(BIN).args(&all), Duration::from_secs(10))
+    };
+    assert_eq!(tag(&["set", "build=42"]).code, Some(0));
+
+    // The file changes role, drops zone, adds rack; build was set at run time and stays.
+    lab.write_config(&with_tags("\"role\": \"web\", \"rack\": \"3\""));
+    let ran = reload(&lab, "alpha");
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("tags of the file changed"), "{ran:?}");
+    let shown = tag(&[]);
+    let mut lines: Vec<&str> = shown.stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["build=42", "rack=3", "role=web"], "{shown:?}");
+    let seen = |lab: &Lab| {
+        lab.peer("beta", "alpha").map(|p| p["tags"].clone())
+            == Some(serde_json::json!({
+                "build": "42", "rack": "3", "role": "web"
+            }))
+    };
+    assert!(
+        wait_until(LIMIT, || seen(&lab)),
+        "beta sees them: {:?}",
+        lab.peer("beta", "alpha")
+    );
+    // The tags file follows, so a restart finds them too.
+    let kept = std::fs::read_to_string(&tags_file).unwrap_or_default();
+    assert!(
+        kept.contains("\"role\":\"web\"") || kept.contains("\"role\": \"web\""),
+        "{kept}"
+    );
+    assert!(!kept.contains("zone"), "{kept}");
+}

@@ -145,10 +145,10 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
             StartError::Keyring(e) => RunError::Keyring(e),
             other => RunError::Start(other),
         })?;
-    let mut reloader = opts
-        .config_path
-        .clone()
-        .map(|path| Reloader::new(path, opts.config.clone(), node.mesh().name()));
+    let mut reloader = opts.config_path.clone().map(|path| {
+        Reloader::new(path, opts.config.clone(), node.mesh().name())
+            .keeping_tags_in(opts.tags_file.clone())
+    });
     if let Some(path) = &opts.tags_file {
         restore_tags(path, &mut node)?;
     }

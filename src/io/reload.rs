@@ -51,6 +51,7 @@ pub struct Reloader {
     path: PathBuf,
     config: Config,
     me: String,
+    tags_file: Option<PathBuf>,
 }
 
 impl Reloader {
@@ -60,7 +61,15 @@ impl Reloader {
             path,
             config,
             me: me.to_owned(),
+            tags_file: None,
         }
+    }
+
+    /// Rewrites `path` (`run --tags-file`) when a reload changes this node's tags, so a
+    /// restart finds them as the reload left them.
+    pub fn keeping_tags_in(mut self, path: Option<PathBuf>) -> Reloader {
+        self.tags_file = path;
+        self
     }
 
     /// The config the node runs on now.
@@ -117,6 +126,11 @@ impl Reloader {
             match node.mesh_mut().set_tags(&diff.own_tags) {
                 Ok(_) => report.tags = true,
                 Err(e) => warn!("reload: this node's tags of the file are refused: {e}"),
+            }
+            if let (true, Some(path)) = (report.tags, &self.tags_file) {
+                if let Err(e) = crate::io::tags_file::save(path, node.mesh().tags()) {
+                    warn!("{e}; the reload's tags hold until the node restarts");
+                }
             }
         }
         for field in &report.need_restart {
