@@ -1,7 +1,7 @@
 # peermesh — everyday commands. `make run` starts the local 3-node mesh, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build run test bench lint clean
+.PHONY: build run test bench lint clean deb
 
 build:
 	$(CARGO) build --release
@@ -15,6 +15,12 @@ test:
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --doc
+
+# The Debian package of the release build (with dpkg-deb): the binary, the systemd unit, an
+# example /etc/peermesh/peers.ron, man pages and completions. Prints the .deb's path.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+deb: build
+	./scripts/build-deb.sh --binary $(TARGET_DIR)/release/peermesh --out $(TARGET_DIR)/debian
 
 # Every benchmark, one at a time, and a summary table (root; QUICK=1 for a smoke run).
 bench:

@@ -195,6 +195,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         control.path().display()
     );
     node.handle_timeout(poll.registry(), Instant::now())?;
+    // Bound and serving: systemd (Type=notify) may start what depends on the node.
+    crate::io::notify::ready();
     let mut events = Events::with_capacity(256);
     loop {
         // Datagrams left unread by the batch limit, and the next steps of a large control
@@ -227,6 +229,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                             let _ = reload(reloader.as_mut(), &mut node);
                         } else {
                             info!("signal {signal} received: leaving the mesh");
+                            crate::io::notify::stopping();
                             stop = true;
                         }
                     }
