@@ -632,7 +632,7 @@ fn garbage_datagrams_are_counted_as_malformed_and_do_not_disturb_peers() {
 // ---- The parser's help, "did you mean", completions and man pages ---------------------------
 
 /// Every command a user can type, in the order the help lists them.
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 16] = [
     "run",
     "status",
     "top",
@@ -642,6 +642,9 @@ const COMMANDS: [&str; 13] = [
     "query",
     "nearest",
     "watch",
+    "respond",
+    "reload",
+    "metrics",
     "check",
     "keygen",
     "completions",
