@@ -32,8 +32,18 @@ stop() {
 # Ctrl-C is how this ends: stop the nodes and exit 0. Any other exit stops them too.
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
+# The first node also serves its status page and /metrics, unless something listens there.
+http=${PEERMESH_HTTP:-127.0.0.1:9313}
+http_args=(--http "$http")
+if (: </dev/tcp/"${http%:*}"/"${http##*:}") 2>/dev/null; then
+    http_args=()
+fi
 for name in $names; do
-    "$bin" run --config "$config" --name "$name" 2>"$rundir/$name.log" &
+    if [ "$name" = "$first" ]; then
+        "$bin" run --config "$config" --name "$name" "${http_args[@]}" 2>"$rundir/$name.log" &
+    else
+        "$bin" run --config "$config" --name "$name" 2>"$rundir/$name.log" &
+    fi
     pids+=($!)
 done
 # Bounded wait (5 s) until the first node answers on its default socket.
@@ -57,4 +67,5 @@ from another terminal:
   $bin matrix --name $first
   $bin top --name $first
 END
+[ ${#http_args[@]} -gt 0 ] && echo "status page of $first: http://$http/  (metrics: http://$http/metrics)"
 "$bin" top --name "$first"
