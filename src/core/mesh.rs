@@ -10,6 +10,7 @@
 //! gossip (`gossip.rs`) and the matrix ([`crate::core::matrix`]) each live in
 //! their own file with their own tests; here they are wired to the inputs and outputs.
 
+use crate::core::addr;
 use crate::core::conflict::{ConflictChange, ConflictRules, RefutationWatch};
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
@@ -318,7 +319,12 @@ impl Mesh {
 
     /// Feeds one received datagram. Malformed or unwelcome datagrams are dropped, counted
     /// ([`Mesh::dropped`]) and logged at trace level; they never change a peer's state.
+    /// `from` may be an IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4
+    /// sender): it is taken as the plain IPv4 one ([`crate::core::addr::canonical`]).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // A dual-stack socket reports IPv4 senders as `::ffff:a.b.c.d`: the same peer as
+        // the configured `a.b.c.d`, so compared, answered and shown as that.
+        let from = addr::canonical(from);
         self.advance(now);
         let sealed = seal::is_sealed(bytes);
         let Some(keyring) = &self.keyring else {
@@ -654,9 +660,11 @@ impl Mesh {
         self.peers.by_id(id).map(|k| self.peers.id_of(k))
     }
 
-    /// The peer configured at this address.
+    /// The peer configured at this address (an IPv4-mapped one finds the IPv4 peer).
     pub fn peer_by_addr(&self, addr: SocketAddr) -> Option<PeerId> {
-        self.peers.by_addr(addr).map(|k| self.peers.id_of(k))
+        self.peers
+            .by_addr(addr::canonical(addr))
+            .map(|k| self.peers.id_of(k))
     }
 
     /// The peer with this name (case-insensitive).
