@@ -4,7 +4,8 @@ use super::args::CheckArgs;
 use super::node::this_node;
 use super::{emit, Failure};
 use peermesh::config::default_hostname;
-use peermesh::io::{daemon, handlers};
+use peermesh::core::addr::{canonical, Families};
+use peermesh::io::{daemon, driver, handlers};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -36,13 +37,33 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
     };
     line(format!("config {} is valid", path.display()));
     line(format!("this node: {} ({how})", node.name));
-    line(match binds(own) {
-        Binds::Own => format!("binds: udp {own}"),
-        Binds::Wildcard(wildcard) => format!(
-            "binds: udp {wildcard} ({} is not an address of this machine)",
-            own.ip()
-        ),
-    });
+    let bound = match args.bind {
+        Some(bind) => {
+            line(format!("binds: udp {bind} (from --bind)"));
+            bind
+        }
+        None => match binds(own) {
+            Binds::Own => {
+                line(format!("binds: udp {own}"));
+                own
+            }
+            Binds::Wildcard(wildcard) => {
+                line(format!(
+                    "binds: udp {wildcard} ({} is not an address of this machine)",
+                    own.ip()
+                ));
+                wildcard
+            }
+        },
+    };
+    // `run` makes every IPv6 socket dual-stack: `[::]` reaches IPv4 peers too.
+    let families = Families::of_socket(bound, true);
+    let family_warnings = driver::family_warnings(
+        bound,
+        families,
+        peers.iter().map(|&(name, addr)| (name, addr)),
+        ring.is_some(),
+    );
     line(format!(
         "heartbeat every {} ms; suspect after {} ms, dead after {} ms; datagrams up to {} bytes",
         config.heartbeat_interval.as_millis(),
@@ -83,7 +104,10 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
     });
     line(format!("peers ({}):", peers.len()));
     for (name, addr) in peers {
-        line(format!("  {name:<20} {addr}"));
+        line(format!("  {name:<20} {}", canonical(addr)));
+    }
+    for warning in family_warnings {
+        line(format!("WARNING: {warning}"));
     }
     emit(out)
 }
