@@ -333,3 +333,74 @@ fn a_mesh_over_an_ipv6_only_network_of_namespaces() {
         }
     }
 }
+
+#[test]
+fn host_names_that_resolve_to_ipv6_addresses_are_reached_there() {
+    // Each node sees a hosts file of its own (a private mount over /etc/hosts, inside the
+    // lab's namespace) where the mesh's names have IPv6 addresses only.
+    let mut lab = Lab::new("ipv6-names");
+    let Some(ns) = lab.netns.clone() else {
+        eprintln!("skipped: a private /etc/hosts needs root");
+        return;
+    };
+    let hosts = lab.dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n::1 six-a.peermesh.test\n::1 six-b.peermesh.test six-c.peermesh.test\n",
+    )
+    .expect("hosts file");
+    let p = ports(3);
+    let nodes = [
+        ("a", "six-a.peermesh.test", p[0]),
+        ("b", "six-b.peermesh.test", p[1]),
+        ("c", "six-c.peermesh.test", p[2]),
+    ];
+    let path = lab.write_config(&config(&nodes, None));
+    let with_hosts = |command: String| {
+        format!(
+            "mount --bind '{}' /etc/hosts && exec {command}",
+            hosts.display()
+        )
+    };
+    for (name, _, _) in nodes {
+        let script = with_hosts(format!(
+            "'{}' run --config '{}' --name {name} --control '{}'",
+            support::BIN,
+            path.display(),
+            lab.control(name).display()
+        ));
+        // `unshare` (no --fork) and `exec` replace the process: the lab kills the node.
+        let child = lab.spawn(Some(&ns), "unshare", &["-m", "sh", "-c", &script], name);
+        lab.adopt(name, child);
+        lab.wait_for_socket(name);
+    }
+    wait_alive(&lab, &all_pairs(&["a", "b", "c"]));
+    let listed: Vec<(&str, String)> = nodes
+        .iter()
+        .map(|&(n, _, port)| (n, format!("[::1]:{port}")))
+        .collect();
+    for (name, _, _) in nodes {
+        assert_plain(&lab.status(name).expect("status"), &listed);
+    }
+    // `peermesh check` resolves the names the same way and lists the IPv6 addresses.
+    let script = with_hosts(format!(
+        "'{}' check --config '{}' --name a",
+        support::BIN,
+        path.display()
+    ));
+    let check = support::run_bounded(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "unshare", "-m", "sh", "-c", &script]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(check.code, Some(0), "{check:?}");
+    assert!(
+        check.stdout.contains(&format!("binds: udp [::1]:{}", p[0])),
+        "{check:?}"
+    );
+    assert!(
+        check.stdout.contains(&format!("[::1]:{}", p[2])),
+        "{check:?}"
+    );
+    assert!(!check.stdout.contains("WARNING"), "{check:?}");
+}
