@@ -222,6 +222,7 @@ fn a_mixed_mesh_measures_every_path_its_sockets_can_carry() {
     ] {
         let row = lab.peer(me, peer).expect("a row");
         assert!(row["rtt_us"].is_null(), "{me} measured {peer}: {row}");
+        assert_eq!(row["diagnosis"], "family_mismatch", "{me} of {peer}: {row}");
     }
     let listed: Vec<(&str, String)> = nodes
         .iter()
@@ -232,6 +233,10 @@ fn a_mixed_mesh_measures_every_path_its_sockets_can_carry() {
         .collect();
     for (name, _, _) in nodes {
         assert_plain(&lab.status(name).expect("status"), &listed);
+    }
+    for (me, peer) in reachable {
+        let row = lab.peer(me, peer).expect("a row");
+        assert_eq!(row["diagnosis"], "ok", "{me} of {peer}: {row}");
     }
     // The failed sends are counted, and each node said at start which peers it cannot reach.
     let four = lab.status("four").unwrap();

@@ -419,3 +419,25 @@ fn a_peer_heard_from_its_ipv4_mapped_address_is_the_configured_ipv4_peer() {
     let c = p.a.add_peer("c", mapped(3)).unwrap();
     assert_eq!(p.a.peer(c).unwrap().addr(), addr(3));
 }
+
+#[test]
+fn a_peer_of_a_family_the_transport_cannot_reach_is_diagnosed_so() {
+    use peermesh::core::addr::Families;
+    use peermesh::Diagnosis;
+    let now = Instant::now();
+    let mut mesh = Mesh::new("four", settings(1), now);
+    let v4 = mesh.add_peer("v4", addr(2)).unwrap();
+    let v6 = mesh.add_peer("v6", "[::1]:1313".parse().unwrap()).unwrap();
+    assert_eq!(
+        mesh.diagnosis(v6),
+        Some(Diagnosis::Unknown),
+        "both by default"
+    );
+    mesh.set_families(Families {
+        ipv4: true,
+        ipv6: false,
+    });
+    assert_eq!(mesh.diagnosis(v6), Some(Diagnosis::FamilyMismatch));
+    assert_eq!(mesh.diagnosis(v4), Some(Diagnosis::Unknown));
+    assert_eq!(Diagnosis::FamilyMismatch.as_str(), "family_mismatch");
+}

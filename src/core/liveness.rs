@@ -33,6 +33,10 @@ pub enum Diagnosis {
     /// process started with its name): whatever its state says, it cannot be trusted
     /// until one of them stops.
     Conflict,
+    /// Its address is of a family (IPv4, IPv6) this node's socket cannot send to (an IPv6
+    /// peer of a node bound to an IPv4 address, an IPv4 one of a node bound to `::1`): it
+    /// gets no heartbeats from here, whatever its state. Bind `[::]` to reach both.
+    FamilyMismatch,
 }
 
 impl Diagnosis {
@@ -47,6 +51,7 @@ impl Diagnosis {
             Diagnosis::Unreachable => "unreachable",
             Diagnosis::Left => "left",
             Diagnosis::Conflict => "conflict",
+            Diagnosis::FamilyMismatch => "family_mismatch",
         }
     }
 }

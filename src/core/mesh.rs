@@ -10,7 +10,7 @@
 //! gossip (`gossip.rs`) and the matrix ([`crate::core::matrix`]) each live in
 //! their own file with their own tests; here they are wired to the inputs and outputs.
 
-use crate::core::addr;
+use crate::core::addr::{self, Families};
 use crate::core::conflict::{ConflictChange, ConflictRules, RefutationWatch};
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
@@ -193,6 +193,8 @@ pub struct Mesh {
     queries: Queries,
     /// Where an inner datagram is built before it is wrapped for a relay.
     relay_buf: Vec<u8>,
+    /// The address families the transport can send to ([`Mesh::set_families`]).
+    families: Families,
 }
 
 impl fmt::Debug for Mesh {
@@ -247,6 +249,7 @@ impl Mesh {
             tag_sync: HashMap::new(),
             queries: Queries::default(),
             relay_buf: Vec::new(),
+            families: Families::BOTH,
         }
     }
 
@@ -513,6 +516,19 @@ impl Mesh {
         }
     }
 
+    /// Says which address families the transport can send to (the driver's socket: an IPv4
+    /// one reaches no IPv6 peer). A peer of another family is diagnosed
+    /// [`Diagnosis::FamilyMismatch`]; nothing else changes (its datagrams are still
+    /// produced, and the transport fails them). Default: both.
+    pub fn set_families(&mut self, families: Families) {
+        self.families = families;
+    }
+
+    /// What [`Mesh::set_families`] last said.
+    pub fn families(&self) -> Families {
+        self.families
+    }
+
     /// Sets (or, with `None`, removes) the mesh keyring. With one, every datagram is sealed
     /// with the first key and only datagrams sealed with one of its keys are accepted;
     /// without, datagrams are plain and accepted only from the peers' configured IPs.
@@ -703,6 +719,9 @@ impl Mesh {
         let peer = &self.peers[key];
         if peer.rival_addr().is_some() {
             return Some(Diagnosis::Conflict);
+        }
+        if !self.families.reaches(peer.addr()) {
+            return Some(Diagnosis::FamilyMismatch);
         }
         Some(match peer.state() {
             PeerState::Alive if peer.is_asymmetric() => Diagnosis::Asymmetric,

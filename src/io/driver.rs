@@ -242,8 +242,8 @@ pub fn family_warnings<'a>(
         if !families.reaches(addr) {
             warnings.push(format!(
                 "peer {name} at {addr} is {}, which this node's socket (udp {local}) cannot \
-                 send to: its heartbeats fail (counted as send errors) and it gets no RTT \
-                 here; bind [::]:{} to reach IPv4 and IPv6 peers alike",
+                 send to: its heartbeats fail (counted as send errors), it gets no RTT here \
+                 (diagnosis family_mismatch); bind [::]:{} to reach IPv4 and IPv6 peers alike",
                 family_name(addr),
                 local.port()
             ));
@@ -348,12 +348,13 @@ impl Node {
         Ok(Node::new(mesh, socket))
     }
 
-    /// A node over an existing core and a bound socket. Logs the [`family_warnings`] of its
-    /// socket and peers.
-    pub fn new(mesh: Mesh, socket: UdpSocket) -> Node {
+    /// A node over an existing core and a bound socket. Tells the core which families the
+    /// socket reaches ([`Mesh::set_families`]) and logs the [`family_warnings`].
+    pub fn new(mut mesh: Mesh, socket: UdpSocket) -> Node {
         let stamped = tune_socket(&socket);
         let local = socket.local_addr().ok();
         let families = socket_families(&socket).unwrap_or(Families::BOTH);
+        mesh.set_families(families);
         if let Some(local) = local {
             let peers = mesh.peers().map(|(_, p)| (p.name(), p.addr()));
             for warning in family_warnings(local, families, peers, mesh.keyring().is_some()) {
