@@ -357,3 +357,87 @@ fn time_going_backwards_or_early_calls_are_harmless() {
     p.b.handle_datagram(earlier, addr(1), &ping);
     assert!(p.b.poll_transmit(earlier, &mut p.buf).is_some());
 }
+
+/// `addr(last)` as a dual-stack (`[::]`) socket reports an IPv4 sender: `::ffff:127.0.0.x`.
+fn mapped(last: u8) -> SocketAddr {
+    SocketAddr::new(
+        std::net::Ipv4Addr::new(127, 0, 0, last)
+            .to_ipv6_mapped()
+            .into(),
+        1313,
+    )
+}
+
+#[test]
+fn a_peer_heard_from_its_ipv4_mapped_address_is_the_configured_ipv4_peer() {
+    // a binds [::] (dual-stack): every datagram of b, listed as 127.0.0.2, arrives from
+    // ::ffff:127.0.0.2. Without a keyring only configured IPs are accepted, so a mapped
+    // source compared as it is would be dropped as address_not_allowed for ever.
+    let mut p = Pair::new();
+    let kb = p.a.peer_by_name("b").unwrap();
+    let ka = p.b.peer_by_name("a").unwrap();
+    let mut to_b = Vec::new();
+    for _ in 0..200 {
+        p.now = [p.a.poll_timeout(), p.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap()
+            .max(p.now);
+        for (dst, bytes) in p.collect('a') {
+            to_b.push(dst);
+            p.b.handle_datagram(p.now, addr(1), &bytes);
+        }
+        for (_, bytes) in p.collect('b') {
+            p.a.handle_datagram(p.now, mapped(2), &bytes);
+        }
+        if p.a.peer(kb).unwrap().rtt().is_some() && p.b.peer(ka).unwrap().rtt().is_some() {
+            break;
+        }
+    }
+    let b = p.a.peer(kb).unwrap();
+    assert_eq!(b.state(), PeerState::Alive);
+    assert!(b.rtt().is_some(), "a measured b");
+    assert!(p.b.peer(ka).unwrap().rtt().is_some(), "b measured a");
+    assert_eq!(p.a.dropped().get(DropReason::AddressNotAllowed), 0);
+    assert_eq!(p.a.dropped().total(), 0, "nothing dropped");
+    // Shown and answered as the plain address it is configured with.
+    assert_eq!(b.addr(), addr(2));
+    assert!(
+        b.seen_addr().is_none_or(|a| a == addr(2)),
+        "{:?}",
+        b.seen_addr()
+    );
+    assert!(
+        !to_b.is_empty() && to_b.iter().all(|&d| d == addr(2)),
+        "{to_b:?}"
+    );
+    assert_eq!(p.a.peer_by_addr(mapped(2)), Some(kb));
+    assert_eq!(p.a.peer_by_addr(addr(2)), Some(kb));
+
+    // A peer given by its mapped address is kept (and shown) as plain IPv4.
+    let c = p.a.add_peer("c", mapped(3)).unwrap();
+    assert_eq!(p.a.peer(c).unwrap().addr(), addr(3));
+}
+
+#[test]
+fn a_peer_of_a_family_the_transport_cannot_reach_is_diagnosed_so() {
+    use peermesh::core::addr::Families;
+    use peermesh::Diagnosis;
+    let now = Instant::now();
+    let mut mesh = Mesh::new("four", settings(1), now);
+    let v4 = mesh.add_peer("v4", addr(2)).unwrap();
+    let v6 = mesh.add_peer("v6", "[::1]:1313".parse().unwrap()).unwrap();
+    assert_eq!(
+        mesh.diagnosis(v6),
+        Some(Diagnosis::Unknown),
+        "both by default"
+    );
+    mesh.set_families(Families {
+        ipv4: true,
+        ipv6: false,
+    });
+    assert_eq!(mesh.diagnosis(v6), Some(Diagnosis::FamilyMismatch));
+    assert_eq!(mesh.diagnosis(v4), Some(Diagnosis::Unknown));
+    assert_eq!(Diagnosis::FamilyMismatch.as_str(), "family_mismatch");
+}

@@ -203,7 +203,8 @@ pub(crate) struct RunArgs {
     /// The config and this node.
     #[command(flatten)]
     pub(crate) node: NodeArgs,
-    /// bind this address instead of the node's own entry (e.g. 0.0.0.0:1313)
+    /// bind this address instead of the node's own entry (e.g. 0.0.0.0:1313, or [::]:1313
+    /// for IPv4 and IPv6 peers alike)
     #[arg(long, value_name = "ADDR:PORT", value_parser = socket_addr)]
     pub(crate) bind: Option<SocketAddr>,
     /// run PATH for each event (overrides `handler` in the config)
@@ -446,6 +447,9 @@ pub(crate) struct CheckArgs {
     /// The config and this node.
     #[command(flatten)]
     pub(crate) node: NodeArgs,
+    /// check as `run --bind ADDR:PORT` would bind (e.g. [::]:1313 for IPv4 and IPv6)
+    #[arg(long, value_name = "ADDR:PORT", value_parser = socket_addr)]
+    pub(crate) bind: Option<SocketAddr>,
 }
 
 /// `peermesh completions`.

@@ -4,7 +4,8 @@ use super::args::CheckArgs;
 use super::node::this_node;
 use super::{emit, Failure};
 use peermesh::config::default_hostname;
-use peermesh::io::{daemon, handlers};
+use peermesh::core::addr::{canonical, Families};
+use peermesh::io::{daemon, driver, handlers};
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -21,10 +22,15 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
     // Every peer's name is resolved and reported; one that does not resolve is a warning
     // (the node runs, reports it `unresolved` and retries), not a fault of the config.
     let mut peers = Vec::new();
+    let mut resolved = Vec::new();
     for (i, peer) in config.nodes.iter().enumerate().filter(|(i, _)| *i != me) {
-        let shown = match (config.resolve(i), peer.literal_addr()) {
-            (Ok(addr), Some(_)) => addr.to_string(),
-            (Ok(addr), None) => format!("{addr} ({})", peer.host),
+        let found = config.resolve(i);
+        if let Ok(addr) = &found {
+            resolved.push((peer.name.as_str(), *addr));
+        }
+        let shown = match (found, peer.literal_addr()) {
+            (Ok(addr), Some(_)) => canonical(addr).to_string(),
+            (Ok(addr), None) => format!("{} ({})", canonical(addr), peer.host),
             (Err(e), _) => format!(
                 "WARNING: {}: {}; the node runs and retries it (unresolved)",
                 peer.host,
@@ -44,13 +50,29 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
     };
     line(format!("config {} is valid", path.display()));
     line(format!("this node: {} ({how})", node.name));
-    line(match binds(own) {
-        Binds::Own => format!("binds: udp {own}"),
-        Binds::Wildcard(wildcard) => format!(
-            "binds: udp {wildcard} ({} is not an address of this machine)",
-            own.ip()
-        ),
-    });
+    let bound = match args.bind {
+        Some(bind) => {
+            line(format!("binds: udp {bind} (from --bind)"));
+            bind
+        }
+        None => match binds(own) {
+            Binds::Own => {
+                line(format!("binds: udp {own}"));
+                own
+            }
+            Binds::Wildcard(wildcard) => {
+                line(format!(
+                    "binds: udp {wildcard} ({} is not an address of this machine)",
+                    own.ip()
+                ));
+                wildcard
+            }
+        },
+    };
+    // `run` makes every IPv6 socket dual-stack: `[::]` reaches IPv4 peers too.
+    let families = Families::of_socket(bound, true);
+    let family_warnings =
+        driver::family_warnings(bound, families, resolved.iter().copied(), ring.is_some());
     line(format!(
         "heartbeat every {} ms; suspect after {} ms, dead after {} ms; datagrams up to {} bytes",
         config.heartbeat_interval.as_millis(),
@@ -96,6 +118,9 @@ pub(super) fn check(args: CheckArgs) -> Result<(), Failure> {
     line(format!("peers ({}):", peers.len()));
     for (name, addr) in peers {
         line(format!("  {name:<20} {addr}"));
+    }
+    for warning in family_warnings {
+        line(format!("WARNING: {warning}"));
     }
     emit(out)
 }

@@ -37,6 +37,10 @@ pub enum Diagnosis {
     /// never concludes this (every peer it holds has an address); the daemon's reports say
     /// it of the peers still waiting for their names.
     Unresolved,
+    /// Its address is of a family (IPv4, IPv6) this node's socket cannot send to (an IPv6
+    /// peer of a node bound to an IPv4 address, an IPv4 one of a node bound to `::1`): it
+    /// gets no heartbeats from here, whatever its state. Bind `[::]` to reach both.
+    FamilyMismatch,
 }
 
 impl Diagnosis {
@@ -52,6 +56,7 @@ impl Diagnosis {
             Diagnosis::Left => "left",
             Diagnosis::Conflict => "conflict",
             Diagnosis::Unresolved => "unresolved",
+            Diagnosis::FamilyMismatch => "family_mismatch",
         }
     }
 }

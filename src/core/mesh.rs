@@ -10,6 +10,7 @@
 //! gossip (`gossip.rs`) and the matrix ([`crate::core::matrix`]) each live in
 //! their own file with their own tests; here they are wired to the inputs and outputs.
 
+use crate::core::addr::{self, Families};
 use crate::core::conflict::{ConflictChange, ConflictRules, RefutationWatch};
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
@@ -195,6 +196,8 @@ pub struct Mesh {
     queries: Queries,
     /// Where an inner datagram is built before it is wrapped for a relay.
     relay_buf: Vec<u8>,
+    /// The address families the transport can send to ([`Mesh::set_families`]).
+    families: Families,
 }
 
 /// ⌈suspect_after / interval⌉, at least 1: how many of a peer's newest probes may still be
@@ -256,6 +259,7 @@ impl Mesh {
             tag_sync: HashMap::new(),
             queries: Queries::default(),
             relay_buf: Vec::new(),
+            families: Families::BOTH,
         }
     }
 
@@ -400,7 +404,12 @@ impl Mesh {
 
     /// Feeds one received datagram. Malformed or unwelcome datagrams are dropped, counted
     /// ([`Mesh::dropped`]) and logged at trace level; they never change a peer's state.
+    /// `from` may be an IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4
+    /// sender): it is taken as the plain IPv4 one ([`crate::core::addr::canonical`]).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // A dual-stack socket reports IPv4 senders as `::ffff:a.b.c.d`: the same peer as
+        // the configured `a.b.c.d`, so compared, answered and shown as that.
+        let from = addr::canonical(from);
         self.advance(now);
         let sealed = seal::is_sealed(bytes);
         let Some(keyring) = &self.keyring else {
@@ -589,6 +598,19 @@ impl Mesh {
         }
     }
 
+    /// Says which address families the transport can send to (the driver's socket: an IPv4
+    /// one reaches no IPv6 peer). A peer of another family is diagnosed
+    /// [`Diagnosis::FamilyMismatch`]; nothing else changes (its datagrams are still
+    /// produced, and the transport fails them). Default: both.
+    pub fn set_families(&mut self, families: Families) {
+        self.families = families;
+    }
+
+    /// What [`Mesh::set_families`] last said.
+    pub fn families(&self) -> Families {
+        self.families
+    }
+
     /// Sets (or, with `None`, removes) the mesh keyring. With one, every datagram is sealed
     /// with the first key and only datagrams sealed with one of its keys are accepted;
     /// without, datagrams are plain and accepted only from the peers' configured IPs.
@@ -736,9 +758,11 @@ impl Mesh {
         self.peers.by_id(id).map(|k| self.peers.id_of(k))
     }
 
-    /// The peer configured at this address.
+    /// The peer configured at this address (an IPv4-mapped one finds the IPv4 peer).
     pub fn peer_by_addr(&self, addr: SocketAddr) -> Option<PeerId> {
-        self.peers.by_addr(addr).map(|k| self.peers.id_of(k))
+        self.peers
+            .by_addr(addr::canonical(addr))
+            .map(|k| self.peers.id_of(k))
     }
 
     /// The peer with this name (case-insensitive).
@@ -777,6 +801,9 @@ impl Mesh {
         let peer = &self.peers[key];
         if peer.rival_addr().is_some() {
             return Some(Diagnosis::Conflict);
+        }
+        if !self.families.reaches(peer.addr()) {
+            return Some(Diagnosis::FamilyMismatch);
         }
         Some(match peer.state() {
             PeerState::Alive if peer.is_asymmetric() => Diagnosis::Asymmetric,

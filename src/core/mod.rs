@@ -10,9 +10,11 @@
 //! the witness diagnosis ([`liveness`]), the heartbeat schedule ([`schedule`]), row gossip
 //! (`gossip.rs`), the matrix ([`matrix`]), drop counters ([`drops`]), timers (`timer.rs`,
 //! [`wheel`]), replay protection ([`replay`]) and the verdict on two processes with one
-//! identity (`conflict.rs`); messages ([`transfer`]), tags ([`tags`]) and queries
+//! identity (`conflict.rs`); addresses in the one form they are compared and shown in
+//! ([`addr`]: IPv4-mapped IPv6 addresses as plain IPv4); messages ([`transfer`]), tags ([`tags`]) and queries
 //! ([`query`]), wired to the mesh in `mesh/messaging.rs`.
 
+pub mod addr;
 pub(crate) mod conflict;
 pub mod drops;
 pub mod event;

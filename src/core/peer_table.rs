@@ -5,6 +5,7 @@
 //! never names a peer added later, because each table slot counts its generations, and
 //! timers that carry an id recognise a peer that is gone.
 
+use crate::core::addr::canonical;
 use crate::core::peer::Peer;
 use crate::wire::identity::NodeId;
 use slab::Slab;
@@ -139,7 +140,9 @@ impl PeerTable {
     /// Adds a peer, or returns the one with this identity. Naming this node itself adds
     /// nothing but places it here in the listing, so a mesh built from a list of all nodes
     /// lists them in that order.
+    /// The address is kept in its canonical form ([`crate::core::addr::canonical`]).
     pub(crate) fn insert(&mut self, name: &str, addr: SocketAddr) -> Option<PeerId> {
+        let addr = canonical(addr);
         let id = NodeId::from_name(name);
         if id == self.own {
             self.roster.retain(|m| *m != Member::Own);

@@ -44,6 +44,7 @@
 //! [`crate::io::control::ControlServer`]: one call per loop turn.
 
 use crate::config::{Config, ConfigError, KeyFileError};
+use crate::core::addr::{canonical, family_name, Families};
 use crate::core::{Event as MeshEvent, Mesh, Settings};
 use crate::io::host_names::HostNames;
 use crate::report::status::IoCounters;
@@ -51,7 +52,8 @@ use log::{debug, info, trace, warn};
 use mio::net::UdpSocket;
 use mio::{event::Event, Interest, Registry, Token};
 use nix::sys::socket::{
-    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage,
+    getsockopt, recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders,
+    SockaddrStorage,
 };
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -165,9 +167,11 @@ pub fn new_incarnation() -> u64 {
 }
 
 /// Binds `addr`; where that IP is not on this machine (a public address behind NAT), binds
-/// the wildcard address of the same family with the same port instead.
+/// the wildcard address of the same family with the same port instead. An IPv6 socket is
+/// made dual-stack (`IPV6_V6ONLY` off, whatever `net.ipv6.bindv6only` says), so one bound
+/// to `[::]` is reachable on both families ([`bind_udp_socket`]).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
-    match UdpSocket::bind(addr) {
+    match bind_udp_socket(addr) {
         Ok(socket) => Ok(socket),
         Err(err) if err.kind() == ErrorKind::AddrNotAvailable => {
             let any = match addr.ip() {
@@ -176,13 +180,87 @@ pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, StartError> {
             };
             let wildcard = SocketAddr::new(any, addr.port());
             info!("{addr} is not an address of this machine; binding {wildcard}");
-            UdpSocket::bind(wildcard).map_err(|source| StartError::Bind {
+            bind_udp_socket(wildcard).map_err(|source| StartError::Bind {
                 addr: wildcard,
                 source,
             })
         }
         Err(source) => Err(StartError::Bind { addr, source }),
     }
+}
+
+/// A non-blocking UDP socket bound to `addr`. For IPv6, `IPV6_V6ONLY` is turned off before
+/// the bind (it cannot be changed after): a `[::]` socket then also takes IPv4 datagrams,
+/// which arrive from IPv4-mapped addresses (`::ffff:a.b.c.d`), and sends to IPv4 peers
+/// through the same mapped form. Distributions that set `bindv6only=1` would otherwise
+/// make `--bind [::]:PORT` an IPv6-only node.
+pub fn bind_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType};
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(
+        family,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &false).map_err(io::Error::from)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io::Error::from)?;
+    Ok(UdpSocket::from_std(std::net::UdpSocket::from(fd)))
+}
+
+/// The families a bound socket can send to: an IPv6 socket reaches IPv4 peers only when it
+/// is dual-stack (`IPV6_V6ONLY` off) and bound to the wildcard `[::]`.
+pub fn socket_families(socket: &UdpSocket) -> io::Result<Families> {
+    let local = socket.local_addr()?;
+    let dual_stack = local.is_ipv6() && !getsockopt(socket, sockopt::Ipv6V6Only)?;
+    Ok(Families::of_socket(local, dual_stack))
+}
+
+/// What an operator should know, before anything is sent, about the address families of a
+/// node whose socket is bound to `local` and reaches `families`, with `peers` (name,
+/// address) and a keyring or not: each peer the socket cannot send to (an IPv6 peer of an
+/// IPv4-bound node), and, without a keyring, that a dual-stack node with peers of both
+/// families sends from addresses some peers do not list it under. `Node::new` logs these
+/// as warnings; `peermesh check` prints them.
+pub fn family_warnings<'a>(
+    local: SocketAddr,
+    families: Families,
+    peers: impl IntoIterator<Item = (&'a str, SocketAddr)>,
+    keyring: bool,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let (mut v4, mut v6) = (false, false);
+    for (name, addr) in peers {
+        let addr = canonical(addr);
+        v4 |= addr.is_ipv4();
+        v6 |= addr.is_ipv6();
+        if !families.reaches(addr) {
+            warnings.push(format!(
+                "peer {name} at {addr} is {}, which this node's socket (udp {local}) cannot \
+                 send to: its heartbeats fail (counted as send errors), it gets no RTT here \
+                 (diagnosis family_mismatch); bind [::]:{} to reach IPv4 and IPv6 peers alike",
+                family_name(addr),
+                local.port()
+            ));
+        }
+    }
+    if !keyring && v4 && v6 && families == Families::BOTH {
+        warnings.push(
+            "no keyring, and peers of both IPv4 and IPv6: this node sends to each peer from \
+             its own address of that peer's family, but without a keyring a peer accepts it \
+             only from the one address it lists this node under, so peers that list it by \
+             the other family drop its datagrams (address_not_allowed); use a keyring \
+             (docs/SECURITY.md) or list every node in one family"
+                .to_owned(),
+        );
+    }
+    warnings
 }
 
 /// A mesh node on a UDP socket, driven by a mio loop (its own or the embedder's).
@@ -207,6 +285,10 @@ pub struct Node {
     batch: [Datagram; RECV_MANY],
     /// The peers listed by host name: their schedule and last good addresses.
     host_names: HostNames,
+    /// The families the socket sends to, and whether it is IPv6 (IPv4 destinations are
+    /// then sent to their mapped form).
+    families: Families,
+    ipv6_socket: bool,
 }
 
 /// One datagram of a `recvmmsg` batch: its length, source and arrival time.
@@ -326,9 +408,19 @@ impl Node {
         Ok(node)
     }
 
-    /// A node over an existing core and a bound socket.
-    pub fn new(mesh: Mesh, socket: UdpSocket) -> Node {
+    /// A node over an existing core and a bound socket. Tells the core which families the
+    /// socket reaches ([`Mesh::set_families`]) and logs the [`family_warnings`].
+    pub fn new(mut mesh: Mesh, socket: UdpSocket) -> Node {
         let stamped = tune_socket(&socket);
+        let local = socket.local_addr().ok();
+        let families = socket_families(&socket).unwrap_or(Families::BOTH);
+        mesh.set_families(families);
+        if let Some(local) = local {
+            let peers = mesh.peers().map(|(_, p)| (p.name(), p.addr()));
+            for warning in family_warnings(local, families, peers, mesh.keyring().is_some()) {
+                warn!("{warning}");
+            }
+        }
         let max = mesh.settings().max_datagram.max(crate::wire::HEADER_LEN);
         Node {
             mesh,
@@ -349,6 +441,8 @@ impl Node {
                 stamped: false,
             }; RECV_MANY],
             host_names: HostNames::new(crate::config::DEFAULT_RESOLVE_INTERVAL, false),
+            families,
+            ipv6_socket: local.is_some_and(|a| a.is_ipv6()),
         }
     }
 
@@ -590,7 +684,7 @@ impl Node {
                 self.enqueue(t.dst, t.len);
                 continue;
             }
-            match send_to(&self.socket, &self.tx[..t.len], t.dst) {
+            match self.send_to(&self.tx[..t.len], t.dst) {
                 Sent::Done => self.io.count_sent(t.len),
                 Sent::WouldBlock => self.enqueue(t.dst, t.len),
                 Sent::Failed(err) => {
@@ -599,6 +693,10 @@ impl Node {
                 }
             }
         }
+    }
+
+    fn send_to(&self, bytes: &[u8], dst: SocketAddr) -> Sent {
+        send_to(&self.socket, self.families, self.ipv6_socket, bytes, dst)
     }
 
     fn enqueue(&mut self, dst: SocketAddr, len: usize) {
@@ -612,7 +710,7 @@ impl Node {
 
     fn flush_queue(&mut self) {
         while let Some((dst, bytes)) = self.send_queue.front() {
-            match send_to(&self.socket, bytes, *dst) {
+            match send_to(&self.socket, self.families, self.ipv6_socket, bytes, *dst) {
                 Sent::Done => self.io.count_sent(bytes.len()),
                 Sent::WouldBlock => return,
                 Sent::Failed(err) => {
@@ -662,6 +760,8 @@ fn recv_many(
             a.as_sockaddr_in()
                 .map(|v4| SocketAddr::V4((*v4).into()))
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+                // A dual-stack socket's IPv4 sender, ::ffff:a.b.c.d, is a.b.c.d.
+                .map(canonical)
         });
         let (mut arrived, mut stamped) = (read_at, false);
         for c in msg.cmsgs().into_iter().flatten() {
@@ -710,7 +810,34 @@ enum Sent {
     Failed(io::Error),
 }
 
-fn send_to(socket: &UdpSocket, bytes: &[u8], dst: SocketAddr) -> Sent {
+/// Sends one datagram. The core names IPv4 peers by their plain address: an IPv6 socket
+/// sends to the IPv4-mapped form (`::ffff:a.b.c.d`), which every dual-stack socket takes
+/// (Linux also accepts a plain IPv4 `sockaddr_in` there, but not every system does). A
+/// destination of a family the socket cannot reach is not tried: a failed send, with the
+/// reason at trace level (the warning at start said it once).
+fn send_to(
+    socket: &UdpSocket,
+    families: Families,
+    ipv6_socket: bool,
+    bytes: &[u8],
+    dst: SocketAddr,
+) -> Sent {
+    if !families.reaches(dst) {
+        return Sent::Failed(io::Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{} is {}, which this socket cannot reach",
+                dst,
+                family_name(dst)
+            ),
+        ));
+    }
+    let dst = match dst {
+        SocketAddr::V4(v4) if ipv6_socket => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
+    };
     loop {
         return match socket.send_to(bytes, dst) {
             Ok(_) => Sent::Done,
@@ -774,6 +901,77 @@ mod tests {
         let node = Node::from_config(&config(None), 0, Some(ANY_PORT)).expect("starts");
         assert!(node.mesh().keyring().is_none());
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// Reads one datagram from `socket` with the driver's own receive path (bounded wait:
+    /// loopback delivery is immediate, the retries only cover a slow machine).
+    fn receive_one(socket: &UdpSocket) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut rx = vec![0; RECV_BUFFER * RECV_MANY];
+        let mut headers = receive_headers();
+        let mut batch = [Datagram {
+            len: 0,
+            from: None,
+            arrived: Instant::now(),
+            stamped: false,
+        }; RECV_MANY];
+        for _ in 0..100 {
+            match recv_many(socket, &mut rx, &mut headers, &mut batch) {
+                Ok(n) if n > 0 => return Some((batch[0].from?, rx[..batch[0].len].to_vec())),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_wildcard_ipv6_socket_is_dual_stack_and_names_ipv4_peers_plainly() {
+        let dual = bind_udp_socket("[::]:0".parse().unwrap()).expect("binds [::]");
+        assert!(
+            !getsockopt(&dual, sockopt::Ipv6V6Only).unwrap(),
+            "IPV6_V6ONLY off"
+        );
+        assert_eq!(socket_families(&dual).unwrap(), Families::BOTH);
+        let port = dual.local_addr().unwrap().port();
+        let four = bind_udp_socket(ANY_PORT).expect("binds 127.0.0.1");
+        let four_addr = four.local_addr().unwrap();
+
+        // To an IPv4 peer, named plainly by the core: sent through the mapped form.
+        let sent = send_to(&dual, Families::BOTH, true, b"to four", four_addr);
+        assert!(matches!(sent, Sent::Done));
+        let (from, bytes) = receive_one(&four).expect("four received");
+        assert_eq!(bytes, b"to four");
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
+
+        // From it: the source arrives as ::ffff:127.0.0.1 and is handed on as 127.0.0.1.
+        let dual_v4 = SocketAddr::from(([127, 0, 0, 1], port));
+        let families = socket_families(&four).unwrap();
+        assert!(matches!(
+            send_to(&four, families, false, b"to dual", dual_v4),
+            Sent::Done
+        ));
+        let (from, bytes) = receive_one(&dual).expect("dual received");
+        assert_eq!(bytes, b"to dual");
+        assert_eq!(from, four_addr, "plain, not ::ffff:");
+
+        // An IPv4 socket cannot send to an IPv6 peer: refused before the kernel is asked.
+        let six: SocketAddr = "[::1]:9".parse().unwrap();
+        match send_to(&four, families, false, b"x", six) {
+            Sent::Failed(err) => assert!(err.to_string().contains("IPv6"), "{err}"),
+            _ => panic!("sent to IPv6 from an IPv4 socket"),
+        }
+        let warnings = family_warnings(four_addr, families, [("six", six)], true);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("peer six at [::1]:9 is IPv6"),
+            "{warnings:?}"
+        );
+        assert!(family_warnings(four_addr, families, [("f", dual_v4)], true).is_empty());
+        // Dual-stack, mixed peers, no keyring: the address check is the problem.
+        let mixed = [("f", dual_v4), ("six", six)];
+        let warnings = family_warnings(dual_v4, Families::BOTH, mixed, false);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("address_not_allowed"), "{warnings:?}");
+        assert!(family_warnings(dual_v4, Families::BOTH, mixed, true).is_empty());
     }
 
     #[test]

@@ -507,7 +507,10 @@ pub fn has_rtt(state: PeerState) -> bool {
 fn says_more(state: PeerState, diagnosis: Diagnosis) -> bool {
     let repeats = match diagnosis {
         Diagnosis::Ok => true,
-        Diagnosis::Asymmetric | Diagnosis::Conflict | Diagnosis::Unresolved => false,
+        Diagnosis::Asymmetric
+        | Diagnosis::Conflict
+        | Diagnosis::Unresolved
+        | Diagnosis::FamilyMismatch => false,
         Diagnosis::Unknown => state == PeerState::Unknown,
         Diagnosis::Suspect => state == PeerState::Suspect,
         Diagnosis::Dead => state == PeerState::Dead,
