@@ -5,7 +5,7 @@
 //! the core keys, compares and reports every address in its canonical form, the plain IPv4
 //! one ([`canonical`]), so a node behaves and reads the same whichever family it binds.
 //! Turning a canonical IPv4 destination back into the mapped form a v6 socket sends to is
-//! the driver's business ([`crate::io::driver`]).
+//! the business of the I/O layer's driver.
 
 use std::net::{IpAddr, SocketAddr};
 
