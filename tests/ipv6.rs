@@ -37,28 +37,13 @@ fn ports(count: usize) -> Vec<u16> {
 
 /// Starts `name` in the lab's namespace (or here, without root) with extra `run` arguments.
 fn start(lab: &mut Lab, config: &std::path::Path, name: &str, extra: &[&str]) {
-    match lab.netns.clone() {
-        Some(ns) => start_in(lab, &ns, config, name, extra),
-        None => lab.start_here_with(config, name, extra),
-    }
+    let netns = lab.netns.clone();
+    lab.start_in(netns.as_deref(), config, name, extra);
 }
 
 /// Starts `name` in namespace `ns`, adopted by the lab; returns once its socket answers.
 fn start_in(lab: &mut Lab, ns: &str, config: &std::path::Path, name: &str, extra: &[&str]) {
-    let control = lab.control(name);
-    let mut args = vec![
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--name",
-        name,
-        "--control",
-        control.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let child = lab.spawn(Some(ns), support::BIN, &args, name);
-    lab.adopt(name, child);
-    lab.wait_for_socket(name);
+    lab.start_in(Some(ns), config, name, extra);
 }
 
 /// Waits (30 intervals at most) until each (observer, peer) pair is alive with an RTT.

@@ -100,7 +100,7 @@ impl Lab {
 
     /// `peermesh run --config CONFIG --name NAME --control (its socket) EXTRA...` in
     /// `netns` (or here), adopted under NAME; returns once its socket answers.
-    fn start_in(&mut self, netns: Option<&str>, config: &Path, name: &str, extra: &[&str]) {
+    pub fn start_in(&mut self, netns: Option<&str>, config: &Path, name: &str, extra: &[&str]) {
         let control = self.control(name);
         let mut args = vec![
             "run",
