@@ -106,6 +106,23 @@ fn a_peer_listed_by_name_is_followed_when_its_name_moves_and_survives_a_hung_dns
     assert_eq!(delta["diagnosis"], "unresolved", "{delta}");
     assert_eq!(delta["state"], "unknown");
     assert!(delta["resolve_error"].is_string(), "{delta}");
+    let control = lab.control("alpha");
+    let check = support::run_bounded(
+        Command::new(support::BIN).args([
+            "status",
+            "--check",
+            "--control",
+            control.to_str().unwrap(),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(check.code, Some(1), "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("1/3 peers not alive: delta unresolved"),
+        "{check:?}"
+    );
 
     // gamma's VM dies and comes back at 127.0.0.5; delta appears at 127.0.0.6.
     lab.signal("gamma", "KILL");

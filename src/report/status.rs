@@ -424,6 +424,12 @@ impl StatusReport {
                 .map(|p| p.name.clone())
                 .collect(),
             node: self.identity_conflict.then(|| self.node.clone()),
+            unresolved: self
+                .peers
+                .iter()
+                .filter(|p| p.diagnosis == Diagnosis::Unresolved)
+                .map(|p| p.name.clone())
+                .collect(),
         }
     }
 }
@@ -457,6 +463,9 @@ pub struct Health {
     pub conflicts: Vec<String>,
     /// This node's name, when another process seems to run with it.
     pub node: Option<String>,
+    /// Peers whose host names have not resolved (among `not_alive`, named `unresolved` in
+    /// the line rather than by their state).
+    pub unresolved: Vec<String>,
 }
 
 impl Health {
@@ -477,7 +486,10 @@ impl Health {
             let which: Vec<String> = self
                 .not_alive
                 .iter()
-                .map(|(name, state)| format!("{name} {state}"))
+                .map(|(name, state)| match self.unresolved.contains(name) {
+                    true => format!("{name} unresolved"),
+                    false => format!("{name} {state}"),
+                })
                 .collect();
             parts.push(format!(
                 "{}/{} peers not alive: {}",
