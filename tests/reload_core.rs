@@ -152,3 +152,41 @@ fn a_removed_peer_leaves_the_listing_and_the_matrix_with_an_event_that_names_it(
     let matrix = mesh.matrix_snapshot();
     assert_eq!(matrix.names(), ["node0", "node1"]);
 }
+
+#[test]
+fn a_confirmed_message_to_a_removed_peer_fails_at_once_not_at_its_timeout() {
+    let mut sim = Sim::with_nodes(3, INTERVAL, 14);
+    sim.run_for(Duration::from_secs(1));
+    let peer = sim.peer_id(0, 2).unwrap();
+    // node2 is gone (its acknowledgement never comes); the file drops it a moment later.
+    sim.crash(2);
+    let delivery = peermesh::Delivery::Confirmed {
+        timeout: Duration::from_secs(30),
+    };
+    let message = sim
+        .with_mesh(0, |m| m.send(peer, b"deploy 42", delivery))
+        .unwrap()
+        .expect("queued");
+    let best_effort = sim
+        .with_mesh(0, |m| m.send(peer, b"fyi", peermesh::Delivery::BestEffort))
+        .unwrap()
+        .expect("queued");
+    sim.run_for(INTERVAL);
+    events(&mut sim, 0);
+    sim.with_mesh(0, |m| m.remove_peer(peer));
+    let seen = events(&mut sim, 0);
+    assert_eq!(
+        seen,
+        vec![
+            Event::Removed {
+                peer,
+                name: "node2".into()
+            },
+            Event::Failed {
+                to: peer,
+                id: message
+            },
+        ],
+        "the best-effort message {best_effort:?} is not reported"
+    );
+}

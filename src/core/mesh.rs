@@ -294,7 +294,9 @@ impl Mesh {
     }
 
     /// Removes a peer: it is no longer pinged, answered or listed; its row and its column
-    /// of the matrix are forgotten, queued datagrams and events for it are dropped, and
+    /// of the matrix are forgotten, queued datagrams and events for it are dropped (an
+    /// [`Event::Removed`] follows, then an [`Event::Failed`] for each confirmed message to
+    /// it not yet acknowledged), and
     /// `id` is refused by every call from now on (a peer added later never gets it).
     /// Returns what this node knew of it, or `None` if `id` names no current peer.
     pub fn remove_peer(&mut self, id: PeerId) -> Option<Peer> {
@@ -302,7 +304,7 @@ impl Mesh {
         info!("{}: peer {} removed", self.name, peer.name());
         self.matrix.forget(key);
         self.witnesses.forget(key);
-        self.transfers.forget(id);
+        let unconfirmed = self.transfers.forget(id);
         self.peer_tags.remove(&id);
         self.tag_sync.remove(&id);
         self.outgoing.retain(|out| out.peer() != key);
@@ -311,6 +313,13 @@ impl Mesh {
             peer: id,
             name: peer.name().to_owned(),
         });
+        // A confirmed message to it will never be acknowledged now: say so at once.
+        for message in unconfirmed {
+            self.events.push_back(Event::Failed {
+                to: id,
+                id: message,
+            });
+        }
         self.rebuild_schedule();
         Some(peer)
     }

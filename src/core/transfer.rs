@@ -411,14 +411,21 @@ impl Transfers {
     }
 
     /// Forgets `peer` entirely (it was removed); what was outstanding is dropped unreported.
-    pub(crate) fn forget(&mut self, peer: PeerId) {
+    pub(crate) fn forget(&mut self, peer: PeerId) -> Vec<MessageId> {
         let numbers: Vec<u64> = self
             .outbound
             .keys()
             .filter(|(p, _)| *p == peer)
             .map(|&(_, n)| n)
             .collect();
+        // Confirmed application messages still open: their senders are told they failed.
+        let mut unconfirmed: Vec<(u64, MessageId)> = Vec::new();
         for n in numbers {
+            if let Some(out) = self.outbound.get(&(peer, n)) {
+                if out.channel == Channel::Data && out.deadline_ns.is_some() {
+                    unconfirmed.push((n, out.id));
+                }
+            }
             self.remove(peer, n);
         }
         if let Some(state) = self.peers.remove(&peer) {
@@ -428,6 +435,8 @@ impl Transfers {
                 }
             }
         }
+        unconfirmed.sort_unstable();
+        unconfirmed.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Ends message `number` to `peer` now, as `delivered` or not.
