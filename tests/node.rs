@@ -151,3 +151,57 @@ fn sigterm_says_goodbye_and_exits_zero_within_a_second() {
     // The socket file is gone with the process.
     assert!(!lab.control("epsilon").exists());
 }
+
+/// Issue 12, item 3, through the CLI: a node restarted after a peer left learns `left` from
+/// the others' rows instead of showing the peer `unknown` for ever. `status --check` still
+/// warns about it (a peer that left is not alive, as OPERATIONS.md documents) but names it
+/// `left`, the state every other node reports, not `unknown`.
+#[test]
+fn a_node_restarted_after_a_peer_left_shows_it_left_in_status_and_check() {
+    let mut lab = start_five("left-before");
+    assert!(
+        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
+        "{}",
+        lab.logs()
+    );
+    lab.signal("epsilon", "TERM");
+    assert_eq!(lab.wait_exit("epsilon", Duration::from_secs(1)), Some(0));
+    assert!(
+        wait_until(INTERVAL * 3, || {
+            others("epsilon").all(|n| lab.state(n, "epsilon").as_deref() == Some("left"))
+        }),
+        "{}",
+        lab.logs()
+    );
+    // alpha restarts: it never heard epsilon itself.
+    lab.signal("alpha", "TERM");
+    assert_eq!(lab.wait_exit("alpha", Duration::from_secs(1)), Some(0));
+    let config = lab.dir.join("peers.ron");
+    lab.start(&config, "alpha");
+    let settled = wait_until(INTERVAL * 10, || {
+        lab.state("alpha", "epsilon").as_deref() == Some("left")
+            && ["beta", "gamma", "delta"]
+                .iter()
+                .all(|n| lab.alive_with_rtt("alpha", n))
+    });
+    assert!(settled, "{:?}\n{}", lab.status("alpha"), lab.logs());
+    let control = lab.control("alpha");
+    let check = support::peermesh(&["status", "--check", "--control", control.to_str().unwrap()]);
+    assert_eq!(check.code, Some(1), "{}{}", check.stdout, check.stderr);
+    assert!(
+        check.stdout.contains("epsilon left") && !check.stdout.contains("unknown"),
+        "{}",
+        check.stdout
+    );
+    let table = support::peermesh(&["status", "--control", control.to_str().unwrap()]);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("epsilon"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("left") && !row.contains("unknown"),
+        "{}",
+        table.stdout
+    );
+}
