@@ -39,6 +39,11 @@ fn seeds(from: &str, to: &str) -> Vec<Vec<u8>> {
             probe: 0,
             echo_ns: 0,
             hold_us: 3,
+            coordinate: peermesh::wire::WireCoordinate {
+                vec: [0.001, -0.002, 0.0, 0.01],
+                height: 0.0005,
+                error: 0.4,
+            },
         },
         Body::Fragment(peermesh::wire::Fragment {
             message: 3,
@@ -196,12 +201,12 @@ proptest! {
             from: NodeId(from), incarnation: inc, to: NodeId(to), to_incarnation: to_inc, seq,
         };
         let body = if pong {
-            Body::Pong { probe, echo_ns: ns, hold_us: hold }
+            Body::Pong { probe, echo_ns: ns, hold_us: hold, coordinate: Default::default() }
         } else {
             Body::Ping { probe, sent_ns: ns, row: None }
         };
         let packet = Packet { header, body };
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 128];
         let n = packet.emit(&mut buf).unwrap();
         prop_assert_eq!(Packet::parse(&buf[..n]), Ok(packet));
     }

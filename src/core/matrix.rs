@@ -6,6 +6,7 @@
 //! `docs/PROTOCOL.md`); each chunk index keeps the version it was last written with, so a
 //! late or reordered chunk never overwrites newer data.
 
+use crate::core::coordinate::Coordinate;
 use crate::core::peer::PeerState;
 use crate::wire::RowChunk;
 use std::time::Instant;
@@ -169,6 +170,10 @@ pub struct MatrixView {
     pub age_ms: Vec<Option<u64>>,
     /// Whether row i is fresh (received within `dead_after` from a node not dead or left).
     pub fresh: Vec<bool>,
+    /// `estimated_rtt_us[i][j]`: the RTT between i and j that their network coordinates
+    /// predict, in µs; `None` on the diagonal, while a coordinate is unknown, or when this
+    /// node holds i or j `dead` or `left`.
+    pub estimated_rtt_us: Vec<Vec<Option<f64>>>,
     /// Pairs `(i, j)` where i hears j but j reports not hearing i.
     pub asymmetric: Vec<(usize, usize)>,
 }
@@ -203,6 +208,9 @@ pub struct MatrixSnapshot {
     /// Display column `j` is internal column `columns[j]` (0: this node, key + 1: peer key).
     columns: Vec<usize>,
     rows: Vec<SnapshotRow>,
+    /// Per display column, the node's coordinate as this node knows it; `None` when unknown
+    /// or when this node holds the node `dead` or `left` (a gone node has no estimate).
+    coordinates: Vec<Option<Coordinate>>,
 }
 
 impl MatrixSnapshot {
@@ -237,7 +245,28 @@ impl MatrixSnapshot {
             own,
             columns,
             rows,
+            coordinates: Vec::new(),
         }
+    }
+
+    /// The snapshot with each display column's coordinate (see [`MatrixSnapshot::estimate`]).
+    pub(crate) fn with_coordinates(mut self, coordinates: Vec<Option<Coordinate>>) -> Self {
+        self.coordinates = coordinates;
+        self
+    }
+
+    /// The RTT in µs that the coordinates of nodes `i` and `j` predict; `None` on the
+    /// diagonal, while either coordinate is unknown, or when either node is gone (this
+    /// node holds it `dead` or `left`).
+    pub fn estimate(&self, i: usize, j: usize) -> Option<f64> {
+        if i == j {
+            return None;
+        }
+        let (a, b) = (
+            self.coordinates.get(i)?.as_ref()?,
+            self.coordinates.get(j)?.as_ref()?,
+        );
+        Some(a.estimate_rtt(b).as_nanos() as f64 / 1000.0)
     }
 
     /// The node whose view this is.
@@ -301,8 +330,10 @@ impl MatrixSnapshot {
         let mut rtt_us = vec![vec![None; n]; n];
         let mut loss_pct = vec![vec![None; n]; n];
         let mut state = vec![vec![None; n]; n];
+        let mut estimated_rtt_us = vec![vec![None; n]; n];
         for i in 0..n {
             for j in 0..n {
+                estimated_rtt_us[i][j] = self.estimate(i, j);
                 if let Some((rtt, loss, st)) = self.cell(i, j) {
                     rtt_us[i][j] = rtt;
                     loss_pct[i][j] = loss;
@@ -324,6 +355,7 @@ impl MatrixSnapshot {
             rtt_us,
             loss_pct,
             state,
+            estimated_rtt_us,
             age_ms: (0..n).map(|i| self.age_ms(i)).collect(),
             fresh: (0..n).map(|i| self.fresh(i)).collect(),
             asymmetric,

@@ -12,6 +12,7 @@
 
 use crate::core::addr::{self, Families};
 use crate::core::conflict::{ConflictChange, ConflictRules, RefutationWatch};
+use crate::core::coordinate::Coordinate;
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
 use crate::core::gossip::RowGossip;
@@ -198,6 +199,10 @@ pub struct Mesh {
     relay_buf: Vec<u8>,
     /// The address families the transport can send to ([`Mesh::set_families`]).
     families: Families,
+    /// This node's network coordinate, moved by every RTT it measures.
+    coordinate: Coordinate,
+    /// Where the coordinate's random directions come from (seeded: reproducible runs).
+    coordinate_rng: Rng,
 }
 
 /// ⌈suspect_after / interval⌉, at least 1: how many of a peer's newest probes may still be
@@ -249,6 +254,8 @@ impl Mesh {
             // driver): two processes that ever share an identity and an incarnation (after
             // refutations) still do not share nonces.
             seal_counter: Rng::new(settings.seed).next_u64() >> 2,
+            coordinate: Coordinate::default(),
+            coordinate_rng: Rng::new(settings.seed ^ 0x636f_6f72_6469_6e61),
             scratch: Vec::new(),
             in_flight: in_flight(&settings),
             phase: None,
@@ -550,13 +557,17 @@ impl Mesh {
                 probe,
                 echo_ns,
                 hold_us,
+                coordinate,
             } => {
                 let now_ns = self.ns_of(now);
                 match self.peers[key].record_pong(probe, echo_ns, hold_us, now_ns) {
-                    Some(rtt) => trace!(
-                        "{} pong #{probe} from {from}: rtt {rtt} ns (held {hold_us} us)",
-                        self.name
-                    ),
+                    Some(rtt) => {
+                        trace!(
+                            "{} pong #{probe} from {from}: rtt {rtt} ns (held {hold_us} us)",
+                            self.name
+                        );
+                        self.observe_coordinate(key, Coordinate::from_wire(&coordinate));
+                    }
                     None => self.drop_datagram(DropReason::StalePong, from, &probe),
                 }
             }
@@ -865,12 +876,24 @@ impl Mesh {
                 ))
             })
             .collect();
+        let coordinates = columns
+            .iter()
+            .map(|&c| match c.checked_sub(1) {
+                None => Some(self.coordinate),
+                Some(key) => {
+                    let peer = self.peers.get(key)?;
+                    let gone = matches!(peer.state(), PeerState::Dead | PeerState::Left);
+                    peer.coordinate().copied().filter(|_| !gone)
+                }
+            })
+            .collect();
         MatrixSnapshot::new(&self.name, names, columns, own_row, |from| {
             let row = self.matrix.row(from - 1)?;
             let age = self.now.saturating_duration_since(row.updated);
             let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
             Some((age_ms, self.row_is_fresh(from - 1), &row.cells[..]))
         })
+        .with_coordinates(coordinates)
     }
 
     /// Datagrams dropped, by reason.
@@ -985,6 +1008,33 @@ impl Mesh {
             }
         }
         Ok(())
+    }
+
+    /// A Pong of peer `key` carried `remote`: remember it, and move this node's coordinate
+    /// towards the peer's RTT median.
+    fn observe_coordinate(&mut self, key: usize, remote: Coordinate) {
+        let peer = &mut self.peers[key];
+        peer.set_coordinate(remote);
+        if let Some(p50) = peer.rtt_p50_ns() {
+            self.coordinate
+                .observe(&remote, Duration::from_nanos(p50), &mut self.coordinate_rng);
+        }
+    }
+
+    /// This node's network coordinate: with a peer's ([`Peer::coordinate`]), it estimates
+    /// the round trip between them ([`Coordinate::estimate_rtt`]).
+    pub fn coordinate(&self) -> &Coordinate {
+        &self.coordinate
+    }
+
+    /// The round trip the coordinates predict between `a` and `b`, where `None` stands for
+    /// this node; `None` when a peer's coordinate is not known yet.
+    pub fn estimate_rtt(&self, a: Option<PeerId>, b: Option<PeerId>) -> Option<Duration> {
+        let at = |p: Option<PeerId>| match p {
+            None => Some(self.coordinate),
+            Some(id) => self.peer(id)?.coordinate().copied(),
+        };
+        Some(at(a)?.estimate_rtt(&at(b)?))
     }
 
     /// Queues the Pong to a Ping that arrived at `now`, naming `to_incarnation` as the
@@ -1266,6 +1316,7 @@ impl Mesh {
                     probe,
                     echo_ns,
                     hold_us: u32::try_from(held).unwrap_or(u32::MAX),
+                    coordinate: self.coordinate.to_wire(),
                 }
             }
             Outgoing::Leave(_) => Body::Leave,

@@ -16,6 +16,7 @@
 
 pub mod addr;
 pub(crate) mod conflict;
+pub mod coordinate;
 pub mod drops;
 pub mod event;
 pub(crate) mod gossip;
@@ -34,6 +35,7 @@ pub(crate) mod timer;
 pub mod transfer;
 pub mod wheel;
 
+pub use coordinate::Coordinate;
 pub use drops::{DropCounters, DropReason};
 pub use event::Event;
 pub use liveness::Diagnosis;

@@ -4,6 +4,7 @@
 //! clock (times are nanoseconds on the node's own clock, handed in by the core).
 
 use crate::core::conflict::{ConflictChange, ConflictRules, RivalWatch};
+use crate::core::coordinate::Coordinate;
 use crate::core::drops::DropReason;
 use crate::core::replay::{ReplayWindow, Verdict};
 use crate::wire::identity::NodeId;
@@ -347,6 +348,8 @@ pub struct Peer {
     greeted: bool,
     /// Evidence that a second process claims its identity from another address.
     rival: Option<RivalWatch>,
+    /// Its network coordinate, from its newest Pong.
+    coordinate: Option<Coordinate>,
 }
 
 impl Peer {
@@ -373,6 +376,7 @@ impl Peer {
             liveness_timer: false,
             alive_since: None,
             row_cursor: 0,
+            coordinate: None,
             rtt_p50_us: None,
             asymmetric: false,
             replay: ReplayWindow::new(),
@@ -556,6 +560,22 @@ impl Peer {
         };
         self.rtt.record(rtt);
         Some(rtt)
+    }
+
+    /// Its RTT p50 over the window, in nanoseconds: what this node's coordinate is fitted to
+    /// (a median, so one late Pong does not pull it).
+    pub(crate) fn rtt_p50_ns(&self) -> Option<u64> {
+        self.rtt.p50_ns()
+    }
+
+    /// Its coordinate, as its newest Pong carried it.
+    pub(crate) fn set_coordinate(&mut self, coordinate: Coordinate) {
+        self.coordinate = Some(coordinate);
+    }
+
+    /// Its network coordinate, once one of its Pongs arrived.
+    pub fn coordinate(&self) -> Option<&Coordinate> {
+        self.coordinate.as_ref()
     }
 
     /// Whether a pong for `probe` echoing `echo_ns` would answer one of its recent probes.

@@ -33,6 +33,10 @@
 //! assert_eq!(rtt, Duration::from_millis(10));
 //! ```
 
+pub mod regions;
+
+pub use regions::Regions;
+
 use crate::config::{Config, NodeEntry};
 use crate::core::peer::PeerState;
 use crate::core::rng::Rng;
@@ -188,6 +192,8 @@ pub struct Sim {
     by_addr: HashMap<SocketAddr, usize>,
     default_link: Link,
     links: HashMap<(usize, usize), Link>,
+    /// Latencies by region for links that have none of their own ([`Sim::set_regions`]).
+    regions: Option<Regions>,
     group: Option<Vec<u32>>,
     flights: BinaryHeap<Reverse<Flight>>,
     wakes: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -294,6 +300,7 @@ impl Sim {
             by_addr,
             default_link: Link::default(),
             links: HashMap::new(),
+            regions: None,
             group: None,
             flights: BinaryHeap::new(),
             wakes: BinaryHeap::new(),
@@ -329,12 +336,30 @@ impl Sim {
         self.links.insert((from, to), link);
     }
 
+    /// Places the nodes in regions: a link with none of its own gets the model's one-way
+    /// delay, and the default link's jitter and loss.
+    pub fn set_regions(&mut self, regions: Regions) {
+        self.regions = Some(regions);
+    }
+
     /// The link `from` → `to`.
     pub fn link(&self, from: usize, to: usize) -> Link {
-        self.links
-            .get(&(from, to))
-            .copied()
-            .unwrap_or(self.default_link)
+        if let Some(link) = self.links.get(&(from, to)) {
+            return *link;
+        }
+        match self.regions.as_ref().and_then(|r| r.one_way(from, to)) {
+            Some(latency) => Link {
+                latency,
+                ..self.default_link
+            },
+            None => self.default_link,
+        }
+    }
+
+    /// The round trip the network gives between `a` and `b` without jitter: the ground
+    /// truth that measured and estimated RTTs are judged against.
+    pub fn true_rtt(&self, a: usize, b: usize) -> Duration {
+        self.link(a, b).latency + self.link(b, a).latency
     }
 
     /// Splits the network: datagrams pass only between nodes of the same group. Nodes in

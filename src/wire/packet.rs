@@ -16,6 +16,7 @@
 //! *fresh*: one that echoes the receiver's current incarnation was made during the receiver's
 //! current life, so a capture from before the receiver started can never pass for it.
 
+use crate::wire::coordinate::{WireCoordinate, COORDINATE_LEN};
 use crate::wire::identity::NodeId;
 use crate::wire::state::PeerState;
 use std::fmt;
@@ -23,7 +24,7 @@ use std::fmt;
 /// The first two bytes of every datagram: ASCII "PM".
 pub const MAGIC: u16 = 0x504d;
 /// The protocol version this build speaks. A datagram of any other version is dropped.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 40;
 
@@ -44,6 +45,7 @@ mod field {
     pub(super) const PONG_PROBE: usize = super::HEADER_LEN;
     pub(super) const PONG_ECHO_NS: usize = super::HEADER_LEN + 4;
     pub(super) const PONG_HOLD_US: usize = super::HEADER_LEN + 12;
+    pub(super) const PONG_COORDINATE: usize = super::HEADER_LEN + 16;
     /// Fragment: message id, flags, channel, index, count, total length, then data.
     pub(super) const FRAG_MESSAGE: usize = super::HEADER_LEN;
     pub(super) const FRAG_FLAGS: usize = super::HEADER_LEN + 8;
@@ -62,7 +64,7 @@ mod field {
 /// Length of a whole `Ping` datagram.
 pub const PING_LEN: usize = HEADER_LEN + 12;
 /// Length of a whole `Pong` datagram.
-pub const PONG_LEN: usize = HEADER_LEN + 16;
+pub const PONG_LEN: usize = HEADER_LEN + 16 + COORDINATE_LEN;
 /// Length of a whole `Leave` datagram.
 pub const LEAVE_LEN: usize = HEADER_LEN;
 /// Bytes a `Fragment` datagram spends before its data.
@@ -150,6 +152,8 @@ pub enum Body<'a> {
         /// How long the responder held the ping before answering, in microseconds, so the
         /// round trip excludes the responder's own processing time (as in STAMP and NTP).
         hold_us: u32,
+        /// The responder's network coordinate when it answered.
+        coordinate: WireCoordinate,
     },
     /// The sender leaves the mesh on purpose.
     Leave,
@@ -736,10 +740,15 @@ impl<'a> Packet<'a> {
             }
             Kind::Pong => {
                 exact(bytes, PONG_LEN)?;
+                let coordinate = bytes[field::PONG_COORDINATE..]
+                    .first_chunk::<COORDINATE_LEN>()
+                    .and_then(WireCoordinate::parse)
+                    .ok_or(DecodeError::BadField("coordinate"))?;
                 Body::Pong {
                     probe: be_u32(bytes, field::PONG_PROBE),
                     echo_ns: be_u64(bytes, field::PONG_ECHO_NS),
                     hold_us: be_u32(bytes, field::PONG_HOLD_US),
+                    coordinate,
                 }
             }
             Kind::Leave => {
@@ -852,13 +861,18 @@ impl<'a> Packet<'a> {
                 probe,
                 echo_ns,
                 hold_us,
+                coordinate,
             } => {
-                let Some(fields) = body.first_chunk_mut::<16>() else {
+                let Some((fields, rest)) = body.split_first_chunk_mut::<16>() else {
                     return Err(too_small);
                 };
                 fields[0..4].copy_from_slice(&probe.to_be_bytes());
                 fields[4..12].copy_from_slice(&echo_ns.to_be_bytes());
                 fields[12..16].copy_from_slice(&hold_us.to_be_bytes());
+                let Some(out) = rest.first_chunk_mut::<COORDINATE_LEN>() else {
+                    return Err(too_small);
+                };
+                coordinate.emit(out);
             }
             Body::Leave => {}
             Body::Fragment(f) => {
@@ -938,6 +952,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pong_whose_coordinate_is_not_finite_is_malformed() {
+        let packet = Packet {
+            header: header(),
+            body: Body::Pong {
+                probe: 1,
+                echo_ns: 2,
+                hold_us: 3,
+                coordinate: WireCoordinate::default(),
+            },
+        };
+        let mut buf = [0u8; PONG_LEN];
+        packet.emit(&mut buf).unwrap();
+        assert!(Packet::parse(&buf).is_ok());
+        // The height is the fifth float after the 16 bytes of probe, echo and hold.
+        let height = HEADER_LEN + 16 + 16;
+        buf[height..height + 4].copy_from_slice(&f32::NAN.to_be_bytes());
+        assert_eq!(
+            Packet::parse(&buf),
+            Err(DecodeError::BadField("coordinate"))
+        );
+    }
+
+    #[test]
     fn every_kind_round_trips() {
         round_trip(Body::Ping {
             probe: 7,
@@ -948,6 +985,11 @@ mod tests {
             probe: 7,
             echo_ns: 123_456_789,
             hold_us: 42,
+            coordinate: WireCoordinate {
+                vec: [0.5, -0.25, 0.0, 0.125],
+                height: 0.001,
+                error: 1.0,
+            },
         });
         round_trip(Body::Leave);
         round_trip(Body::Fragment(Fragment {
@@ -998,7 +1040,7 @@ mod tests {
         };
         let mut buf = [0u8; PING_LEN];
         packet.emit(&mut buf).unwrap();
-        assert_eq!(&buf[0..4], &[b'P', b'M', 3, 1]);
+        assert_eq!(&buf[0..4], &[b'P', b'M', 4, 1]);
         assert_eq!(&buf[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             &buf[28..36],
@@ -1025,10 +1067,17 @@ mod tests {
             Err(DecodeError::BadMagic)
         );
         let mut future = buf;
-        future[2] = 4;
+        future[2] = 5;
         assert_eq!(
             Packet::parse(&future[..LEAVE_LEN]),
-            Err(DecodeError::UnsupportedVersion(4))
+            Err(DecodeError::UnsupportedVersion(5))
+        );
+        // Version 3 (the same datagrams but a Pong without a coordinate) is refused.
+        let mut last = buf;
+        last[2] = 3;
+        assert_eq!(
+            Packet::parse(&last[..LEAVE_LEN]),
+            Err(DecodeError::UnsupportedVersion(3))
         );
         // Version 2 (the same header, without messages: kind 4 was Data) is refused.
         let mut before = buf;
@@ -1173,6 +1222,7 @@ mod tests {
                 probe: 1,
                 echo_ns: 2,
                 hold_us: 3,
+                coordinate: WireCoordinate::default(),
             },
         };
         let mut small = [0u8; PONG_LEN - 1];
