@@ -15,6 +15,9 @@
 //!   diagonal stripes), `unreach` (purple cross-hatch), `left` (grey horizontal lines),
 //!   `unknown` (blue dots); a `suspect` cell keeps its RTT colour inside a dashed outline;
 //!   the diagonal (a node and itself) is white, crossed by a thin line;
+//! - a cell nobody measured but whose two nodes' network coordinates are known shows the
+//!   estimate, `≈12.3ms`, in italics on its colour, paler and inside a dotted outline: an
+//!   estimate is never drawn like a measurement;
 //! - a stale row (gossip older than `dead_after`, or from a peer not alive here) is drawn
 //!   faded with `stale · 12.0s ago` beside it; a stale row with no figures at all is one
 //!   hatched grey band saying so;
@@ -26,7 +29,7 @@
 //! column names), one [`Heatmap::row`] per step, [`Heatmap::tail`] (the legend).
 
 use crate::core::peer::PeerState;
-use crate::report::matrix_report::{shown_cell, MatrixCells};
+use crate::report::matrix_report::{shown_cell, shown_estimate, MatrixCells};
 use crate::report::status::has_rtt;
 use crate::report::units::{ago, human_us};
 use std::fmt::Write;
@@ -99,7 +102,7 @@ const TICKS: [(f64, &str); 6] = [
 ];
 
 /// The legend's entries after the colour bar: what the swatch is, and the words.
-const LEGEND: [(Swatch, &str); 9] = [
+const LEGEND: [(Swatch, &str); 10] = [
     (Swatch::OwnDiagonal, "self"),
     (Swatch::Suspect, "suspect: RTT colour, dashed outline"),
     (Swatch::State(PeerState::Dead), "dead: nobody hears it"),
@@ -111,6 +114,7 @@ const LEGEND: [(Swatch, &str); 9] = [
     (Swatch::State(PeerState::Unknown), "unknown: never heard"),
     (Swatch::Loss, "loss > 0: corner mark"),
     (Swatch::Stale, "stale row: faded, age at the right"),
+    (Swatch::Estimated, "≈ estimated: not measured, dotted"),
     (Swatch::NoData, "no figure"),
 ];
 
@@ -121,6 +125,7 @@ enum Swatch {
     State(PeerState),
     Loss,
     Stale,
+    Estimated,
     NoData,
 }
 
@@ -245,6 +250,8 @@ impl Heatmap {
              line.self{{stroke:#aaa;stroke-width:1}}\
              rect.sus{{stroke:#000;stroke-width:2.5;stroke-dasharray:5 3}}\
              rect.sus.w{{stroke:#fff}}\
+             rect.est{{stroke:#333;stroke-width:1.5;stroke-dasharray:1 2}}\
+             .t.e{{font-style:italic}}\
              path.loss{{fill:#fff;stroke:#000;stroke-width:0.8}}\
              .rn{{text-anchor:end;dominant-baseline:central;font-size:12px}}\
              .rn.st{{font-style:italic;fill:#666}}\
@@ -316,7 +323,9 @@ impl Heatmap {
             xml(name)
         );
         let age = source.age_ms(i);
-        let empty = (0..self.n).all(|j| j == i || source.cell(i, j).is_none());
+        let empty = (0..self.n).all(|j| {
+            j == i || (source.cell(i, j).is_none() && shown_estimate(source, i, j).is_none())
+        });
         if !fresh && empty {
             let words = match age {
                 Some(ms) => format!("stale row of {name}: no figures kept (updated {})", ago(ms)),
@@ -379,7 +388,27 @@ impl Heatmap {
             names.get(i).map_or("", String::as_str),
             names.get(j).map_or("", String::as_str),
         );
-        let Some((rtt, loss, state)) = shown_cell(source, i, j) else {
+        let shown = shown_cell(source, i, j);
+        // Same rule as `source` in the JSON: an estimate where nothing was measured and the
+        // state does not say the path is gone (`shown_estimate`).
+        let measured = shown.is_some_and(|c| c.0.is_some());
+        if let (false, Some(estimate)) = (measured, shown_estimate(source, i, j)) {
+            let colour = scale_colour(estimate);
+            let _ = writeln!(
+                s,
+                r#"<rect class="est" x="{:.0}" y="1" width="{:.0}" height="{:.0}" fill="{}" fill-opacity="0.55"><title>{} → {}: ≈{} estimated from network coordinates (not measured)</title></rect><text class="t e" x="{cx:.0}" y="{cy:.0}">≈{}</text>"#,
+                x + 1.0,
+                cw - 2.0,
+                ch - 2.0,
+                hex(colour),
+                xml(from_name(names, i)),
+                xml(from_name(names, j)),
+                human_us(estimate),
+                human_us(estimate)
+            );
+            return;
+        }
+        let Some((rtt, loss, state)) = shown else {
             let _ = writeln!(
                 s,
                 r#"<rect class="nd" x="{x:.0}" width="{cw:.0}" height="{ch:.0}"><title>{} → {}: no figure</title></rect><text class="t n" x="{cx:.0}" y="{cy:.0}">–</text>"#,
@@ -517,6 +546,10 @@ impl Heatmap {
                     r#"<rect x="{sx:.0}" y="{sy:.0}" width="16" height="16" fill="{}" opacity="0.4"/>"#,
                     hex(scale_colour(300.0))
                 ),
+                Swatch::Estimated => format!(
+                    r#"<rect class="est" x="{sx:.0}" y="{sy:.0}" width="16" height="16" fill="{}" fill-opacity="0.55"/>"#,
+                    hex(scale_colour(3_000.0))
+                ),
                 Swatch::NoData => {
                     format!(r#"<rect class="nd" x="{sx:.0}" y="{sy:.0}" width="16" height="16"/>"#)
                 }
@@ -530,6 +563,11 @@ impl Heatmap {
         }
         s.push_str("</svg>\n");
     }
+}
+
+/// Node `i`'s name, or nothing.
+fn from_name(names: &[String], i: usize) -> &str {
+    names.get(i).map_or("", String::as_str)
 }
 
 /// `Latency matrix as seen by alpha at 2026-12-02T15:31:30Z`.

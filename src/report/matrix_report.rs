@@ -35,6 +35,15 @@ pub struct MatrixReport {
     pub loss_pct: Vec<Vec<Option<f64>>>,
     /// `state[i][j]`: node i's view of node j (null likewise).
     pub state: Vec<Vec<Option<PeerState>>>,
+    /// `estimated_rtt_us[i][j]`: the RTT in µs that i's and j's network coordinates
+    /// predict; null on the diagonal, while a coordinate is unknown, when the viewing node
+    /// holds i or j dead or left, and when `state[i][j]` is dead, unreachable or left.
+    #[serde(default)]
+    pub estimated_rtt_us: Vec<Vec<Option<f64>>>,
+    /// `source[i][j]`: where the cell's RTT comes from: `measured` (`rtt_us` holds it),
+    /// `estimated` (no measured figure; `estimated_rtt_us` holds one), or null (neither).
+    #[serde(default)]
+    pub source: Vec<Vec<Option<CellSource>>>,
     /// Milliseconds since row i was refreshed (null: never received).
     pub age_ms: Vec<Option<u64>>,
     /// Whether row i is fresh (see [`MatrixView::fresh`]); a renderer marks the other rows
@@ -42,6 +51,16 @@ pub struct MatrixReport {
     pub fresh: Vec<bool>,
     /// `[i, j]` pairs where i hears j but j does not hear i.
     pub asymmetric: Vec<[usize; 2]>,
+}
+
+/// Where the RTT a cell shows comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellSource {
+    /// Measured by the row's node (its RTT p50).
+    Measured,
+    /// Predicted from the two nodes' network coordinates: nobody shared a measurement.
+    Estimated,
 }
 
 /// What a renderer reads: the names and every cell of an N×N matrix.
@@ -57,6 +76,8 @@ pub trait MatrixCells {
     fn age_ms(&self, i: usize) -> Option<u64>;
     /// Whether row `i` counts.
     fn fresh(&self, i: usize) -> bool;
+    /// The RTT in µs that the coordinates of `i` and `j` predict (`None`: no estimate).
+    fn estimate(&self, i: usize, j: usize) -> Option<f64>;
 }
 
 impl MatrixCells for MatrixSnapshot {
@@ -74,6 +95,9 @@ impl MatrixCells for MatrixSnapshot {
     }
     fn fresh(&self, i: usize) -> bool {
         MatrixSnapshot::fresh(self, i)
+    }
+    fn estimate(&self, i: usize, j: usize) -> Option<f64> {
+        MatrixSnapshot::estimate(self, i, j)
     }
 }
 
@@ -96,6 +120,9 @@ impl MatrixCells for MatrixReport {
     fn fresh(&self, i: usize) -> bool {
         self.fresh.get(i).copied().unwrap_or(false)
     }
+    fn estimate(&self, i: usize, j: usize) -> Option<f64> {
+        *self.estimated_rtt_us.get(i)?.get(j)?
+    }
 }
 
 impl<T: MatrixCells + ?Sized> MatrixCells for &T {
@@ -114,6 +141,9 @@ impl<T: MatrixCells + ?Sized> MatrixCells for &T {
     fn fresh(&self, i: usize) -> bool {
         (**self).fresh(i)
     }
+    fn estimate(&self, i: usize, j: usize) -> Option<f64> {
+        (**self).estimate(i, j)
+    }
 }
 
 /// Cell `(i, j)` of `source` as every rendering shows it: the RTT dropped unless the
@@ -125,6 +155,35 @@ pub(crate) fn shown_cell<S: MatrixCells + ?Sized>(
 ) -> Option<(Option<f64>, Option<f64>, PeerState)> {
     let (rtt, loss, state) = source.cell(i, j)?;
     Some((rtt.filter(|_| has_rtt(state)), loss, state))
+}
+
+/// The estimate every rendering shows for cell `(i, j)`: none where the cell's state says
+/// the path is gone (dead, unreachable, left), which must not look like a healthy RTT.
+pub(crate) fn shown_estimate<S: MatrixCells + ?Sized>(
+    source: &S,
+    i: usize,
+    j: usize,
+) -> Option<f64> {
+    let estimate = source.estimate(i, j)?;
+    match source.cell(i, j) {
+        Some((_, _, state)) if !has_rtt(state) && state != PeerState::Unknown => None,
+        _ => Some(estimate),
+    }
+}
+
+/// Where cell `(i, j)`'s RTT comes from, as every rendering shows it.
+pub(crate) fn cell_source<S: MatrixCells + ?Sized>(
+    source: &S,
+    i: usize,
+    j: usize,
+) -> Option<CellSource> {
+    if shown_cell(source, i, j).is_some_and(|c| c.0.is_some()) {
+        Some(CellSource::Measured)
+    } else if shown_estimate(source, i, j).is_some() {
+        Some(CellSource::Estimated)
+    } else {
+        None
+    }
 }
 
 impl MatrixReport {
@@ -142,16 +201,26 @@ impl MatrixReport {
                     .collect()
             })
             .collect();
-        MatrixReport {
+        let mut report = MatrixReport {
             node: node.to_owned(),
             nodes: view.nodes.clone(),
             rtt_us,
             loss_pct: view.loss_pct.clone(),
             state: view.state.clone(),
+            estimated_rtt_us: view.estimated_rtt_us.clone(),
+            source: Vec::new(),
             age_ms: view.age_ms.clone(),
             fresh: view.fresh.clone(),
             asymmetric: view.asymmetric.iter().map(|&(i, j)| [i, j]).collect(),
-        }
+        };
+        let n = report.nodes.len();
+        report.estimated_rtt_us = (0..n)
+            .map(|i| (0..n).map(|j| shown_estimate(&report, i, j)).collect())
+            .collect();
+        report.source = (0..n)
+            .map(|i| (0..n).map(|j| cell_source(&report, i, j)).collect())
+            .collect();
+        report
     }
 
     /// One JSON object on one line: the `matrix --json` contract, rendered as a node
@@ -196,7 +265,8 @@ pub enum MatrixFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Head,
-    /// JSON: the rows of `rtt_us` (0), `loss_pct` (1), `state` (2); table and SVG: 0 only.
+    /// JSON: the rows of `rtt_us` (0), `loss_pct` (1), `state` (2), `estimated_rtt_us` (3),
+    /// `source` (4); table and SVG: 0 only.
     Rows(u8),
     Tail,
     Done,
@@ -223,8 +293,8 @@ pub struct MatrixRender<S> {
 /// A step appends at least one row and stops once it has appended this many bytes.
 pub const STEP_BYTES: usize = 64 * 1024;
 
-/// The widest text a table cell shows for a value (`999.99ms`, `unknown`).
-const CELL_WIDTH: usize = 8;
+/// The widest text a table cell shows for a value (`~999.99ms`, an estimate).
+const CELL_WIDTH: usize = 9;
 
 impl<S: MatrixCells> MatrixRender<S> {
     /// Starts rendering `source` as `format`. Costs O(N) (the table: O(N²) arithmetic to
@@ -320,11 +390,12 @@ impl<S: MatrixCells> MatrixRender<S> {
                 self.row += 1;
             }
             Phase::Rows(part) => {
-                if self.format == MatrixFormat::Json && part < 2 {
-                    s.push_str(if part == 0 {
-                        "],\"loss_pct\":["
-                    } else {
-                        "],\"state\":["
+                if self.format == MatrixFormat::Json && part < 4 {
+                    s.push_str(match part {
+                        0 => "],\"loss_pct\":[",
+                        1 => "],\"state\":[",
+                        2 => "],\"estimated_rtt_us\":[",
+                        _ => "],\"source\":[",
                     });
                     self.phase = Phase::Rows(part + 1);
                     self.row = 0;
@@ -372,6 +443,8 @@ impl<S: MatrixCells> MatrixRender<S> {
             match part {
                 0 => json(s, &cell.and_then(|c| c.0)),
                 1 => json(s, &cell.and_then(|c| c.1)),
+                3 => json(s, &shown_estimate(&self.source, i, j)),
+                4 => json(s, &cell_source(&self.source, i, j)),
                 _ => {
                     let state = cell.map(|c| c.2);
                     json(s, &state.map(PeerState::as_str));
@@ -409,6 +482,8 @@ impl<S: MatrixCells> MatrixRender<S> {
         for i in 0..n {
             for (j, m) in max.iter_mut().enumerate() {
                 if let Some((Some(rtt), _, _)) = shown_cell(&self.source, i, j) {
+                    *m = m.max(rtt);
+                } else if let Some(rtt) = shown_estimate(&self.source, i, j) {
                     *m = m.max(rtt);
                 }
             }
@@ -465,11 +540,19 @@ impl<S: MatrixCells> MatrixRender<S> {
             Some((_, _, PeerState::Dead)) => "dead".to_owned(),
             Some((_, _, PeerState::Unreachable)) => "unreach".to_owned(),
             Some((_, _, PeerState::Left)) => "left".to_owned(),
-            Some((Some(rtt), _, _)) => match self.units.get(j) {
-                Some(unit) => unit.format(rtt),
-                None => TimeUnit::two_decimals_for_max(rtt).format(rtt),
+            Some((Some(rtt), _, _)) => self.format_rtt(j, rtt),
+            _ => match shown_estimate(&self.source, i, j) {
+                Some(rtt) => format!("~{}", self.format_rtt(j, rtt)),
+                None => "-".to_owned(),
             },
-            _ => "-".to_owned(),
+        }
+    }
+
+    /// An RTT in column `j`'s unit.
+    fn format_rtt(&self, j: usize, rtt: f64) -> String {
+        match self.units.get(j) {
+            Some(unit) => unit.format(rtt),
+            None => TimeUnit::two_decimals_for_max(rtt).format(rtt),
         }
     }
 
@@ -495,7 +578,7 @@ impl<S: MatrixCells> MatrixRender<S> {
     fn table_tail(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "legend: · self, - no figure (unknown, no RTT yet, or a stale row), dead = nobody hears it, unreach = path broken (others hear it), left = said goodbye, stale = row older than dead_after or from a peer not alive here"
+            "legend: · self, - no figure (unknown, no RTT yet, or a stale row), ~ estimated from network coordinates (nobody measured it), dead = nobody hears it, unreach = path broken (others hear it), left = said goodbye, stale = row older than dead_after or from a peer not alive here"
         );
         if !self.asymmetric.is_empty() {
             let names = self.source.names();
@@ -543,6 +626,45 @@ mod tests {
         let svg = report.to_svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("node3") && svg.contains(">dead</text>"));
+    }
+
+    /// Issue 15: a row this node cannot receive (its origin unreachable from here) leaves
+    /// its cells unmeasured; they show the coordinates' estimate, marked as one everywhere,
+    /// while no estimate stands in for the broken path itself.
+    #[test]
+    fn cells_nobody_measured_show_marked_estimates() {
+        let mut sim = Sim::with_nodes(4, Duration::from_millis(100), 5);
+        sim.set_default_link(Link::latency(Duration::from_millis(1)));
+        sim.run_for(Duration::from_secs(3));
+        let cut = Link::latency(Duration::from_millis(1)).with_loss(1.0);
+        sim.set_link(0, 3, cut);
+        sim.run_for(Duration::from_secs(2));
+        let mesh = sim.mesh(0).unwrap();
+        assert_eq!(sim.state(0, 3), Some(PeerState::Unreachable));
+        let report = MatrixReport::new(mesh.name(), &mesh.matrix());
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["source"][1][2], "measured");
+        assert_eq!(json["rtt_us"][1][2], 2000.0);
+        assert_eq!(json["source"][3][1], "estimated", "{}", report.to_json());
+        assert!(json["rtt_us"][3][1].is_null());
+        let estimate = json["estimated_rtt_us"][3][1].as_f64().unwrap_or(0.0);
+        assert!((estimate - 2000.0).abs() < 600.0, "estimate {estimate}");
+        // The broken path has no figure of either kind.
+        assert!(json["source"][0][3].is_null());
+        assert!(json["estimated_rtt_us"][0][3].is_null());
+        assert!(json["source"][2][2].is_null());
+        let parsed: MatrixReport = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(parsed.source[3][1], Some(CellSource::Estimated));
+        let table = report.to_table();
+        let row3 = table.lines().find(|l| l.starts_with("node3")).unwrap_or("");
+        assert!(row3.contains('~'), "{table}");
+        assert!(table.contains("~ estimated"));
+        let svg = report.to_svg();
+        assert!(
+            svg.contains(r#"<rect class="est""#)
+                && svg.contains("estimated from network coordinates")
+        );
+        assert!(svg.contains("≈ estimated"));
     }
 
     #[test]
