@@ -26,6 +26,14 @@ fn pair_errors(sim: &Sim, estimate: impl Fn(usize, usize) -> Option<Duration>) -
     errors
 }
 
+/// Each node's own coordinate against every other node's own.
+fn own_errors(sim: &Sim) -> Vec<f64> {
+    pair_errors(sim, |a, b| {
+        let (ca, cb) = (sim.mesh(a)?.coordinate(), sim.mesh(b)?.coordinate());
+        Some(ca.estimate_rtt(cb))
+    })
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted.get(at).copied().unwrap_or(f64::INFINITY)
@@ -36,12 +44,19 @@ fn coordinates_estimate_a_twelve_region_cloud_within_the_issue_targets() {
     let n = 96;
     let mut sim = Sim::with_nodes(n, INTERVAL, 15);
     sim.set_regions(Regions::spread(n, 15));
-    sim.run_for(INTERVAL * 120);
-    // Each node's own coordinate against every other node's own.
-    let own = pair_errors(&sim, |a, b| {
-        let (ca, cb) = (sim.mesh(a)?.coordinate(), sim.mesh(b)?.coordinate());
-        Some(ca.estimate_rtt(cb))
-    });
+    // How fast the estimates settle, printed for docs/PERFORMANCE.md.
+    let mut elapsed = 0;
+    for until in [10, 30, 60, 120] {
+        sim.run_for(INTERVAL * (until - elapsed));
+        elapsed = until;
+        let errors = own_errors(&sim);
+        println!(
+            "after {until:>3} s: median {:.1} %, p90 {:.1} %",
+            quantile(&errors, 0.5) * 100.0,
+            quantile(&errors, 0.9) * 100.0
+        );
+    }
+    let own = own_errors(&sim);
     let (median, p90) = (quantile(&own, 0.5), quantile(&own, 0.9));
     println!(
         "{n} nodes, 12 regions, 120 s: estimate error median {:.1} %, p90 {:.1} %, max {:.1} %",

@@ -57,8 +57,11 @@ const RTT_MS: [f64; 45] = [
 ];
 
 const INTERVAL_MS: u64 = 500;
-/// Round trips every prober must have had to every target before the relay is stopped.
-const ROUND_TRIPS: u64 = 20;
+/// Round trips every prober must have had to every target before the relay is stopped:
+/// enough for the RTT windows (20 would do) and for the network coordinates to settle
+/// (with nine peers at 500 ms they need about 40 s: 20 round trips left a median
+/// estimate error of 14 %, the simulator gives 4 % at 40 s and 2 % at 80 s).
+const ROUND_TRIPS: u64 = 80;
 /// A node's RTT window (`peermesh::core::peer::RTT_WINDOW`).
 const RTT_WINDOW: usize = 64;
 /// The tolerance of the issue: 2 % of the round trip plus 0.3 ms.
@@ -224,13 +227,13 @@ fn every_cell_of_every_matrix_is_the_round_trip_the_relay_really_applied() {
     // stops (its final stats written) and the matrices, which no pong changes any more, are
     // read at once, while every peer is still alive.
     let read_stats = || relay_stats(&std::fs::read_to_string(&stats_file).unwrap_or_default());
-    let enough = wait_until(Duration::from_secs(45), || {
+    let enough = wait_until(Duration::from_secs(75), || {
         let stats = read_stats();
         stats.len() == n * (n - 1) && stats.values().all(|s| s.round_trips >= ROUND_TRIPS)
     });
     assert!(
         enough,
-        "the relay did not see {ROUND_TRIPS} round trips on every path within 45 s: {:?}\n{}",
+        "the relay did not see {ROUND_TRIPS} round trips on every path within 75 s: {:?}\n{}",
         read_stats(),
         lab.logs()
     );
@@ -297,6 +300,29 @@ fn every_cell_of_every_matrix_is_the_round_trip_the_relay_really_applied() {
     if let Some((margin, what)) = &worst {
         eprintln!("worst margin {margin:.1} us: {what}");
     }
+    // Issue 15: in a full mesh every cell is measured, and every pair also has an estimate
+    // from the nodes' network coordinates, judged against what the relay applied.
+    let mut estimate_errors = Vec::new();
+    for m in &matrices {
+        for i in 0..n {
+            for j in (0..n).filter(|&j| j != i) {
+                assert_eq!(m["source"][i][j], "measured", "{}", m);
+                let estimate = m["estimated_rtt_us"][i][j].as_f64().unwrap_or(f64::NAN);
+                let trips = &stats[&format!("{}->{}", CITIES[i], CITIES[j])].trips_us;
+                let applied = window_p50(trips).unwrap_or(f64::NAN);
+                estimate_errors.push((estimate - applied).abs() / applied);
+            }
+        }
+    }
+    estimate_errors.sort_by(f64::total_cmp);
+    let at = |q: f64| estimate_errors[((estimate_errors.len() - 1) as f64 * q) as usize];
+    let (median, p90) = (at(0.5), at(0.9));
+    eprintln!(
+        "estimates from coordinates: median error {:.1} %, p90 {:.1} %",
+        median * 100.0,
+        p90 * 100.0
+    );
+    assert!(median <= 0.10 && p90 <= 0.30, "{median} {p90}");
     assert!(
         failures.is_empty(),
         "{} of {} cells off the relay's round trip by more than 2 % + 0.3 ms:\n{}\n{}",
