@@ -79,6 +79,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             resolve_error: None,
+            estimated_rtt_us: None,
         }
     }
 
@@ -101,6 +102,7 @@ mod tests {
             ],
             dropped: BTreeMap::new(),
             io: None,
+            coordinate: None,
         };
         let db: BTreeMap<String, String> = [("role".to_owned(), "db".to_owned())].into();
         let found = nearest(&report, &db);

@@ -81,6 +81,11 @@ pub struct PeerReport {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolve_error: Option<String>,
+    /// The RTT in µs that this node's and the peer's network coordinates predict; `None`
+    /// before a Pong of the peer brought its coordinate, and unless the peer is `alive` or
+    /// `suspect` (as `rtt_us`). Absent (null) in older nodes.
+    #[serde(default)]
+    pub estimated_rtt_us: Option<f64>,
 }
 
 /// Counters of a driver's own I/O (the core counts protocol drops): what the report shows
@@ -142,6 +147,21 @@ pub struct StatusReport {
     /// `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io: Option<IoCounters>,
+    /// This node's network coordinate. Absent from the JSON in older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinate: Option<CoordinateReport>,
+}
+
+/// A network coordinate as `status --json` shows it (see docs/PROTOCOL.md, Network
+/// coordinates).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordinateReport {
+    /// The Euclidean components, in µs.
+    pub vec_us: Vec<f64>,
+    /// The height, in µs.
+    pub height_us: f64,
+    /// The node's estimate of its own relative error: 0 (sure) to 1.5 (nothing measured).
+    pub error: f64,
 }
 
 fn micros(d: Duration) -> f64 {
@@ -188,6 +208,10 @@ impl StatusReport {
                     rival_addr: peer.rival_addr().map(|a| a.to_string()),
                     tags: mesh.peer_tags(id).cloned().unwrap_or_default(),
                     resolve_error: None,
+                    estimated_rtt_us: mesh
+                        .estimate_rtt(None, Some(id))
+                        .filter(|_| has_rtt(peer.state()))
+                        .map(micros),
                 }
             })
             .collect();
@@ -206,6 +230,11 @@ impl StatusReport {
             peers,
             dropped,
             io: io.cloned(),
+            coordinate: Some(CoordinateReport {
+                vec_us: mesh.coordinate().vec.iter().map(|v| v * 1e6).collect(),
+                height_us: mesh.coordinate().height * 1e6,
+                error: mesh.coordinate().error,
+            }),
         }
     }
 
@@ -228,6 +257,7 @@ impl StatusReport {
             rival_addr: None,
             tags: BTreeMap::new(),
             resolve_error: Some(error.unwrap_or("not resolved yet").to_owned()),
+            estimated_rtt_us: None,
         });
     }
 
@@ -570,6 +600,15 @@ mod tests {
         assert_eq!(peers[0]["rtt_us"]["p50"], 500.0);
         assert_eq!(peers[1]["state"], "dead");
         assert!(peers[1]["last_heard_ms"].as_u64().unwrap() >= 900);
+        // An estimate from coordinates for the live peer, none for the dead one.
+        let estimate = peers[0]["estimated_rtt_us"].as_f64().unwrap_or(0.0);
+        assert!((estimate - 500.0).abs() < 150.0, "{estimate}");
+        assert!(peers[1]["estimated_rtt_us"].is_null());
+        assert!(json["coordinate"]["error"].as_f64().unwrap_or(9.0) < 1.5);
+        assert_eq!(
+            json["coordinate"]["vec_us"].as_array().map(Vec::len),
+            Some(4)
+        );
         assert_eq!(json["dropped"]["malformed"], 0);
         let table = report.to_table(false);
         let lines: Vec<&str> = table.lines().collect();
@@ -664,6 +703,7 @@ mod tests {
                     rival_addr: None,
                     tags: BTreeMap::new(),
                     resolve_error: None,
+                    estimated_rtt_us: Some(75.5),
                 },
                 PeerReport {
                     name: "gamma".to_owned(),
@@ -681,6 +721,7 @@ mod tests {
                     rival_addr: None,
                     tags: BTreeMap::new(),
                     resolve_error: None,
+                    estimated_rtt_us: None,
                 },
             ],
             dropped: BTreeMap::from([("auth_failed".to_owned(), 3), ("malformed".to_owned(), 0)]),
@@ -693,6 +734,11 @@ mod tests {
                 sent: 8,
                 sent_bytes: 600,
             }),
+            coordinate: Some(CoordinateReport {
+                vec_us: vec![1.0, 2.0, 3.0, 4.0],
+                height_us: 10.0,
+                error: 0.25,
+            }),
         };
         assert_eq!(
             report.to_json(),
@@ -703,13 +749,16 @@ mod tests {
                 r#""state":"alive","diagnosis":"asymmetric","rtt_us":{"last":76.311,"#,
                 r#""min":76.311,"avg":79.372,"p50":76.311,"p99":82.433},"jitter_us":0.383,"#,
                 r#""loss_pct":0.0,"last_heard_ms":747,"sent":4,"received":4,"#,
-                r#""seen_addr":"10.1.1.1:1313","incarnation":"01a212b429ab1aed","tags":{}},"#,
+                r#""seen_addr":"10.1.1.1:1313","incarnation":"01a212b429ab1aed","tags":{},"#,
+                r#""estimated_rtt_us":75.5},"#,
                 r#"{"name":"gamma","addr":"127.0.0.3:1313","state":"unknown","#,
                 r#""diagnosis":"unreachable","rtt_us":null,"jitter_us":null,"loss_pct":0.0,"#,
-                r#""last_heard_ms":null,"sent":2,"received":0,"incarnation":null,"tags":{}}],"#,
+                r#""last_heard_ms":null,"sent":2,"received":0,"incarnation":null,"tags":{},"#,
+                r#""estimated_rtt_us":null}],"#,
                 r#""dropped":{"auth_failed":3,"malformed":0},"#,
                 r#""io":{"received":8,"received_bytes":592,"recv_errors":0,"send_errors":0,"#,
-                r#""send_queue_full":0,"sent":8,"sent_bytes":600}}"#
+                r#""send_queue_full":0,"sent":8,"sent_bytes":600},"#,
+                r#""coordinate":{"vec_us":[1.0,2.0,3.0,4.0],"height_us":10.0,"error":0.25}}"#
             )
         );
         // The table shows a diagnosis only where it tells more than the state.
@@ -795,6 +844,7 @@ mod tests {
                 rival_addr: None,
                 tags: BTreeMap::new(),
                 resolve_error: None,
+                estimated_rtt_us: None,
             })
             .collect();
         StatusReport {
@@ -807,6 +857,7 @@ mod tests {
             peers,
             dropped: BTreeMap::new(),
             io: None,
+            coordinate: None,
         }
     }
 
