@@ -190,34 +190,51 @@ mod tests {
         Duration::from_secs_f64(v / 1000.0)
     }
 
-    /// Nodes on a line 0, 10, 20, 30 ms apart (plus 1 ms of access delay each way each):
+    /// `n` coordinates after `rounds` rounds of every node observing every other at the
+    /// round trip `truth(i, j)` in ms.
+    fn fit(
+        n: usize,
+        rounds: usize,
+        seed: u64,
+        truth: impl Fn(usize, usize) -> f64,
+    ) -> Vec<Coordinate> {
+        let mut coords = vec![Coordinate::default(); n];
+        let mut rng = Rng::new(seed);
+        for _ in 0..rounds {
+            for i in 0..n {
+                for j in (0..n).filter(|&j| j != i) {
+                    let remote = coords[j];
+                    coords[i].observe(&remote, ms(truth(i, j)), &mut rng);
+                }
+            }
+        }
+        coords
+    }
+
+    /// The largest relative error of any pair's estimate.
+    fn worst_error(coords: &[Coordinate], truth: impl Fn(usize, usize) -> f64) -> f64 {
+        let n = coords.len();
+        (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| {
+                let estimate = coords[i].distance_s(&coords[j]) * 1000.0;
+                (estimate - truth(i, j)).abs() / truth(i, j)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Nodes on a line at 0, 10, 20, 30 and 45 ms (plus 1 ms of access delay at each end):
     /// a few hundred rounds of every node observing every other make the estimates exact
     /// to within a few percent.
     #[test]
     fn coordinates_converge_to_a_metric_with_access_delays() {
         let positions: [f64; 5] = [0.0, 10.0, 20.0, 30.0, 45.0];
         let truth = |i: usize, j: usize| (positions[i] - positions[j]).abs() + 2.0;
-        let mut coords = vec![Coordinate::default(); positions.len()];
-        let mut rng = Rng::new(7);
-        for _ in 0..300 {
-            for i in 0..positions.len() {
-                for j in 0..positions.len() {
-                    if i != j {
-                        let remote = coords[j];
-                        coords[i].observe(&remote, ms(truth(i, j)), &mut rng);
-                    }
-                }
-            }
-        }
-        for i in 0..positions.len() {
-            for j in 0..positions.len() {
-                if i != j {
-                    let estimate = coords[i].distance_s(&coords[j]) * 1000.0;
-                    let error = (estimate - truth(i, j)).abs() / truth(i, j);
-                    assert!(error < 0.05, "{i}->{j}: {estimate} ms vs {}", truth(i, j));
-                }
-            }
-            assert!(coords[i].error < 0.2, "{i}: error {}", coords[i].error);
+        let coords = fit(positions.len(), 300, 7, truth);
+        let worst = worst_error(&coords, truth);
+        assert!(worst < 0.05, "worst relative error {worst}");
+        for c in &coords {
+            assert!(c.error < 0.2, "error estimate {}", c.error);
         }
     }
 
@@ -268,27 +285,8 @@ mod tests {
         // (twelve points cannot all be so arranged), but heights do.
         let access: Vec<f64> = (1..=12).map(f64::from).collect();
         let truth = |i: usize, j: usize| access[i] + access[j];
-        let mut coords = vec![Coordinate::default(); access.len()];
-        let mut rng = Rng::new(3);
-        for _ in 0..400 {
-            for i in 0..access.len() {
-                for j in 0..access.len() {
-                    if i != j {
-                        let remote = coords[j];
-                        coords[i].observe(&remote, ms(truth(i, j)), &mut rng);
-                    }
-                }
-            }
-        }
-        let mut worst: f64 = 0.0;
-        for i in 0..access.len() {
-            for j in 0..access.len() {
-                if i != j {
-                    let estimate = coords[i].distance_s(&coords[j]) * 1000.0;
-                    worst = worst.max((estimate - truth(i, j)).abs() / truth(i, j));
-                }
-            }
-        }
+        let coords = fit(access.len(), 400, 3, truth);
+        let worst = worst_error(&coords, truth);
         assert!(worst < 0.15, "worst relative error {worst}");
         let (low, high) = (coords[0].height, coords[11].height);
         assert!(high > low + 0.005, "heights {low} and {high}");
