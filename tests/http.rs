@@ -107,6 +107,8 @@ fn metrics_over_http_and_the_cli_are_valid_prometheus_text_with_every_series() {
         "peermesh_peer_up{peer=\"beta\"} 1",
         "peermesh_peer_state{peer=\"beta\",state=\"alive\"} 1",
         "peermesh_peer_rtt_p50_seconds{peer=\"beta\"} ",
+        "peermesh_peer_estimated_rtt_seconds{peer=\"beta\"} ",
+        "peermesh_coordinate_error ",
         "peermesh_peer_loss_ratio{peer=\"beta\"} ",
         "peermesh_peer_datagrams_sent_total{peer=\"beta\"} ",
         "peermesh_dropped_datagrams_total{reason=\"malformed\"} 0",

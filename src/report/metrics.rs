@@ -72,6 +72,15 @@ pub fn render(report: &StatusReport, rows: &[RowAge]) -> String {
         if report.identity_conflict { 1.0 } else { 0.0 },
         &mut registry,
     );
+    if let Some(coordinate) = &report.coordinate {
+        node(
+            "This node's estimate of the relative error of its network coordinate (0 sure, 1.5 \
+             nothing measured yet)",
+            "coordinate_error",
+            coordinate.error,
+            &mut registry,
+        );
+    }
     peer_counts(report, &mut registry);
     per_peer(report, &mut registry);
     traffic(report, &mut registry);
@@ -132,6 +141,7 @@ fn per_peer(report: &StatusReport, registry: &mut Registry) {
     let jitter = Family::<Labels, FloatGauge>::default();
     let loss = Family::<Labels, FloatGauge>::default();
     let heard = Family::<Labels, FloatGauge>::default();
+    let estimated = Family::<Labels, FloatGauge>::default();
     let sent = Family::<Labels, Counter>::default();
     let received = Family::<Labels, Counter>::default();
     for peer in &report.peers {
@@ -156,6 +166,9 @@ fn per_peer(report: &StatusReport, registry: &mut Registry) {
         loss.get_or_create(&labels).set(peer.loss_pct / 100.0);
         if let Some(ms) = peer.last_heard_ms {
             heard.get_or_create(&labels).set(ms as f64 / 1000.0);
+        }
+        if let Some(us) = peer.estimated_rtt_us {
+            estimated.get_or_create(&labels).set(us / 1e6);
         }
         sent.get_or_create(&labels).inc_by(peer.sent);
         received.get_or_create(&labels).inc_by(peer.received);
@@ -195,6 +208,12 @@ fn per_peer(report: &StatusReport, registry: &mut Registry) {
         "peer_last_heard_seconds",
         "Seconds since a valid datagram came from the peer (absent before the first)",
         heard,
+    );
+    registry.register(
+        "peer_estimated_rtt_seconds",
+        "Round-trip time to the peer that the network coordinates predict (alive and \
+         suspect peers with a known coordinate; a prediction, not a measurement)",
+        estimated,
     );
     registry.register(
         "peer_datagrams_sent",
