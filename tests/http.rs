@@ -89,11 +89,13 @@ fn two_nodes(lab: &mut Lab) -> (SocketAddr, PathBuf) {
 fn metrics_over_http_and_the_cli_are_valid_prometheus_text_with_every_series() {
     let mut lab = Lab::new("http-metrics");
     let (http, _) = two_nodes(&mut lab);
-    // beta's row of the matrix comes with its heartbeats, within an interval or two.
+    // beta's row of the matrix comes with its heartbeats, within an interval or two; the
+    // estimate once both coordinates have settled (about ten Pongs).
     let mut answer = String::new();
     assert!(wait_until(LIMIT, || {
         answer = get(http, "GET /metrics HTTP/1.1\r\nHost: node\r\n\r\n");
         answer.contains("peermesh_matrix_row_age_seconds{node=\"beta\"}")
+            && answer.contains("peermesh_peer_estimated_rtt_seconds{peer=\"beta\"}")
     }));
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(

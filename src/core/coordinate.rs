@@ -28,6 +28,11 @@ pub use crate::wire::coordinate::MAX_ERROR;
 /// zero could never grow again (the update scales it by itself).
 pub const MIN_HEIGHT: f64 = 10e-6;
 
+/// Below this error estimate a coordinate counts as settled: only then does it take part
+/// in estimates ([`Coordinate::is_settled`]). A node starts at [`MAX_ERROR`]; its first
+/// samples bring it below 1 within a few intervals.
+pub const SETTLED_ERROR: f64 = 1.0;
+
 /// How much one sample moves the error estimate (Vivaldi's `c_e`).
 const ERROR_GAIN: f64 = 0.25;
 /// How much one sample moves the coordinate (Vivaldi's `c_c`). The paper's 0.25 suits a
@@ -75,17 +80,21 @@ impl Coordinate {
         })
     }
 
-    /// The coordinate a peer sent, as this node computes with it.
-    pub fn from_wire(wire: &WireCoordinate) -> Coordinate {
+    /// The coordinate a peer sent, as this node computes with it; `None` when a field is
+    /// out of range (a decoded Pong's never is: the wire layer checks the same ranges).
+    pub fn from_wire(wire: &WireCoordinate) -> Option<Coordinate> {
         let mut vec = [0.0; DIMENSIONS];
         for (v, w) in vec.iter_mut().zip(wire.vec.iter()) {
             *v = f64::from(*w);
         }
-        Coordinate {
-            vec,
-            height: f64::from(wire.height).max(MIN_HEIGHT),
-            error: f64::from(wire.error),
-        }
+        Coordinate::checked(vec, f64::from(wire.height), f64::from(wire.error))
+    }
+
+    /// Whether the coordinate has settled enough to estimate with (its error estimate is
+    /// below [`SETTLED_ERROR`]): a node that has barely measured anything sits near the
+    /// origin, and an estimate from there would be noise marked as a figure.
+    pub fn is_settled(&self) -> bool {
+        self.error < SETTLED_ERROR
     }
 
     /// This coordinate as a Pong carries it.
@@ -106,9 +115,16 @@ impl Coordinate {
         self.plane_distance(other) + self.height + other.height
     }
 
-    /// The round trip these two coordinates predict.
+    /// The round trip these two coordinates predict, at most [`LIMIT_S`] (also for a
+    /// coordinate built by hand with a non-finite field).
     pub fn estimate_rtt(&self, other: &Coordinate) -> Duration {
-        Duration::from_secs_f64(self.distance_s(other).clamp(0.0, LIMIT_S))
+        let s = self.distance_s(other);
+        let s = if s.is_finite() {
+            s.clamp(0.0, LIMIT_S)
+        } else {
+            LIMIT_S
+        };
+        Duration::from_secs_f64(s)
     }
 
     fn plane_distance(&self, other: &Coordinate) -> f64 {
@@ -142,6 +158,11 @@ impl Coordinate {
         let mut direction = [0.0; DIMENSIONS];
         let plane = self.plane_distance(remote);
         let coincident = plane <= 1e-12;
+        if coincident && force < 0.0 {
+            // Already as close as two coordinates get: any move in the plane would only
+            // lengthen the prediction.
+            return;
+        }
         if !coincident {
             for (d, (a, b)) in direction
                 .iter_mut()
@@ -185,6 +206,7 @@ impl Coordinate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::WireCoordinate;
 
     fn ms(v: f64) -> Duration {
         Duration::from_secs_f64(v / 1000.0)
@@ -276,6 +298,20 @@ mod tests {
         assert!(Coordinate::checked([1e9, 0.0, 0.0, 0.0], 0.0, 0.5).is_none());
         let raised = Coordinate::checked(vec, 0.0, 0.5).map(|c| c.height);
         assert_eq!(raised, Some(MIN_HEIGHT));
+        let broken = Coordinate {
+            height: f64::NAN,
+            ..Coordinate::default()
+        };
+        assert_eq!(
+            broken.estimate_rtt(&Coordinate::default()),
+            Duration::from_secs_f64(LIMIT_S)
+        );
+        let nan = WireCoordinate {
+            error: f32::NAN,
+            ..WireCoordinate::default()
+        };
+        assert_eq!(Coordinate::from_wire(&nan), None);
+        assert!(!Coordinate::default().is_settled());
     }
 
     #[test]

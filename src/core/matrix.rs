@@ -171,8 +171,9 @@ pub struct MatrixView {
     /// Whether row i is fresh (received within `dead_after` from a node not dead or left).
     pub fresh: Vec<bool>,
     /// `estimated_rtt_us[i][j]`: the RTT between i and j that their network coordinates
-    /// predict, in µs; `None` on the diagonal, while a coordinate is unknown, or when this
-    /// node holds i or j `dead` or `left`.
+    /// predict, in µs; `None` on the diagonal, while a coordinate is unknown or unsettled
+    /// ([`crate::core::Coordinate::is_settled`]), or when this node holds i or j `dead` or
+    /// `left`. (Reports also leave out pairs whose path a cell says is gone.)
     pub estimated_rtt_us: Vec<Vec<Option<f64>>>,
     /// Pairs `(i, j)` where i hears j but j reports not hearing i.
     pub asymmetric: Vec<(usize, usize)>,

@@ -566,7 +566,9 @@ impl Mesh {
                             "{} pong #{probe} from {from}: rtt {rtt} ns (held {hold_us} us)",
                             self.name
                         );
-                        self.observe_coordinate(key, Coordinate::from_wire(&coordinate));
+                        if let Some(remote) = Coordinate::from_wire(&coordinate) {
+                            self.observe_coordinate(key, remote);
+                        }
                     }
                     None => self.drop_datagram(DropReason::StalePong, from, &probe),
                 }
@@ -879,11 +881,13 @@ impl Mesh {
         let coordinates = columns
             .iter()
             .map(|&c| match c.checked_sub(1) {
-                None => Some(self.coordinate),
+                None => Some(self.coordinate).filter(Coordinate::is_settled),
                 Some(key) => {
                     let peer = self.peers.get(key)?;
                     let gone = matches!(peer.state(), PeerState::Dead | PeerState::Left);
-                    peer.coordinate().copied().filter(|_| !gone)
+                    peer.coordinate()
+                        .copied()
+                        .filter(|c| !gone && c.is_settled())
                 }
             })
             .collect();
@@ -1028,11 +1032,16 @@ impl Mesh {
     }
 
     /// The round trip the coordinates predict between `a` and `b`, where `None` stands for
-    /// this node; `None` when a peer's coordinate is not known yet.
+    /// this node; `None` while either coordinate is unknown or not yet settled
+    /// ([`Coordinate::is_settled`]). A raw prediction: it applies no liveness rule (the
+    /// reports give none for a dead or left node).
     pub fn estimate_rtt(&self, a: Option<PeerId>, b: Option<PeerId>) -> Option<Duration> {
-        let at = |p: Option<PeerId>| match p {
-            None => Some(self.coordinate),
-            Some(id) => self.peer(id)?.coordinate().copied(),
+        let at = |p: Option<PeerId>| {
+            match p {
+                None => Some(self.coordinate),
+                Some(id) => self.peer(id)?.coordinate().copied(),
+            }
+            .filter(Coordinate::is_settled)
         };
         Some(at(a)?.estimate_rtt(&at(b)?))
     }

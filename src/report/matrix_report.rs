@@ -36,8 +36,9 @@ pub struct MatrixReport {
     /// `state[i][j]`: node i's view of node j (null likewise).
     pub state: Vec<Vec<Option<PeerState>>>,
     /// `estimated_rtt_us[i][j]`: the RTT in µs that i's and j's network coordinates
-    /// predict; null on the diagonal, while a coordinate is unknown, when the viewing node
-    /// holds i or j dead or left, and when `state[i][j]` is dead, unreachable or left.
+    /// predict; null on the diagonal, while a coordinate is unknown or unsettled, when the
+    /// viewing node holds i or j dead or left, and when `state[i][j]` or `state[j][i]` is
+    /// dead, unreachable or left.
     #[serde(default)]
     pub estimated_rtt_us: Vec<Vec<Option<f64>>>,
     /// `source[i][j]`: where the cell's RTT comes from: `measured` (`rtt_us` holds it),
@@ -76,8 +77,11 @@ pub trait MatrixCells {
     fn age_ms(&self, i: usize) -> Option<u64>;
     /// Whether row `i` counts.
     fn fresh(&self, i: usize) -> bool;
-    /// The RTT in µs that the coordinates of `i` and `j` predict (`None`: no estimate).
-    fn estimate(&self, i: usize, j: usize) -> Option<f64>;
+    /// The RTT in µs that the coordinates of `i` and `j` predict (`None`: no estimate; the
+    /// default, for a source without coordinates).
+    fn estimate(&self, _i: usize, _j: usize) -> Option<f64> {
+        None
+    }
 }
 
 impl MatrixCells for MatrixSnapshot {
@@ -157,18 +161,23 @@ pub(crate) fn shown_cell<S: MatrixCells + ?Sized>(
     Some((rtt.filter(|_| has_rtt(state)), loss, state))
 }
 
-/// The estimate every rendering shows for cell `(i, j)`: none where the cell's state says
-/// the path is gone (dead, unreachable, left), which must not look like a healthy RTT.
+/// The estimate every rendering shows for cell `(i, j)`: none where the cell's state, or
+/// the reverse cell's, says the path is gone (dead, unreachable, left), which must not look
+/// like a healthy RTT.
 pub(crate) fn shown_estimate<S: MatrixCells + ?Sized>(
     source: &S,
     i: usize,
     j: usize,
 ) -> Option<f64> {
     let estimate = source.estimate(i, j)?;
-    match source.cell(i, j) {
-        Some((_, _, state)) if !has_rtt(state) && state != PeerState::Unknown => None,
-        _ => Some(estimate),
+    // Either direction: a path broken one way is broken for a round trip.
+    let gone = |cell: Option<(Option<f64>, Option<f64>, PeerState)>| {
+        cell.is_some_and(|(_, _, state)| !has_rtt(state) && state != PeerState::Unknown)
+    };
+    if gone(source.cell(i, j)) || gone(source.cell(j, i)) {
+        return None;
     }
+    Some(estimate)
 }
 
 /// Where cell `(i, j)`'s RTT comes from, as every rendering shows it.
@@ -652,6 +661,8 @@ mod tests {
         // The broken path has no figure of either kind.
         assert!(json["source"][0][3].is_null());
         assert!(json["estimated_rtt_us"][0][3].is_null());
+        assert!(json["source"][3][0].is_null(), "{}", report.to_json());
+        assert!(json["estimated_rtt_us"][3][0].is_null());
         assert!(json["source"][2][2].is_null());
         let parsed: MatrixReport = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(parsed.source[3][1], Some(CellSource::Estimated));
