@@ -801,3 +801,62 @@ fn matrix_svg_dash_writes_to_stdout_and_a_killed_peer_has_no_rtt() {
     assert!(drawn.texts.iter().any(|t| t == "dead"));
     assert!(drawn.texts[0].contains("alpha"));
 }
+
+/// Issue 15: a cell nobody measured shows the coordinates' estimate, and in a browser it
+/// does not look like a measurement of the same RTT: `≈` before the figure, paler fill,
+/// dotted outline, and a title that says so.
+#[test]
+fn an_estimated_cell_looks_apart_from_a_measured_one_in_chromium() {
+    let json = serde_json::json!({
+        "node": "alpha",
+        "nodes": ["alpha", "beta", "gamma"],
+        "rtt_us": [[null, 2000.0, 2000.0], [2000.0, null, 2000.0], [null, null, null]],
+        "loss_pct": [[null, 0.0, 0.0], [0.0, null, 0.0], [null, null, null]],
+        "state": [[null, "alive", "alive"], ["alive", null, "alive"],
+                  ["unknown", "unknown", null]],
+        "estimated_rtt_us": [[null, 2100.0, 1900.0], [2100.0, null, 2000.0],
+                             [2000.0, 2000.0, null]],
+        "age_ms": [0, 100, 100],
+        "fresh": [true, true, true],
+        "asymmetric": [],
+    });
+    let report: MatrixReport = serde_json::from_value(json).expect("a matrix report");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&report.to_json()).expect("the report as JSON");
+    assert_eq!(parsed["source"][0][1], "measured");
+    assert_eq!(parsed["source"][2][0], "estimated");
+    let svg = report.to_svg_at(snapshot_time());
+    let drawn = read_svg(&svg);
+    assert!(
+        drawn.texts.iter().any(|t| t == "≈2.00ms"),
+        "{:?}",
+        drawn.texts
+    );
+    assert!(
+        drawn.texts.iter().any(|t| t == "2.00ms"),
+        "{:?}",
+        drawn.texts
+    );
+    assert!(svg.contains("gamma → alpha: ≈2.00ms estimated from network coordinates"));
+    let measured = drawn.cells[&("alpha".to_owned(), "beta".to_owned())].0;
+    let estimated = drawn.cells[&("gamma".to_owned(), "alpha".to_owned())].0;
+
+    let dir = scratch("heatmap-estimated");
+    let svg_file = dir.join("heatmap.svg");
+    std::fs::write(&svg_file, &svg).expect("write the SVG");
+    let Some(png) = screenshot(&svg_file, drawn.width, drawn.height) else {
+        return;
+    };
+    let picture = Picture::read(&png);
+    let (m, e) = (picture.mean(measured), picture.mean(estimated));
+    eprintln!("measured cell {m:?}, estimated cell {e:?}");
+    let want = scale_colour(2000.0).map(f64::from);
+    // The measured cell is the scale's colour (its text aside); the estimate is paler.
+    assert!(distance(m, want) < 40.0, "measured {m:?}, scale {want:?}");
+    let brightness = |c: [f64; 3]| c.iter().sum::<f64>() / 3.0;
+    assert!(
+        brightness(e) > brightness(m) + 25.0,
+        "estimated {e:?} is not paler than measured {m:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
