@@ -951,9 +951,9 @@ mod tests {
         assert!(Packet::parse(&buf[..n + 1]).is_err());
     }
 
-    #[test]
-    fn a_pong_whose_coordinate_is_not_finite_is_malformed() {
-        let packet = Packet {
+    /// A Pong with small numbers and the origin as its coordinate.
+    fn small_pong() -> Packet<'static> {
+        Packet {
             header: header(),
             body: Body::Pong {
                 probe: 1,
@@ -961,7 +961,12 @@ mod tests {
                 hold_us: 3,
                 coordinate: WireCoordinate::default(),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn a_pong_whose_coordinate_is_not_finite_is_malformed() {
+        let packet = small_pong();
         let mut buf = [0u8; PONG_LEN];
         packet.emit(&mut buf).unwrap();
         assert!(Packet::parse(&buf).is_ok());
@@ -1200,15 +1205,7 @@ mod tests {
 
     #[test]
     fn emit_checks_the_buffer() {
-        let packet = Packet {
-            header: header(),
-            body: Body::Pong {
-                probe: 1,
-                echo_ns: 2,
-                hold_us: 3,
-                coordinate: WireCoordinate::default(),
-            },
-        };
+        let packet = small_pong();
         let mut small = [0u8; PONG_LEN - 1];
         assert_eq!(
             packet.emit(&mut small),
