@@ -25,8 +25,9 @@ pub use crate::wire::coordinate::LIMIT_S;
 pub use crate::wire::coordinate::MAX_ERROR;
 
 /// The smallest height, in seconds: every real path has some access delay, and a height of
-/// zero could never grow again (the update scales it by itself).
-pub const MIN_HEIGHT: f64 = 10e-6;
+/// zero could never grow again (the update scales it by itself). 1 µs, not more: loopback
+/// and same-host paths take 5–10 µs, and two heights of 10 µs kept every estimate above 20.
+pub const MIN_HEIGHT: f64 = 1e-6;
 
 /// Below this error estimate a coordinate counts as settled: only then does it take part
 /// in estimates ([`Coordinate::is_settled`]). A node starts at [`MAX_ERROR`]; its first
