@@ -8,7 +8,8 @@
 #   SUMMARY_ONLY=1 LOGS=DIR bench/all.sh   # the summary again, from the results files and
 #                                          # DIR, the log directory of the run that made them
 #
-# Order: cargo bench --bench core, wheel, driver (and matrix_scale with FULL=1), then
+# Order: cargo bench --bench core, wheel, driver (and matrix_scale with FULL=1), the
+# coordinates' accuracy (cargo test --release --test coordinates), then
 # bench/node.sh, rtt.sh, detect.sh, flood.sh, throughput.sh, vs-serf.sh. Never two at once:
 # the machine may have only 2 cores, and a second benchmark would be measured as load.
 # QUICK is passed to every script; with QUICK=1 the core and driver benches also run shorter
@@ -86,6 +87,8 @@ else
     step core bench/results-core.txt 1 900 "${core_env[@]}" cargo bench --bench core
     step wheel bench/results-wheel.txt 1 900 cargo bench --bench wheel
     step driver bench/results-driver.txt 1 600 "${driver_env[@]}" cargo bench --bench driver
+    step coordinates bench/results-coordinates.txt 1 600 \
+        cargo test --release --test coordinates -- --nocapture --test-threads=1
     if [ "$FULL" = 1 ] && [ -f benches/matrix_scale.rs ]; then
         step matrix_scale bench/results-matrix_scale.txt 1 3600 \
             cargo bench --bench matrix_scale -- --nodes "${SCALE_NODES:-1000}"
@@ -228,6 +231,17 @@ else:
         else "not measured (matrix_scale failed)"
     row("simulator: node-s per wall s, 1,000 nodes", why, "-", None, "")
 row("simulator: node-s per wall s, 10,000 nodes", "not measurable here: dense rows need ~8 TB (8 B x N^3)", "-", None, "")
+
+# ---- network coordinates (tests/coordinates.rs prints the figures) -------------------------
+src = "cargo test --release --test coordinates -- --nocapture"
+t = read("coordinates") or ""
+m = re.search(rf"(\d+) nodes, 12 regions, 120 s: estimate error median ({NUM}) %, p90 ({NUM}) %", t)
+if m:
+    median, p90 = float(m.group(2)), float(m.group(3))
+    row(f"coordinates: estimate error, {m.group(1)} simulated nodes in 12 regions (median / p90)",
+        f"{g(median)} % / {g(p90)} %", "<= 10 % / <= 30 %", median <= 10 and p90 <= 30, src)
+else:
+    row("coordinates: estimate error, 96 simulated nodes in 12 regions", None, "<= 10 % / <= 30 %", None, src)
 
 # ---- bench/node.sh -------------------------------------------------------------------------
 src = "bench/node.sh"
