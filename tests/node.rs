@@ -20,6 +20,29 @@ fn start_five(test: &str) -> Lab {
     lab
 }
 
+/// [`start_five`], then every node sees every other alive with an RTT within 10 intervals.
+fn start_five_alive(test: &str) -> Lab {
+    let lab = start_five(test);
+    assert!(
+        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
+        "{}",
+        lab.logs()
+    );
+    lab
+}
+
+/// SIGTERM to `name`: it exits 0 within a second, and every other node shows it `left`
+/// within `within`.
+fn terminate_and_see_left(lab: &mut Lab, name: &str, within: Duration) {
+    lab.signal(name, "TERM");
+    let code = lab.wait_exit(name, Duration::from_secs(1));
+    assert_eq!(code, Some(0), "exit code within a second\n{}", lab.logs());
+    let left = wait_until(within, || {
+        others(name).all(|n| lab.state(n, name).as_deref() == Some("left"))
+    });
+    assert!(left, "not reported left\n{}", lab.logs());
+}
+
 fn others(name: &str) -> impl Iterator<Item = &'static str> + '_ {
     NAMES.into_iter().filter(move |n| *n != name)
 }
@@ -87,12 +110,7 @@ fn five_nodes_on_one_port_find_each_other_and_detect_kill_and_restart() {
 
 #[test]
 fn a_stopped_process_is_suspect_then_alive_never_dead() {
-    let lab = start_five("stop");
-    assert!(
-        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
-        "{}",
-        lab.logs()
-    );
+    let lab = start_five_alive("stop");
     lab.signal("delta", "STOP");
     let stopped = Instant::now();
     let mut seen_suspect = false;
@@ -130,19 +148,8 @@ fn a_stopped_process_is_suspect_then_alive_never_dead() {
 
 #[test]
 fn sigterm_says_goodbye_and_exits_zero_within_a_second() {
-    let mut lab = start_five("term");
-    assert!(
-        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
-        "{}",
-        lab.logs()
-    );
-    lab.signal("epsilon", "TERM");
-    let code = lab.wait_exit("epsilon", Duration::from_secs(1));
-    assert_eq!(code, Some(0), "exit code within a second\n{}", lab.logs());
-    let left = wait_until(INTERVAL * 2, || {
-        others("epsilon").all(|n| lab.state(n, "epsilon").as_deref() == Some("left"))
-    });
-    assert!(left, "not reported left\n{}", lab.logs());
+    let mut lab = start_five_alive("term");
+    terminate_and_see_left(&mut lab, "epsilon", INTERVAL * 2);
     // Still `left`, never `dead`, well past dead_after.
     std::thread::sleep(Duration::from_millis(DEAD_MS + 200));
     for n in others("epsilon") {
@@ -158,21 +165,8 @@ fn sigterm_says_goodbye_and_exits_zero_within_a_second() {
 /// `left`, the state every other node reports, not `unknown`.
 #[test]
 fn a_node_restarted_after_a_peer_left_shows_it_left_in_status_and_check() {
-    let mut lab = start_five("left-before");
-    assert!(
-        wait_until(INTERVAL * 10, || all_alive_with_rtts(&lab)),
-        "{}",
-        lab.logs()
-    );
-    lab.signal("epsilon", "TERM");
-    assert_eq!(lab.wait_exit("epsilon", Duration::from_secs(1)), Some(0));
-    assert!(
-        wait_until(INTERVAL * 3, || {
-            others("epsilon").all(|n| lab.state(n, "epsilon").as_deref() == Some("left"))
-        }),
-        "{}",
-        lab.logs()
-    );
+    let mut lab = start_five_alive("left-before");
+    terminate_and_see_left(&mut lab, "epsilon", INTERVAL * 3);
     // alpha restarts: it never heard epsilon itself.
     lab.signal("alpha", "TERM");
     assert_eq!(lab.wait_exit("alpha", Duration::from_secs(1)), Some(0));

@@ -12,6 +12,7 @@
 //! All arithmetic is in seconds as `f64`; the wire carries `f32` (see `docs/PROTOCOL.md`).
 
 use crate::core::rng::Rng;
+use crate::wire::coordinate::in_range;
 use crate::wire::WireCoordinate;
 use std::time::Duration;
 
@@ -64,17 +65,10 @@ impl Default for Coordinate {
 }
 
 impl Coordinate {
-    /// A coordinate from the wire's fields, or `None` when a field is not finite, a
-    /// component or the height lies beyond [`LIMIT_S`], the height is negative, or the error
-    /// is outside `0..=MAX_ERROR`.
+    /// A coordinate from its fields, or `None` when they break the wire's range rule
+    /// ([`in_range`]: finite, within ±[`LIMIT_S`], height ≥ 0, error in `0..=MAX_ERROR`).
     pub fn checked(vec: [f64; DIMENSIONS], height: f64, error: f64) -> Option<Coordinate> {
-        let sane = |v: f64| v.is_finite() && v.abs() <= LIMIT_S;
-        let ok = vec.iter().all(|&v| sane(v))
-            && sane(height)
-            && height >= 0.0
-            && error.is_finite()
-            && (0.0..=MAX_ERROR).contains(&error);
-        ok.then_some(Coordinate {
+        in_range(vec, height, error).then_some(Coordinate {
             vec,
             height: height.max(MIN_HEIGHT),
             error,

@@ -401,8 +401,8 @@ impl Heatmap {
                 cw - 2.0,
                 ch - 2.0,
                 hex(colour),
-                xml(from_name(names, i)),
-                xml(from_name(names, j)),
+                xml(from),
+                xml(to),
                 human_us(estimate),
                 human_us(estimate)
             );
@@ -563,11 +563,6 @@ impl Heatmap {
         }
         s.push_str("</svg>\n");
     }
-}
-
-/// Node `i`'s name, or nothing.
-fn from_name(names: &[String], i: usize) -> &str {
-    names.get(i).map_or("", String::as_str)
 }
 
 /// `Latency matrix as seen by alpha at 2026-12-02T15:31:30Z`.

@@ -15,6 +15,18 @@ pub const LIMIT_S: f64 = 100.0;
 /// The largest error estimate (a node that has measured nothing).
 pub const MAX_ERROR: f64 = 1.5;
 
+/// The one range rule of a coordinate, on the wire and in the core: every component and the
+/// height finite and within ±[`LIMIT_S`], the height not negative, the error finite and in
+/// `0..=MAX_ERROR`.
+pub fn in_range(components: impl IntoIterator<Item = f64>, height: f64, error: f64) -> bool {
+    let within = |v: f64| v.is_finite() && v.abs() <= LIMIT_S;
+    components.into_iter().all(within)
+        && within(height)
+        && height >= 0.0
+        && error.is_finite()
+        && (0.0..=MAX_ERROR).contains(&error)
+}
+
 /// A coordinate's fields, as decoded and checked.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WireCoordinate {
@@ -31,14 +43,13 @@ pub struct WireCoordinate {
 impl Eq for WireCoordinate {}
 
 impl WireCoordinate {
-    /// Whether every field is finite and within its range.
+    /// Whether every field is finite and within its range ([`in_range`]).
     pub fn is_valid(&self) -> bool {
-        let within = |v: f32| v.is_finite() && f64::from(v).abs() <= LIMIT_S;
-        self.vec.iter().all(|&v| within(v))
-            && within(self.height)
-            && self.height >= 0.0
-            && self.error.is_finite()
-            && (0.0..=MAX_ERROR).contains(&f64::from(self.error))
+        in_range(
+            self.vec.iter().map(|&v| f64::from(v)),
+            f64::from(self.height),
+            f64::from(self.error),
+        )
     }
 
     /// Reads a coordinate from exactly [`COORDINATE_LEN`] bytes; `None` when it is not valid.
