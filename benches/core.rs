@@ -172,6 +172,8 @@ fn settings(node: usize) -> Settings {
         max_datagram: 1232,
         incarnation: 0x1000 + node as u64,
         seed: 42 + node as u64,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
     }
 }
 

@@ -30,6 +30,7 @@
 //! Memory: every node keeps a dense row of 8-byte cells per other node, so N nodes take
 //! about 8·N² bytes each and 8·N³ in all (8 GB at N = 1,000), plus about 1 KB per peer.
 
+use peermesh::core::ProbeMode;
 use peermesh::sim::{Link, Sim};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -257,7 +258,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let cpu_started = cpu_time();
 
-    let mut sim = Sim::with_nodes(n, INTERVAL, options.seed);
+    let mut sim = Sim::with_probe_mode(n, INTERVAL, options.seed, ProbeMode::Full);
     for a in 0..n {
         for b in (a + 1)..n {
             sim.set_link(a, b, Link::latency(Duration::from_micros(one_way_us(a, b))));

@@ -31,6 +31,8 @@
 //!     max_datagram: 1232,
 //!     incarnation: 0x1234_5678, // random per process start
 //!     seed: 42,
+//!     probe_mode: peermesh::core::ProbeMode::Auto,
+//!     probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
 //! };
 //! let mut mesh = Mesh::new("alpha", settings, Instant::now());
 //! mesh.add_peer("beta", "127.0.0.2:1313".parse().unwrap());
@@ -79,6 +81,8 @@
 //!     max_datagram: 1232,
 //!     incarnation,
 //!     seed: incarnation,
+//!     probe_mode: peermesh::core::ProbeMode::Auto,
+//!     probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
 //! };
 //! let (a_addr, b_addr) = ("127.0.0.1:7001".parse().unwrap(), "127.0.0.2:7002".parse().unwrap());
 //! let mut now = Instant::now();

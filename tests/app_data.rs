@@ -490,6 +490,8 @@ fn settings(incarnation: u64) -> Settings {
         max_datagram: 1232,
         incarnation,
         seed: incarnation,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
     }
 }
 

@@ -66,6 +66,8 @@ fn mesh(nodes: &[(&str, &str)]) -> Config {
         keyring: None,
         resolve_interval: peermesh::config::DEFAULT_RESOLVE_INTERVAL,
         http_listen: None,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
         nodes: nodes
             .iter()
             .map(|(name, host)| node(name, host, DEFAULT_PORT))
@@ -90,6 +92,8 @@ fn the_full_example_loads_with_every_field() {
             keyring: Some(fixture("keyring")),
             resolve_interval: Duration::from_millis(30_000),
             http_listen: Some("127.0.0.1:9313".parse().unwrap()),
+            probe_mode: peermesh::core::ProbeMode::Auto,
+            probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
             nodes: vec![
                 NodeEntry {
                     tags: [("role", "db"), ("zone", "eu-1")]
@@ -128,6 +132,8 @@ fn missing_optional_fields_take_their_defaults() {
             keyring: None,
             resolve_interval: peermesh::config::DEFAULT_RESOLVE_INTERVAL,
             http_listen: None,
+            probe_mode: peermesh::core::ProbeMode::Auto,
+            probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
             nodes: vec![
                 node("alpha", "10.0.0.1", 1313),
                 node("beta", "10.0.0.2", 1313),
@@ -269,7 +275,7 @@ fn an_unknown_top_level_field_is_named_with_the_allowed_ones() {
             "unknown field `heartbeat_interval`",
             "did you mean `heartbeat_interval_ms`?",
             "`port`, `heartbeat_interval_ms`, `suspect_after_ms`, `dead_after_ms`, \
-             `max_datagram_bytes`, `keyring`, `resolve_interval_ms`, `http_listen`, `nodes`",
+             `max_datagram_bytes`, `keyring`, `resolve_interval_ms`, `http_listen`, `probe_mode`, `probe_fanout`, `nodes`",
         ],
     );
 }
@@ -1548,5 +1554,79 @@ fn a_resolve_interval_below_the_minimum_and_a_bad_http_address_are_refused_with_
         http.to_string()
             .starts_with("peers.ron:1:15: http_listen \"localhost\" is not an address and port"),
         "{http}"
+    );
+}
+
+#[test]
+fn probe_mode_and_fanout_are_read_and_checked() {
+    let config = parse(
+        r#"(
+    probe_mode: "sampled",
+    probe_fanout: 24,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    )
+    .unwrap();
+    assert_eq!(config.probe_mode, peermesh::core::ProbeMode::Sampled);
+    assert_eq!(config.probe_fanout, 24);
+    let defaults = parse(r#"(nodes: [(name: "alpha", host: "10.0.0.1")])"#).unwrap();
+    assert_eq!(defaults.probe_mode, peermesh::core::ProbeMode::Auto);
+    assert_eq!(defaults.probe_fanout, peermesh::core::DEFAULT_PROBE_FANOUT);
+
+    let error = rejected(
+        r#"(
+    probe_mode: "swim",
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert_points(
+        &error,
+        2,
+        17,
+        &["probe_mode \"swim\"", "\"auto\"", "\"sampled\""],
+    );
+    let error = rejected(
+        r#"(
+    probe_fanout: 1,
+    nodes: [(name: "alpha", host: "10.0.0.1")],
+)"#,
+    );
+    assert_points(
+        &error,
+        2,
+        19,
+        &["probe_fanout 1 is out of range", "2 to 256"],
+    );
+}
+
+#[test]
+fn a_sampled_mesh_may_list_up_to_ten_thousand_nodes_a_full_one_1024() {
+    use peermesh::config::{MAX_FULL_NODES, MAX_NODES};
+    let text = |mode: &str, count: usize| {
+        let nodes: Vec<String> = (0..count)
+            .map(|i| {
+                format!(
+                    "(name: \"n{i}\", host: \"10.{}.{}.{}\")",
+                    i >> 16,
+                    (i >> 8) & 255,
+                    i & 255
+                )
+            })
+            .collect();
+        format!(
+            "(\n    probe_mode: \"{mode}\",\n    nodes: [{}],\n)",
+            nodes.join(", ")
+        )
+    };
+    assert!(parse(&text("sampled", MAX_NODES)).is_ok());
+    assert!(parse(&text("auto", MAX_FULL_NODES + 1)).is_ok());
+    let error = rejected(&text("auto", MAX_NODES + 1));
+    assert_points(&error, 3, 5, &["10001 nodes", "at most 10000"]);
+    let error = rejected(&text("full", MAX_FULL_NODES + 1));
+    assert_points(
+        &error,
+        3,
+        5,
+        &["1025 nodes", "probe_mode \"full\"", "at most 1024"],
     );
 }

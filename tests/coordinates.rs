@@ -6,6 +6,7 @@
 //! Issue 15's target for estimated cells: median relative error ≤ 10 %, p90 ≤ 30 %. The
 //! figures print with `cargo test --test coordinates -- --nocapture`.
 
+use peermesh::core::ProbeMode;
 use peermesh::sim::{Regions, Sim};
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 #[test]
 fn coordinates_estimate_a_twelve_region_cloud_within_the_issue_targets() {
     let n = 96;
-    let mut sim = Sim::with_nodes(n, INTERVAL, 15);
+    let mut sim = Sim::with_probe_mode(n, INTERVAL, 15, ProbeMode::Full);
     sim.set_regions(Regions::spread(n, 15));
     // How fast the estimates settle, printed for docs/PERFORMANCE.md.
     let mut elapsed = 0;

@@ -253,6 +253,8 @@ fn sealed_datagrams_from_any_bytes_never_panic_a_keyed_core() {
         max_datagram: 1232,
         incarnation: inc,
         seed: 1,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
     };
     let keys = Keyring::new(vec![Key::new(&[5; 32])]);
     let addr = |i: u8| SocketAddr::from(([127, 0, 0, i], 1313));

@@ -16,6 +16,8 @@ fn settings(incarnation: u64) -> Settings {
         max_datagram: 1232,
         incarnation,
         seed: incarnation,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
     }
 }
 
@@ -318,7 +320,12 @@ fn application_data_passes_and_oversize_is_refused() {
 #[test]
 fn heartbeats_are_spread_over_the_interval_and_keep_their_rate() {
     let start = Instant::now();
-    let mut mesh = Mesh::new("hub", settings(3), start);
+    // A full mesh: every peer pinged every interval (auto would sample 1,000 peers).
+    let full = Settings {
+        probe_mode: peermesh::core::ProbeMode::Full,
+        ..settings(3)
+    };
+    let mut mesh = Mesh::new("hub", full, start);
     for i in 0..1000u32 {
         let ip = [127, 1, (i >> 8) as u8, i as u8];
         mesh.add_peer(&format!("p{i}"), SocketAddr::from((ip, 1313)));

@@ -208,6 +208,8 @@ fn a_mesh_built_by_hand_lists_itself_first_and_its_peers_in_the_order_added() {
         max_datagram: 1232,
         incarnation: 0x100 + seed,
         seed,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
     };
     let names = ["alpha", "beta", "gamma"];
     let addrs: Vec<SocketAddr> = (0..3)

@@ -1,4 +1,4 @@
-//! The largest mesh a config may list (`config::MAX_NODES`), with control requests served
+//! The largest full mesh a config may list (`config::MAX_FULL_NODES`, `probe_mode: "full"`), with control requests served
 //! while it runs: `matrix --json`, `matrix`, `matrix --svg` and `status --json` one after
 //! another, and a peer that measures the gaps between the heartbeats it receives. A request
 //! must never hold the event loop for longer than an interval (issue 10, defect 6).
@@ -9,7 +9,7 @@
 
 mod support;
 
-use peermesh::config::MAX_NODES;
+use peermesh::config::MAX_FULL_NODES;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +33,7 @@ fn config(addrs: &[SocketAddr]) -> String {
         .collect();
     format!(
         "(\n    heartbeat_interval_ms: {INTERVAL_MS},\n    suspect_after_ms: {},\n    \
-         dead_after_ms: {},\n    nodes: [\n{}\n    ],\n)\n",
+         dead_after_ms: {},\n    probe_mode: \"full\",\n    nodes: [\n{}\n    ],\n)\n",
         INTERVAL_MS * 3,
         INTERVAL_MS * 5,
         nodes.join("\n")
@@ -51,15 +51,15 @@ fn alive_peers(lab: &Lab) -> usize {
 #[test]
 fn control_requests_on_the_largest_mesh_never_delay_a_heartbeat_by_an_interval() {
     let mut lab = Lab::new("scale-control");
-    let addrs = host_loopback_addrs(MAX_NODES);
+    let addrs = host_loopback_addrs(MAX_FULL_NODES);
     let path = lab.write_config(&config(&addrs));
-    let probe_addr = addrs[MAX_NODES - 1];
+    let probe_addr = addrs[MAX_FULL_NODES - 1];
     let probe = UdpSocket::bind(probe_addr).expect("bind the probe peer");
     probe
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
     lab.start_here(&path, "n0");
-    let last_played = format!("n1..n{}", MAX_NODES - 2);
+    let last_played = format!("n1..n{}", MAX_FULL_NODES - 2);
     let loadgen = lab.spawn(
         None,
         support::tool("peermesh-loadgen")
@@ -81,7 +81,7 @@ fn control_requests_on_the_largest_mesh_never_delay_a_heartbeat_by_an_interval()
     lab.adopt("loadgen", loadgen);
     assert!(
         wait_until(Duration::from_secs(40), || alive_peers(&lab)
-            >= MAX_NODES - 2),
+            >= MAX_FULL_NODES - 2),
         "n0 sees {} peers alive\n{}",
         alive_peers(&lab),
         lab.logs()
@@ -121,11 +121,11 @@ fn control_requests_on_the_largest_mesh_never_delay_a_heartbeat_by_an_interval()
         assert_eq!(matrix.code, Some(0), "{}", matrix.stderr);
         let json: serde_json::Value =
             serde_json::from_str(&matrix.stdout).expect("a complete matrix reply");
-        assert_eq!(json["nodes"].as_array().map(Vec::len), Some(MAX_NODES));
+        assert_eq!(json["nodes"].as_array().map(Vec::len), Some(MAX_FULL_NODES));
         largest_reply = largest_reply.max(matrix.stdout.len());
         let table = peermesh(&["matrix", "--control", control]);
         assert_eq!(table.code, Some(0), "{}", table.stderr);
-        assert!(table.stdout.lines().count() > MAX_NODES);
+        assert!(table.stdout.lines().count() > MAX_FULL_NODES);
         let drawn = run_bounded(
             Command::new(support::BIN).args([
                 "matrix",
@@ -142,7 +142,7 @@ fn control_requests_on_the_largest_mesh_never_delay_a_heartbeat_by_an_interval()
         let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status");
         assert_eq!(
             status["peers"].as_array().map(Vec::len),
-            Some(MAX_NODES - 1)
+            Some(MAX_FULL_NODES - 1)
         );
         served += 4;
     }
@@ -160,7 +160,7 @@ fn control_requests_on_the_largest_mesh_never_delay_a_heartbeat_by_an_interval()
         .max()
         .unwrap_or_default();
     eprintln!(
-        "{served} requests in {busy:?} on a {MAX_NODES}-node mesh (largest reply {largest_reply} \
+        "{served} requests in {busy:?} on a {MAX_FULL_NODES}-node mesh (largest reply {largest_reply} \
          bytes); {} heartbeats seen by the probe, largest gap {largest_gap:?} (interval \
          {INTERVAL_MS} ms)",
         window.len()
@@ -181,19 +181,20 @@ fn control_requests_on_the_largest_mesh_never_delay_a_heartbeat_by_an_interval()
 #[test]
 fn a_config_with_more_nodes_than_a_mesh_holds_is_refused_with_its_position() {
     let lab = Lab::new("too-many");
-    let addrs = host_loopback_addrs(MAX_NODES + 1);
+    let addrs = host_loopback_addrs(MAX_FULL_NODES + 1);
     let path = lab.write_config(&config(&addrs));
     let ran = peermesh(&["check", "--config", path.to_str().unwrap(), "--name", "n0"]);
     assert_eq!(ran.code, Some(2), "{ran:?}");
     let first = ran.stderr.lines().next().unwrap_or_default();
     let expected = format!(
-        "error: {}:5:5: the node list has {} nodes; a mesh holds at most {MAX_NODES}",
+        "error: {}:6:5: the node list has {} nodes; a probe_mode \"full\" mesh holds at most \
+         {MAX_FULL_NODES}",
         path.display(),
-        MAX_NODES + 1
+        MAX_FULL_NODES + 1
     );
     assert!(first.starts_with(&expected), "{first}");
     // One node fewer is fine.
-    let path = lab.write_config(&config(&addrs[..MAX_NODES]));
+    let path = lab.write_config(&config(&addrs[..MAX_FULL_NODES]));
     let ran = peermesh(&["check", "--config", path.to_str().unwrap(), "--name", "n0"]);
     assert_eq!(ran.code, Some(0), "{ran:?}");
 }

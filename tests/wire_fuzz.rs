@@ -16,6 +16,8 @@ fn settings() -> Settings {
         max_datagram: 1232,
         incarnation: 1,
         seed: 1,
+        probe_mode: peermesh::core::ProbeMode::Auto,
+        probe_fanout: peermesh::core::DEFAULT_PROBE_FANOUT,
     }
 }
 
@@ -44,6 +46,7 @@ fn seeds(from: &str, to: &str) -> Vec<Vec<u8>> {
                 height: 0.0005,
                 error: 0.4,
             },
+            members: peermesh::wire::MemberUpdates::EMPTY,
         },
         Body::Fragment(peermesh::wire::Fragment {
             message: 3,
@@ -201,7 +204,7 @@ proptest! {
             from: NodeId(from), incarnation: inc, to: NodeId(to), to_incarnation: to_inc, seq,
         };
         let body = if pong {
-            Body::Pong { probe, echo_ns: ns, hold_us: hold, coordinate: Default::default() }
+            Body::Pong { probe, echo_ns: ns, hold_us: hold, coordinate: Default::default(), members: peermesh::wire::MemberUpdates::EMPTY }
         } else {
             Body::Ping { probe, sent_ns: ns, row: None }
         };

@@ -100,6 +100,14 @@ impl ConfigDiff {
         if old.http_listen != new.http_listen {
             diff.need_restart.push("http_listen");
         }
+        // The probing mode decides which liveness path runs; switching it under a running
+        // node would judge peers by two rules at once.
+        if old.probe_mode != new.probe_mode {
+            diff.need_restart.push("probe_mode");
+        }
+        if old.probe_fanout != new.probe_fanout {
+            diff.need_restart.push("probe_fanout");
+        }
         if was.handler != is.handler {
             diff.need_restart.push("handler");
         }

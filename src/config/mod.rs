@@ -15,6 +15,8 @@
 //!     handler: "/etc/peermesh/handler", // optional: the program run for each event
 //!     resolve_interval_ms: 60000,  // how often host names are resolved again (default 60 s)
 //!     http_listen: "127.0.0.1:9313", // optional: serve /metrics, /status.json and the page
+//!     probe_mode: "auto",          // "full", "sampled", or "auto": full up to 64 nodes
+//!     probe_fanout: 16,            // sampled mode: peers probed per interval (2..=256)
 //!     nodes: [
 //!         (name: "alpha", host: "10.0.0.1", tags: {"role": "db", "zone": "eu-1"}),
 //!         (name: "beta",  host: "10.0.0.2", port: 1314, handler: "beta-handler"),
@@ -32,6 +34,9 @@
 //! Every error says what is wrong and, when it concerns a place in the file, where:
 //! `peers.ron:7:24: ...` (1-based line and column, the column counted in characters).
 
+use crate::core::probe_mode::{
+    ProbeMode, AUTO_FULL_UP_TO, DEFAULT_PROBE_FANOUT, PROBE_FANOUT_RANGE,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
@@ -91,11 +96,16 @@ pub const MAX_TAG_KEY_BYTES: usize = crate::core::tags::MAX_TAG_KEY;
 /// [`crate::core::tags::MAX_TAG_VALUE`].
 pub const MAX_TAG_VALUE_BYTES: usize = crate::core::tags::MAX_TAG_VALUE;
 
-/// The most nodes a mesh may list. Every node probes every other each interval and keeps
-/// every node's row (8 bytes a cell): at this size that is about 2,000 datagrams a second
-/// and 8 MiB of matrix per node, and a control request is still served in bounded steps
-/// (docs/PERFORMANCE.md). Sampled probing for larger meshes is future work.
-pub const MAX_NODES: usize = 1024;
+/// The most nodes a mesh may list. Above [`MAX_FULL_NODES`] only `sampled` probing runs
+/// (each node's work is bounded by `probe_fanout`; docs/OPERATIONS.md, "Choosing the
+/// probing mode").
+pub const MAX_NODES: usize = 10_000;
+
+/// The most nodes a `full` mesh may list. Every node probes every other each interval and
+/// keeps every node's row (8 bytes a cell): at this size that is about 2,000 datagrams a
+/// second and 8 MiB of matrix per node, and a control request is still served in bounded
+/// steps (docs/PERFORMANCE.md).
+pub const MAX_FULL_NODES: usize = 1024;
 
 /// The largest configuration file read, in bytes (1 MiB). A 1,024-node mesh takes about
 /// 80 KB; the limit bounds the memory and time a stray or hostile file can cost.
@@ -143,6 +153,10 @@ pub struct Config {
     /// Where the HTTP endpoint (`/metrics`, `/status.json`, the status page) listens;
     /// `None`: no HTTP endpoint (`peermesh run --http ADDR` gives one).
     pub http_listen: Option<SocketAddr>,
+    /// Whom each node probes: `auto` (by the mesh's size), `full` or `sampled`.
+    pub probe_mode: ProbeMode,
+    /// In sampled mode, how many peers each node probes per interval.
+    pub probe_fanout: usize,
     /// All nodes of the mesh, in file order; never empty, names and addresses unique.
     pub nodes: Vec<NodeEntry>,
 }
@@ -189,6 +203,8 @@ impl Config {
             max_datagram: self.max_datagram,
             incarnation,
             seed,
+            probe_mode: self.probe_mode,
+            probe_fanout: self.probe_fanout,
         }
     }
 
@@ -555,6 +571,9 @@ pub enum ConfigErrorKind {
     TooManyNodes {
         /// How many the file lists.
         count: usize,
+        /// The most the file's `probe_mode` allows ([`MAX_NODES`], or [`MAX_FULL_NODES`]
+        /// for `full`).
+        max: usize,
     },
     /// A port (the default `port` or a node's) outside 1..=65535. Points at it.
     InvalidPort {
@@ -614,6 +633,16 @@ pub enum ConfigErrorKind {
     InvalidHttpListen {
         /// The value as written.
         value: String,
+    },
+    /// `probe_mode` is none of `auto`, `full`, `sampled`. Points at it.
+    InvalidProbeMode {
+        /// The value as written.
+        value: String,
+    },
+    /// `probe_fanout` outside [`PROBE_FANOUT_RANGE`]. Points at it.
+    ProbeFanoutOutOfRange {
+        /// The value given.
+        fanout: u64,
     },
     /// `handler` (the top-level one, or a node's) is an empty string. Points at it.
     EmptyHandler {
@@ -843,11 +872,16 @@ impl fmt::Display for ConfigErrorKind {
                 }
                 Ok(())
             }
-            K::TooManyNodes { count } => write!(
+            K::TooManyNodes { count, max } if *max < MAX_NODES => write!(
                 f,
-                "the node list has {count} nodes; a mesh holds at most {MAX_NODES} \
-                 (every node probes every other and keeps the whole matrix: see \
-                 docs/OPERATIONS.md, Mesh size)"
+                "the node list has {count} nodes; a probe_mode \"full\" mesh holds at most \
+                 {max} (every node probes every other and keeps the whole matrix): use \
+                 \"sampled\" or \"auto\" (see docs/OPERATIONS.md, Mesh size)"
+            ),
+            K::TooManyNodes { count, max } => write!(
+                f,
+                "the node list has {count} nodes; a mesh holds at most {max} \
+                 (see docs/OPERATIONS.md, Mesh size)"
             ),
             K::NoNodes => f.write_str(
                 "the node list is empty: list every node of the mesh, \
@@ -912,6 +946,18 @@ impl fmt::Display for ConfigErrorKind {
                 f,
                 "http_listen {value:?} is not an address and port: write it like \"127.0.0.1:9313\" \
                  or \"[::1]:9313\""
+            ),
+            K::InvalidProbeMode { value } => write!(
+                f,
+                "probe_mode {value:?} is not a mode: use \"auto\" (full up to \
+                 {AUTO_FULL_UP_TO} nodes, sampled above), \"full\" or \"sampled\""
+            ),
+            K::ProbeFanoutOutOfRange { fanout } => write!(
+                f,
+                "probe_fanout {fanout} is out of range: use {} to {} (default \
+                 {DEFAULT_PROBE_FANOUT})",
+                PROBE_FANOUT_RANGE.start(),
+                PROBE_FANOUT_RANGE.end()
             ),
             K::EmptyKeyring => f.write_str("keyring is empty: give the key file's path, or remove the field"),
             K::EmptyHandler { node } => {
@@ -1232,6 +1278,10 @@ struct RawConfig {
     resolve_interval_ms: Option<u64>,
     #[serde(default)]
     http_listen: Option<String>,
+    #[serde(default)]
+    probe_mode: Option<String>,
+    #[serde(default)]
+    probe_fanout: Option<u64>,
     nodes: Vec<RawNode>,
     #[serde(default)]
     handler: Option<String>,
@@ -1423,14 +1473,42 @@ impl Checker<'_> {
             })?),
         };
 
+        let probe_mode = match raw.probe_mode {
+            None => ProbeMode::Auto,
+            Some(value) => value.parse::<ProbeMode>().map_err(|_| {
+                self.err(
+                    self.top("probe_mode"),
+                    K::InvalidProbeMode {
+                        value: clip(&value, ECHOED_CHARS).into_owned(),
+                    },
+                )
+            })?,
+        };
+        let probe_fanout = match raw.probe_fanout {
+            None => DEFAULT_PROBE_FANOUT,
+            Some(fanout) => usize::try_from(fanout)
+                .ok()
+                .filter(|f| PROBE_FANOUT_RANGE.contains(f))
+                .ok_or_else(|| {
+                    self.err(
+                        self.top("probe_fanout"),
+                        K::ProbeFanoutOutOfRange { fanout },
+                    )
+                })?,
+        };
+
         if raw.nodes.is_empty() {
             let at = self.layout.top_field("nodes").map(|f| f.key);
             return Err(self.err(at, K::NoNodes));
         }
-        if raw.nodes.len() > MAX_NODES {
+        let max = match probe_mode {
+            ProbeMode::Full => MAX_FULL_NODES,
+            _ => MAX_NODES,
+        };
+        if raw.nodes.len() > max {
             let at = self.layout.top_field("nodes").map(|f| f.key);
             let count = raw.nodes.len();
-            return Err(self.err(at, K::TooManyNodes { count }));
+            return Err(self.err(at, K::TooManyNodes { count, max }));
         }
         let nodes = self.check_nodes(raw.nodes, port, handler.as_deref(), base)?;
 
@@ -1443,6 +1521,8 @@ impl Checker<'_> {
             keyring,
             resolve_interval: Duration::from_millis(resolve_ms),
             http_listen,
+            probe_mode,
+            probe_fanout,
             nodes,
         })
     }
@@ -1785,6 +1865,8 @@ fn expected_for(field: &str) -> &'static str {
         "keyring" => "a path in double quotes",
         "resolve_interval_ms" => "a whole number of milliseconds",
         "http_listen" => "an address and port in double quotes, like \"127.0.0.1:9313\"",
+        "probe_mode" => "\"auto\", \"full\" or \"sampled\" in double quotes",
+        "probe_fanout" => "a whole number of peers",
         "name" => "a name in double quotes",
         "host" => "an IP address or DNS name in double quotes",
         "nodes" => "a list of nodes, each like (name: \"alpha\", host: \"10.0.0.1\")",

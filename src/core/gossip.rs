@@ -16,14 +16,16 @@ pub(crate) struct RowGossip {
 }
 
 impl RowGossip {
-    /// Rebuilds the row from every peer in `peers`, `budget` bytes of entries to a chunk;
-    /// `in_flight` probes count as not yet settled for loss.
+    /// Rebuilds the row from every peer in `peers` (with `recent_ns`, only those heard
+    /// within it that have an RTT: sampled mode's sparse row), `budget` bytes of entries to
+    /// a chunk; `in_flight` probes count as not yet settled for loss.
     pub(crate) fn refresh(
         &mut self,
         peers: &mut PeerTable,
         budget: usize,
         in_flight: u32,
         now_ns: u64,
+        recent_ns: Option<u64>,
     ) {
         if budget < ROW_ENTRY_MAX_LEN || peers.is_empty() {
             self.len = 0;
@@ -39,6 +41,14 @@ impl RowGossip {
         let per_chunk = budget / ROW_ENTRY_MAX_LEN;
         let mut used = 0usize;
         for (_, peer) in peers.iter_mut() {
+            if recent_ns.is_some_and(|recent| {
+                peer.rtt_p50_ns().is_none()
+                    || peer
+                        .last_heard_ns()
+                        .is_none_or(|heard| now_ns.saturating_sub(heard) > recent)
+            }) {
+                continue;
+            }
             if used == 0 || usize::from(self.chunks[used - 1].0) >= per_chunk {
                 if self.chunks.len() == used {
                     self.chunks.push((0, Vec::with_capacity(budget)));
@@ -98,7 +108,7 @@ mod tests {
     fn every_peer_is_in_exactly_one_chunk_and_chunks_rotate() {
         let mut peers = table(100);
         let mut gossip = RowGossip::default();
-        gossip.refresh(&mut peers, 10 * ROW_ENTRY_MAX_LEN, 1, 0);
+        gossip.refresh(&mut peers, 10 * ROW_ENTRY_MAX_LEN, 1, 0, None);
         assert!(gossip.has_row());
         let mut seen = Vec::new();
         for cursor in 0..10u16 {
@@ -111,16 +121,16 @@ mod tests {
         expected.sort();
         assert_eq!(seen, expected);
         let before = gossip.chunk(0).map(|c| c.version);
-        gossip.refresh(&mut peers, 10 * ROW_ENTRY_MAX_LEN, 1, 0);
+        gossip.refresh(&mut peers, 10 * ROW_ENTRY_MAX_LEN, 1, 0, None);
         assert_eq!(gossip.chunk(0).map(|c| c.version), before.map(|v| v + 1));
     }
 
     #[test]
     fn no_room_or_no_peer_means_no_row() {
         let mut gossip = RowGossip::default();
-        gossip.refresh(&mut table(3), ROW_ENTRY_MAX_LEN - 1, 1, 0);
+        gossip.refresh(&mut table(3), ROW_ENTRY_MAX_LEN - 1, 1, 0, None);
         assert!(gossip.chunk(0).is_none());
-        gossip.refresh(&mut table(0), 1000, 1, 0);
+        gossip.refresh(&mut table(0), 1000, 1, 0, None);
         assert!(!gossip.has_row());
     }
 }

@@ -137,6 +137,19 @@ impl Matrix {
         self.rows.get(origin)?.as_ref()
     }
 
+    /// Frees the rows last updated before `cutoff` (sampled mode: a node keeps the rows of
+    /// its recent probers only). Returns how many went.
+    pub(crate) fn expire(&mut self, cutoff: Instant) -> usize {
+        let mut gone = 0;
+        for slot in self.rows.iter_mut() {
+            if slot.as_ref().is_some_and(|row| row.updated < cutoff) {
+                *slot = None;
+                gone += 1;
+            }
+        }
+        gone
+    }
+
     /// Forgets everything about the peer in slot `key` (removed): its row, and its column
     /// in every other row, so a peer that later takes the slot starts empty.
     pub(crate) fn forget(&mut self, key: usize) {

@@ -18,10 +18,13 @@ use crate::core::event::Event;
 use crate::core::gossip::RowGossip;
 use crate::core::liveness::{centis, saturating_ns, Diagnosis, LivenessRules, Witnesses};
 use crate::core::matrix::{Cell, Matrix, MatrixSnapshot, MatrixView};
+use crate::core::membership::Membership;
 use crate::core::peer::{Admission, Peer, PeerState};
 use crate::core::peer_table::{Member, PeerId, PeerTable};
+use crate::core::probe_mode::ProbeMode;
 use crate::core::query::Queries;
 use crate::core::rng::Rng;
+use crate::core::sampling::Sampling;
 use crate::core::schedule::HeartbeatSchedule;
 use crate::core::settings::Settings;
 use crate::core::tags::{OwnTags, PeerTags};
@@ -31,7 +34,7 @@ use crate::core::wheel::TimerWheel;
 use crate::wire::identity::NodeId;
 use crate::wire::keyring::Keyring;
 use crate::wire::seal::{self, SEAL_HEADER_LEN, SEAL_OVERHEAD};
-use crate::wire::{self, Body, Header, Packet, PING_LEN, ROW_HEADER_LEN};
+use crate::wire::{self, Body, Header, MemberUpdates, Packet, PING_LEN, ROW_HEADER_LEN};
 use log::{debug, error, info, trace, warn};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -39,6 +42,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod messaging;
+mod sampled;
 
 /// Why [`Mesh::send`], [`Mesh::broadcast`], [`Mesh::query`] or [`Mesh::respond`] refused.
 /// The mesh is unchanged when it does.
@@ -131,6 +135,19 @@ enum Outgoing {
         peer: usize,
         inner: Vec<u8>,
     },
+    /// Sampled mode: a Ping to `target`, carried by `peer` (SWIM's indirect probe).
+    IndirectPing {
+        peer: usize,
+        target: usize,
+    },
+    /// Sampled mode: the Pong to an indirect probe of `asker`, back through `peer`.
+    RelayedPong {
+        peer: usize,
+        asker: usize,
+        probe: u32,
+        echo_ns: u64,
+        received_ns: u64,
+    },
 }
 
 impl Outgoing {
@@ -141,7 +158,9 @@ impl Outgoing {
             Outgoing::Pong { peer, .. }
             | Outgoing::Burst { peer, .. }
             | Outgoing::Ack { peer, .. }
-            | Outgoing::Forward { peer, .. } => peer,
+            | Outgoing::Forward { peer, .. }
+            | Outgoing::IndirectPing { peer, .. }
+            | Outgoing::RelayedPong { peer, .. } => peer,
         }
     }
 }
@@ -203,6 +222,16 @@ pub struct Mesh {
     coordinate: Coordinate,
     /// Where the coordinate's random directions come from (seeded: reproducible runs).
     coordinate_rng: Rng,
+    /// The probing mode in effect (`settings.probe_mode` resolved by the mesh's size).
+    mode: ProbeMode,
+    /// Sampled mode: every node's liveness as the mesh told it, and the updates to pass on.
+    membership: Membership,
+    /// Sampled mode: whom to probe each round, and what came back.
+    sampling: Sampling,
+    /// Sampled mode: rounds started (stale indirect-probe timers are told apart by it).
+    round: u64,
+    /// Sampled mode: where a Pong's membership updates are encoded (reused).
+    member_buf: Vec<u8>,
 }
 
 /// ⌈suspect_after / interval⌉, at least 1: how many of a peer's newest probes may still be
@@ -230,6 +259,7 @@ impl Mesh {
     pub fn new(name: &str, settings: Settings, now: Instant) -> Mesh {
         let interval_ns = u64::try_from(settings.heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);
         let id = NodeId::from_name(name);
+        let (settings_fanout, settings_seed) = (settings.probe_fanout, settings.seed);
         Mesh {
             name: name.to_owned(),
             id,
@@ -267,6 +297,11 @@ impl Mesh {
             queries: Queries::default(),
             relay_buf: Vec::new(),
             families: Families::BOTH,
+            mode: ProbeMode::Full,
+            membership: Membership::default(),
+            sampling: Sampling::new(settings_fanout, settings_seed),
+            round: 0,
+            member_buf: Vec::new(),
         }
     }
 
@@ -311,6 +346,8 @@ impl Mesh {
         info!("{}: peer {} removed", self.name, peer.name());
         self.matrix.forget(key);
         self.witnesses.forget(key);
+        self.membership.forget(key);
+        self.sampling.forget(key);
         let unconfirmed = self.transfers.forget(id);
         self.peer_tags.remove(&id);
         self.tag_sync.remove(&id);
@@ -412,8 +449,40 @@ impl Mesh {
     }
 
     fn rebuild_schedule(&mut self) {
-        self.schedule
-            .rebuild(self.peers.roster(), self.now_ns, &mut self.timers);
+        let mode = self.settings.probe_mode.resolve(self.peers.len() + 1);
+        if mode != self.mode {
+            info!(
+                "{}: {} probing ({} nodes, probe_mode {})",
+                self.name,
+                mode,
+                self.peers.len() + 1,
+                self.settings.probe_mode
+            );
+            self.mode = mode;
+            if mode == ProbeMode::Sampled {
+                self.start_sampled();
+            }
+        }
+        if self.is_sampled() {
+            // One wake-up per interval, on the shared clock: the round.
+            self.sampling
+                .set_peers(self.peers.iter().map(|(key, _)| key));
+            self.schedule.rebuild_rounds(self.now_ns, &mut self.timers);
+        } else {
+            self.schedule
+                .rebuild(self.peers.roster(), self.now_ns, &mut self.timers);
+        }
+    }
+
+    /// Whether this node probes a sample of its peers (see [`Mesh::probe_mode`]).
+    pub fn is_sampled(&self) -> bool {
+        self.mode == ProbeMode::Sampled
+    }
+
+    /// The probing mode in effect: [`ProbeMode::Full`] or [`ProbeMode::Sampled`]
+    /// (`Settings::probe_mode` resolved by the mesh's size).
+    pub fn probe_mode(&self) -> ProbeMode {
+        self.mode
     }
 
     // ----- inputs -----------------------------------------------------------------------
@@ -538,6 +607,9 @@ impl Mesh {
             // A goodbye is not a sign of life: straight to `left`, with no `Up` first.
             let now_ns = self.ns_of(now);
             self.peers[key].hear_leave(now, now_ns);
+            if self.is_sampled() {
+                self.heard_leave_sampled(key, header.incarnation);
+            }
             return self.set_state(key, PeerState::Left);
         }
         self.heard(key, from);
@@ -558,6 +630,7 @@ impl Mesh {
                 echo_ns,
                 hold_us,
                 coordinate,
+                members,
             } => {
                 let now_ns = self.ns_of(now);
                 match self.peers[key].record_pong(probe, echo_ns, hold_us, now_ns) {
@@ -569,8 +642,15 @@ impl Mesh {
                         if let Some(remote) = Coordinate::from_wire(&coordinate) {
                             self.observe_coordinate(key, remote);
                         }
+                        if self.is_sampled() {
+                            self.sampling.answered(key, now_ns);
+                            self.apply_member_state(key);
+                        }
                     }
                     None => self.drop_datagram(DropReason::StalePong, from, &probe),
+                }
+                if self.is_sampled() {
+                    self.merge_members(members);
                 }
             }
             Body::Leave => {}
@@ -596,6 +676,10 @@ impl Mesh {
                     round,
                 } => self.on_retransmit_timer(peer, number, round),
                 Timer::QueryDeadline(query) => self.on_query_deadline(query),
+                Timer::IndirectProbes { round } if round == self.round => {
+                    self.send_indirect_probes()
+                }
+                Timer::IndirectProbes { .. } => {}
                 Timer::Liveness(id) => {
                     // A timer of a removed peer is refused here, whoever holds its slot now.
                     if let Some(key) = self.peers.key(id) {
@@ -615,6 +699,9 @@ impl Mesh {
         }
         self.leaving = true;
         info!("{} leaving the mesh", self.name);
+        if self.is_sampled() {
+            return self.leave_sampled();
+        }
         for key in self.peers.iter().map(|(k, _)| k).collect::<Vec<_>>() {
             self.outgoing.push_back(Outgoing::Leave(key));
         }
@@ -1096,6 +1183,11 @@ impl Mesh {
             self.peers[key].name()
         );
         self.settings.incarnation = next;
+        self.membership.new_incarnation();
+        if self.is_sampled() {
+            self.membership
+                .announce(self.id, next, crate::wire::Verdict::Alive);
+        }
         for (_, peer) in self.peers.iter_mut() {
             peer.restart_sequence();
         }
@@ -1179,7 +1271,10 @@ impl Mesh {
                 peer.name()
             );
         }
-        if peer.state() != PeerState::Alive {
+        if self.mode == ProbeMode::Sampled {
+            return self.heard_sampled(key);
+        }
+        if self.peers[key].state() != PeerState::Alive {
             self.set_state(key, PeerState::Alive);
         }
         if self.peers[key].arm_liveness() {
@@ -1223,6 +1318,11 @@ impl Mesh {
         if self.leaving {
             return;
         }
+        if self.is_sampled() {
+            self.sampled_round();
+            self.schedule.advance(slot, self.now_ns, &mut self.timers);
+            return;
+        }
         if self.schedule.is_refresh_slot(slot) {
             self.refresh_row();
             self.judge_by_witnesses();
@@ -1245,6 +1345,10 @@ impl Mesh {
         let now_ns = self.now_ns;
         let peer = &mut self.peers[key];
         peer.disarm_liveness();
+        if self.mode == ProbeMode::Sampled {
+            // Sampled mode judges by probes and the mesh's verdicts, not by silence.
+            return;
+        }
         let Some(last) = peer.last_heard_ns() else {
             return;
         };
@@ -1321,14 +1425,32 @@ impl Mesh {
             } => {
                 header.to_incarnation = to_incarnation;
                 let held = self.now_ns.saturating_sub(received_ns) / 1000;
-                Body::Pong {
+                let members = if self.is_sampled() {
+                    self.fill_members(buf.len())
+                } else {
+                    0
+                };
+                let body = Body::Pong {
                     probe,
                     echo_ns,
                     hold_us: u32::try_from(held).unwrap_or(u32::MAX),
                     coordinate: self.coordinate.to_wire(),
-                }
+                    members: MemberUpdates::new(&self.member_buf[..members])
+                        .unwrap_or(MemberUpdates::EMPTY),
+                };
+                return emit(&self.name, Packet { header, body }, dst, buf);
             }
             Outgoing::Leave(_) => Body::Leave,
+            Outgoing::IndirectPing { target, .. } => {
+                return self.encode_indirect_ping(key, target, buf)
+            }
+            Outgoing::RelayedPong {
+                asker,
+                probe,
+                echo_ns,
+                received_ns,
+                ..
+            } => return self.encode_relayed_pong(key, asker, probe, echo_ns, received_ns, buf),
             Outgoing::Burst { .. } | Outgoing::Ack { .. } => return None,
             Outgoing::Forward { ref inner, .. } => {
                 let target = self.peers[key].id();
@@ -1486,8 +1608,18 @@ impl Mesh {
     /// Rebuilds this node's row (one entry per peer) into chunks that fit a ping.
     fn refresh_row(&mut self) {
         let budget = self.inner_max().saturating_sub(PING_LEN + ROW_HEADER_LEN);
-        self.gossip
-            .refresh(&mut self.peers, budget, self.in_flight, self.now_ns);
+        // Sampled: only the peers measured lately; the others are estimated by everyone.
+        let recent_ns = match self.mode {
+            ProbeMode::Sampled => Some(self.schedule.interval_ns().saturating_mul(4)),
+            _ => None,
+        };
+        self.gossip.refresh(
+            &mut self.peers,
+            budget,
+            self.in_flight,
+            self.now_ns,
+            recent_ns,
+        );
     }
 }
 

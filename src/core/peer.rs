@@ -562,6 +562,12 @@ impl Peer {
         Some(rtt)
     }
 
+    /// A Pong for `probe` echoing `echo_ns` came by another way than the path (an
+    /// indirect probe): counted as answered, with no RTT sample. Whether it was fresh.
+    pub(crate) fn answer_probe(&mut self, probe: u32, echo_ns: u64) -> bool {
+        self.probes.answer(probe, echo_ns) == PongMatch::Fresh
+    }
+
     /// Its RTT p50 over the window, in nanoseconds: what this node's coordinate is fitted to
     /// (a median, so one late Pong does not pull it).
     pub(crate) fn rtt_p50_ns(&self) -> Option<u64> {

@@ -87,6 +87,16 @@ impl HeartbeatSchedule {
         }
     }
 
+    /// One slot and no peers in it, due once an interval on the shared clock: sampled
+    /// mode's round, which picks its own targets.
+    pub(crate) fn rebuild_rounds(&mut self, now_ns: u64, timers: &mut TimerWheel<Timer, u64>) {
+        self.slots = vec![Vec::new()];
+        self.refresh_slot = 0;
+        self.epoch = self.epoch.wrapping_add(1);
+        self.due = vec![self.next_start(0, now_ns)];
+        self.schedule(0, timers);
+    }
+
     /// Whether a slot timer of `epoch` belongs to the current slots.
     pub(crate) fn is_current(&self, epoch: u32) -> bool {
         epoch == self.epoch

@@ -2,6 +2,7 @@
 //!
 //! Plain data: the config layer builds them from `peers.ron`, an embedder by hand.
 
+use crate::core::probe_mode::ProbeMode;
 use std::time::Duration;
 
 /// Timing and size settings of one node's core.
@@ -22,4 +23,9 @@ pub struct Settings {
     /// that nodes stay aligned). Random per process in the driver; fixed in the simulator,
     /// so runs are reproducible.
     pub seed: u64,
+    /// Whom to probe each interval: everyone, a sample, or chosen by the mesh's size.
+    pub probe_mode: ProbeMode,
+    /// In `sampled` mode, how many peers are probed each interval
+    /// ([`crate::core::probe_mode::DEFAULT_PROBE_FANOUT`] by default).
+    pub probe_fanout: usize,
 }

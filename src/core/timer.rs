@@ -21,4 +21,7 @@ pub(crate) enum Timer {
     },
     /// A query's deadline: who has not answered by now is missing.
     QueryDeadline(u64),
+    /// Sampled mode: the targets of round `round` that have not answered get indirect
+    /// probes (a later round makes it stale).
+    IndirectProbes { round: u64 },
 }

@@ -292,6 +292,8 @@ mod tests {
             max_datagram: 1232,
             incarnation: 1,
             seed: 1,
+            probe_mode: crate::core::ProbeMode::Auto,
+            probe_fanout: crate::core::DEFAULT_PROBE_FANOUT,
         };
         let nodes = [
             ("alpha", "127.0.0.1:1".parse().unwrap()),

@@ -103,6 +103,7 @@ mod tests {
             dropped: BTreeMap::new(),
             io: None,
             coordinate: None,
+            probe_mode: None,
         };
         let db: BTreeMap<String, String> = [("role".to_owned(), "db".to_owned())].into();
         let found = nearest(&report, &db);

@@ -150,6 +150,10 @@ pub struct StatusReport {
     /// This node's network coordinate. Absent from the JSON in older nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinate: Option<CoordinateReport>,
+    /// The probing mode in effect, `"full"` or `"sampled"`. Absent from the JSON in older
+    /// nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_mode: Option<String>,
 }
 
 /// A network coordinate as `status --json` shows it (see docs/PROTOCOL.md, Network
@@ -235,6 +239,7 @@ impl StatusReport {
                 height_us: mesh.coordinate().height * 1e6,
                 error: mesh.coordinate().error,
             }),
+            probe_mode: Some(mesh.probe_mode().as_str().to_owned()),
         }
     }
 
@@ -739,6 +744,7 @@ mod tests {
                 height_us: 10.0,
                 error: 0.25,
             }),
+            probe_mode: Some("full".to_owned()),
         };
         assert_eq!(
             report.to_json(),
@@ -758,7 +764,8 @@ mod tests {
                 r#""dropped":{"auth_failed":3,"malformed":0},"#,
                 r#""io":{"received":8,"received_bytes":592,"recv_errors":0,"send_errors":0,"#,
                 r#""send_queue_full":0,"sent":8,"sent_bytes":600},"#,
-                r#""coordinate":{"vec_us":[1.0,2.0,3.0,4.0],"height_us":10.0,"error":0.25}}"#
+                r#""coordinate":{"vec_us":[1.0,2.0,3.0,4.0],"height_us":10.0,"error":0.25},"#,
+                r#""probe_mode":"full"}"#
             )
         );
         // The table shows a diagnosis only where it tells more than the state.
@@ -858,6 +865,7 @@ mod tests {
             dropped: BTreeMap::new(),
             io: None,
             coordinate: None,
+            probe_mode: None,
         }
     }
 

@@ -137,6 +137,8 @@ struct SimNode {
     events: VecDeque<Event>,
     /// Unread events dropped from `events` to make room.
     events_dropped: u64,
+    /// Datagrams and bytes it sent (handed to the network, lost or not).
+    sent: (u64, u64),
 }
 
 impl SimNode {
@@ -158,6 +160,7 @@ impl SimNode {
             keyring,
             events: VecDeque::new(),
             events_dropped: 0,
+            sent: (0, 0),
         }
     }
 }
@@ -199,6 +202,8 @@ pub struct Sim {
     wakes: BinaryHeap<Reverse<(Instant, usize)>>,
     order: u64,
     trace: Vec<TraceRecord>,
+    /// Whether events go into `trace` ([`Sim::set_trace`]).
+    tracing: bool,
     buf: Vec<u8>,
     delivered: u64,
     lost: u64,
@@ -243,8 +248,28 @@ pub fn sim_addr(i: usize) -> SocketAddr {
 
 impl Sim {
     /// `n` nodes named `node0..` with the default config timings scaled to `interval`
-    /// (suspect after 3 intervals, dead after 5), all links [`Link::default`].
+    /// (suspect after 3 intervals, dead after 5), all links [`Link::default`], probing as
+    /// `probe_mode` says at the default fanout.
+    pub fn with_probe_mode(
+        n: usize,
+        interval: Duration,
+        seed: u64,
+        probe_mode: crate::core::ProbeMode,
+    ) -> Sim {
+        let mut config = Sim::nodes_config(n, interval);
+        config.probe_mode = probe_mode;
+        Sim::new(config, seed)
+    }
+
+    /// `n` nodes named `node0..` with the default config timings scaled to `interval`
+    /// (suspect after 3 intervals, dead after 5), all links [`Link::default`]; probing is
+    /// `auto` (sampled above [`crate::core::probe_mode::AUTO_FULL_UP_TO`] nodes).
     pub fn with_nodes(n: usize, interval: Duration, seed: u64) -> Sim {
+        Sim::new(Sim::nodes_config(n, interval), seed)
+    }
+
+    /// The config [`Sim::with_nodes`] runs: `n` nodes at `interval`.
+    pub fn nodes_config(n: usize, interval: Duration) -> Config {
         let nodes = (0..n)
             .map(|i| {
                 let addr = sim_addr(i);
@@ -257,7 +282,7 @@ impl Sim {
                 }
             })
             .collect();
-        let config = Config {
+        Config {
             port: 1313,
             heartbeat_interval: interval,
             suspect_after: interval * 3,
@@ -266,9 +291,10 @@ impl Sim {
             keyring: None,
             resolve_interval: crate::config::DEFAULT_RESOLVE_INTERVAL,
             http_listen: None,
+            probe_mode: crate::core::ProbeMode::Auto,
+            probe_fanout: crate::core::DEFAULT_PROBE_FANOUT,
             nodes,
-        };
-        Sim::new(config, seed)
+        }
     }
 
     /// Every node of `config`, started at virtual time zero. Node hosts must be IP literals
@@ -306,6 +332,7 @@ impl Sim {
             wakes: BinaryHeap::new(),
             order: 0,
             trace: Vec::new(),
+            tracing: true,
             delivered: 0,
             lost: 0,
             bytes_sent: 0,
@@ -670,6 +697,18 @@ impl Sim {
         self.bytes_sent
     }
 
+    /// Datagrams and bytes node `i` has sent so far (the impostor's and earlier
+    /// processes' included).
+    pub fn sent_by(&self, i: usize) -> (u64, u64) {
+        self.nodes.get(i).map_or((0, 0), |n| n.sent)
+    }
+
+    /// Whether every event also goes into [`Sim::trace`] (default: yes). A run of
+    /// thousands of nodes turns it off: its trace would hold millions of records.
+    pub fn set_trace(&mut self, on: bool) {
+        self.tracing = on;
+    }
+
     /// How many times node `i` has been woken for its timers so far (a real node's timer
     /// wake-ups: each costs a `epoll_wait` return and a context switch).
     pub fn timer_wakeups(&self, i: usize) -> u64 {
@@ -765,12 +804,16 @@ impl Sim {
                 node.events.pop_front();
                 node.events_dropped += 1;
             }
-            node.events.push_back(event.clone());
-            self.trace.push(TraceRecord {
-                at: now - self.base,
-                node: i,
-                event,
-            });
+            if self.tracing {
+                node.events.push_back(event.clone());
+                self.trace.push(TraceRecord {
+                    at: now - self.base,
+                    node: i,
+                    event,
+                });
+            } else {
+                node.events.push_back(event);
+            }
         }
         let wake = mesh.poll_timeout();
         if wake != self.nodes[i].wake {
@@ -792,6 +835,9 @@ impl Sim {
                 return;
             };
             self.bytes_sent += transmit.len as u64;
+            let sent = &mut self.nodes[i].sent;
+            sent.0 += 1;
+            sent.1 += transmit.len as u64;
             let Some(&to) = self.by_addr.get(&transmit.dst) else {
                 self.lost += 1;
                 continue;

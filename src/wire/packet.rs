@@ -18,13 +18,14 @@
 
 use crate::wire::coordinate::{WireCoordinate, COORDINATE_LEN};
 use crate::wire::identity::NodeId;
+use crate::wire::member::MemberUpdates;
 use crate::wire::state::PeerState;
 use std::fmt;
 
 /// The first two bytes of every datagram: ASCII "PM".
 pub const MAGIC: u16 = 0x504d;
 /// The protocol version this build speaks. A datagram of any other version is dropped.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 40;
 
@@ -154,6 +155,8 @@ pub enum Body<'a> {
         hold_us: u32,
         /// The responder's network coordinate when it answered.
         coordinate: WireCoordinate,
+        /// Membership updates piggy-backed by a sampled-mode node (none in full mode).
+        members: MemberUpdates<'a>,
     },
     /// The sender leaves the mesh on purpose.
     Leave,
@@ -739,7 +742,9 @@ impl<'a> Packet<'a> {
                 }
             }
             Kind::Pong => {
-                exact(bytes, PONG_LEN)?;
+                at_least(bytes, PONG_LEN)?;
+                let members = MemberUpdates::new(&bytes[PONG_LEN..])
+                    .ok_or(DecodeError::BadField("members"))?;
                 let coordinate = bytes[field::PONG_COORDINATE..]
                     .first_chunk::<COORDINATE_LEN>()
                     .and_then(WireCoordinate::parse)
@@ -749,6 +754,7 @@ impl<'a> Packet<'a> {
                     echo_ns: be_u64(bytes, field::PONG_ECHO_NS),
                     hold_us: be_u32(bytes, field::PONG_HOLD_US),
                     coordinate,
+                    members,
                 }
             }
             Kind::Leave => {
@@ -788,7 +794,7 @@ impl<'a> Packet<'a> {
     pub fn len(&self) -> usize {
         match self.body {
             Body::Ping { row, .. } => PING_LEN + row.map_or(0, |r| r.len()),
-            Body::Pong { .. } => PONG_LEN,
+            Body::Pong { members, .. } => PONG_LEN + members.as_bytes().len(),
             Body::Leave => LEAVE_LEN,
             Body::Fragment(f) => FRAGMENT_OVERHEAD + f.data.len(),
             Body::Ack(a) => ACK_MIN_LEN + a.held.len(),
@@ -862,6 +868,7 @@ impl<'a> Packet<'a> {
                 echo_ns,
                 hold_us,
                 coordinate,
+                members,
             } => {
                 let Some((fields, rest)) = body.split_first_chunk_mut::<16>() else {
                     return Err(too_small);
@@ -869,10 +876,11 @@ impl<'a> Packet<'a> {
                 fields[0..4].copy_from_slice(&probe.to_be_bytes());
                 fields[4..12].copy_from_slice(&echo_ns.to_be_bytes());
                 fields[12..16].copy_from_slice(&hold_us.to_be_bytes());
-                let Some(out) = rest.first_chunk_mut::<COORDINATE_LEN>() else {
+                let Some((out, tail)) = rest.split_first_chunk_mut::<COORDINATE_LEN>() else {
                     return Err(too_small);
                 };
                 coordinate.emit(out);
+                tail.copy_from_slice(members.as_bytes());
             }
             Body::Leave => {}
             Body::Fragment(f) => {
@@ -933,7 +941,7 @@ mod tests {
             header: header(),
             body,
         };
-        let mut buf = [0u8; 128];
+        let mut buf = [0u8; 256];
         let n = packet.emit(&mut buf).unwrap();
         assert_eq!(n, packet.len());
         assert_eq!(Packet::parse(&buf[..n]).unwrap(), packet);
@@ -941,8 +949,13 @@ mod tests {
         // right before its row chunk, which is a whole row-less ping.
         for cut in 0..n {
             if let Ok(p) = Packet::parse(&buf[..cut]) {
+                // ...and a Pong cut after a whole membership update: a Pong with fewer.
+                let fewer_updates = matches!(p.body, Body::Pong { .. })
+                    && cut >= PONG_LEN
+                    && (cut - PONG_LEN).is_multiple_of(crate::wire::MEMBER_UPDATE_LEN);
                 assert!(
-                    cut == PING_LEN && matches!(p.body, Body::Ping { row: None, .. }),
+                    (cut == PING_LEN && matches!(p.body, Body::Ping { row: None, .. }))
+                        || fewer_updates,
                     "prefix of {cut} accepted"
                 );
             }
@@ -960,6 +973,7 @@ mod tests {
                 echo_ns: 2,
                 hold_us: 3,
                 coordinate: WireCoordinate::default(),
+                members: MemberUpdates::EMPTY,
             },
         }
     }
@@ -995,6 +1009,17 @@ mod tests {
                 height: 0.001,
                 error: 1.0,
             },
+            members: MemberUpdates::EMPTY,
+        });
+        let mut members = [0u8; 2 * crate::wire::MEMBER_UPDATE_LEN];
+        members[20] = 1;
+        members[crate::wire::MEMBER_UPDATE_LEN + 20] = 2;
+        round_trip(Body::Pong {
+            probe: 8,
+            echo_ns: 5,
+            hold_us: 1,
+            coordinate: WireCoordinate::default(),
+            members: MemberUpdates::new(&members).unwrap(),
         });
         round_trip(Body::Leave);
         round_trip(Body::Fragment(Fragment {
@@ -1045,7 +1070,7 @@ mod tests {
         };
         let mut buf = [0u8; PING_LEN];
         packet.emit(&mut buf).unwrap();
-        assert_eq!(&buf[0..4], &[b'P', b'M', 4, 1]);
+        assert_eq!(&buf[0..4], &[b'P', b'M', 5, 1]);
         assert_eq!(&buf[4..12], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             &buf[28..36],
@@ -1071,10 +1096,11 @@ mod tests {
             Packet::parse(&other[..LEAVE_LEN]),
             Err(DecodeError::BadMagic)
         );
-        // A later version, version 3 (the same datagrams but a Pong without a coordinate),
+        // Version 4 (the same datagrams but Pongs without membership updates), version 3
+        // (a Pong without a coordinate),
         // version 2 (the same header, without messages: kind 4 was Data) and version 1 (a
         // 32-byte header without the receiver's incarnation) are all refused.
-        for version in [5u8, 3, 2, 1] {
+        for version in [4u8, 3, 2, 1] {
             let mut other = buf;
             other[2] = version;
             assert_eq!(

@@ -585,7 +585,13 @@ impl Mesh {
             self.dropped.bump(DropReason::Misdirected);
             return;
         };
-        if to == key || self.peers[to].state() != PeerState::Alive {
+        // Sampled mode relays indirect probes, which matter most to a suspected node.
+        let reachable = match self.peers[to].state() {
+            PeerState::Alive => true,
+            PeerState::Suspect | PeerState::Unknown | PeerState::Unreachable => self.is_sampled(),
+            _ => false,
+        };
+        if to == key || !reachable {
             // Not back to its sender, and only to a node this one hears.
             self.dropped.bump(DropReason::Misdirected);
             return;
@@ -636,7 +642,22 @@ impl Mesh {
         let Some(key) = self.peers.by_id(header.from) else {
             return self.dropped.bump(DropReason::UnknownSender);
         };
-        if key == via || header.to_incarnation != self.settings.incarnation {
+        if key == via {
+            return self.dropped.bump(DropReason::NotFresh);
+        }
+        // Sampled mode's indirect probes: answered or matched, never admitted (a relayed
+        // datagram says nothing of the sender's address, and the probe's nonce is what
+        // proves a Pong fresh).
+        match packet.body {
+            Body::Ping { probe, sent_ns, .. } if self.is_sampled() => {
+                return self.answer_relayed_ping(via, key, probe, sent_ns);
+            }
+            Body::Pong { probe, echo_ns, .. } if self.is_sampled() => {
+                return self.on_relayed_pong(key, probe, echo_ns);
+            }
+            _ => {}
+        }
+        if header.to_incarnation != self.settings.incarnation {
             return self.dropped.bump(DropReason::NotFresh);
         }
         if !matches!(packet.body, Body::Fragment(_) | Body::Ack(_)) {
@@ -774,7 +795,20 @@ impl Mesh {
     /// Encodes `body` for peer `key`: straight to it, or, when it is cut off, as the inner
     /// datagram (sealed when the mesh is keyed) of a `Relay` to the best relay.
     fn emit_to(&mut self, key: usize, body: Body<'_>, buf: &mut [u8]) -> Option<Transmit> {
-        let Some(via) = self.relay_for(key) else {
+        let via = self.relay_for(key);
+        self.emit_via(key, via, body, buf)
+    }
+
+    /// Encodes `body` for peer `key`: straight to it (`via` is `None`), or as the inner
+    /// datagram (sealed when the mesh is keyed) of a `Relay` to peer `via`.
+    pub(super) fn emit_via(
+        &mut self,
+        key: usize,
+        via: Option<usize>,
+        body: Body<'_>,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let Some(via) = via else {
             let header = self.header(key);
             let dst = self.peers[key].addr();
             return emit(&self.name, Packet { header, body }, dst, buf);

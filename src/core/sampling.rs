@@ -1,0 +1,368 @@
+//! Sampled mode's probe plan: whom this node probes each interval, and what came back.
+//!
+//! Each round (one interval) probes at most `fanout` peers: first those whose last probe
+//! went unanswered (until they answer or are judged), then the nearest by RTT (measured, or
+//! estimated by coordinates where not measured), then the next ones of a shuffled turn over
+//! every peer, so each peer is probed by about `fanout / 2` others per interval and every
+//! pair is measured once in a while. Work per round is O(fanout); the near set is chosen
+//! again every [`NEAR_REFRESH_ROUNDS`] rounds (O(N)).
+
+use crate::core::rng::Rng;
+
+/// How often, in rounds, the near set is chosen again.
+pub(crate) const NEAR_REFRESH_ROUNDS: u64 = 8;
+
+/// Rounds in a row a peer must answer only indirect probes before it is `unreachable`
+/// from here: one lost Ping or Pong (1 % loss on a path loses one exchange in 50) must not
+/// make it so.
+pub(crate) const UNREACHABLE_AFTER: u8 = 2;
+
+/// How many peers carry an indirect probe for one unanswered direct one (SWIM's k).
+pub(crate) const INDIRECT_PROBES: usize = 3;
+
+/// What one peer's probes of a round came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It answered this node directly.
+    Answered,
+    /// Only through another node: it runs, the path from here is broken.
+    AnsweredIndirectly,
+    /// Nothing came back; it has not answered since `since_ns`.
+    Silent { since_ns: u64 },
+}
+
+/// What this node knows of its own probes of one peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Track {
+    /// When it last answered a direct probe (0: never).
+    direct_ns: u64,
+    /// When it last answered an indirect one (0: never).
+    indirect_ns: u64,
+    /// Since when its probes go unanswered (direct and indirect).
+    silent_since: Option<u64>,
+    /// Rounds in a row it did not answer a direct probe.
+    misses: u8,
+    /// Only indirect probes reached it, in [`UNREACHABLE_AFTER`] rounds or more in a row.
+    unreachable: bool,
+    /// It is a target of the current round.
+    in_round: bool,
+}
+
+impl Track {
+    /// Whether only indirect probes reach it.
+    pub(crate) fn unreachable(&self) -> bool {
+        self.unreachable
+    }
+
+    /// Since when its probes go unanswered.
+    pub(crate) fn silent_since(&self) -> Option<u64> {
+        self.silent_since
+    }
+}
+
+/// The plan: the turn over all peers, the near set, this round's targets.
+#[derive(Debug)]
+pub(crate) struct Sampling {
+    fanout: usize,
+    /// Every peer's slot key, shuffled; `next` walks it, reshuffled at the end of a turn.
+    order: Vec<usize>,
+    next: usize,
+    near: Vec<usize>,
+    rounds: u64,
+    tracks: Vec<Track>,
+    round: Vec<usize>,
+    round_start_ns: u64,
+    rng: Rng,
+}
+
+impl Sampling {
+    pub(crate) fn new(fanout: usize, seed: u64) -> Sampling {
+        Sampling {
+            fanout: fanout.max(1),
+            order: Vec::new(),
+            next: 0,
+            near: Vec::new(),
+            rounds: 0,
+            tracks: Vec::new(),
+            round: Vec::new(),
+            round_start_ns: 0,
+            rng: Rng::new(seed ^ 0x7361_6d70_6c65_6421),
+        }
+    }
+
+    /// The peers are now `keys` (a peer added or removed): the turn starts again over them.
+    pub(crate) fn set_peers(&mut self, keys: impl Iterator<Item = usize>) {
+        self.order = keys.collect();
+        self.shuffle();
+        self.next = 0;
+        let bound = self.order.iter().max().map_or(0, |k| k + 1);
+        self.tracks.truncate(bound);
+        self.tracks.resize(bound, Track::default());
+        self.near.retain(|k| *k < bound);
+        self.round.retain(|k| *k < bound);
+    }
+
+    /// Forgets what was known of peer `key`'s probes (removed, or a new process of it).
+    pub(crate) fn forget(&mut self, key: usize) {
+        if let Some(track) = self.tracks.get_mut(key) {
+            *track = Track::default();
+        }
+    }
+
+    fn shuffle(&mut self) {
+        for i in (1..self.order.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            self.order.swap(i, j);
+        }
+    }
+
+    pub(crate) fn fanout(&self) -> usize {
+        self.fanout
+    }
+
+    /// Whether the near set is due to be chosen again (every few rounds, and while empty).
+    pub(crate) fn near_due(&self) -> bool {
+        self.near.is_empty() || self.rounds.is_multiple_of(NEAR_REFRESH_ROUNDS)
+    }
+
+    /// The near set chosen: probed every round.
+    pub(crate) fn set_near(&mut self, near: Vec<usize>) {
+        self.near = near;
+    }
+
+    /// The near set.
+    pub(crate) fn near(&self) -> &[usize] {
+        &self.near
+    }
+
+    /// What is known of peer `key`'s probes.
+    pub(crate) fn track(&self, key: usize) -> Track {
+        self.tracks.get(key).copied().unwrap_or_default()
+    }
+
+    /// Ends the round that ran: each target with its outcome, in `out`.
+    pub(crate) fn end_round(&mut self, out: &mut Vec<(usize, Outcome)>) {
+        out.clear();
+        let start = self.round_start_ns;
+        for key in self.round.drain(..) {
+            let Some(track) = self.tracks.get_mut(key) else {
+                continue;
+            };
+            track.in_round = false;
+            let outcome = if track.direct_ns >= start && track.direct_ns > 0 {
+                track.silent_since = None;
+                track.unreachable = false;
+                track.misses = 0;
+                Outcome::Answered
+            } else if track.indirect_ns >= start && track.indirect_ns > 0 {
+                track.silent_since = None;
+                track.misses = track.misses.saturating_add(1);
+                track.unreachable = track.misses >= UNREACHABLE_AFTER;
+                Outcome::AnsweredIndirectly
+            } else {
+                track.misses = track.misses.saturating_add(1);
+                let since = *track.silent_since.get_or_insert(start);
+                Outcome::Silent { since_ns: since }
+            };
+            out.push((key, outcome));
+        }
+    }
+
+    /// Starts a round at `now_ns`: up to `fanout` targets, silent ones first, then the near
+    /// set, then the turn; `eligible` says who may be probed (not this node, not dead or
+    /// left). Returns the targets.
+    pub(crate) fn start_round(
+        &mut self,
+        now_ns: u64,
+        eligible: impl Fn(usize) -> bool,
+    ) -> &[usize] {
+        self.rounds += 1;
+        self.round_start_ns = now_ns;
+        self.round.clear();
+        let fanout = self.fanout;
+        // Silent ones are probed again every round until judged, and one that answered only
+        // indirectly until it is judged unreachable or answers; together they take at most
+        // half the fanout, so a mass failure does not stop the sampling of the others.
+        for (key, track) in self.tracks.iter().enumerate() {
+            if self.round.len() >= fanout / 2 {
+                break;
+            }
+            let again = track.silent_since.is_some()
+                || (track.misses > 0 && track.misses <= UNREACHABLE_AFTER);
+            if again && eligible(key) {
+                self.round.push(key);
+            }
+        }
+        for &key in &self.near {
+            if self.round.len() >= fanout {
+                break;
+            }
+            if eligible(key) && !self.round.contains(&key) {
+                self.round.push(key);
+            }
+        }
+        // The turn: at most one pass over the order per round.
+        let mut looked = 0;
+        while self.round.len() < fanout && looked < self.order.len() {
+            if self.next >= self.order.len() {
+                self.shuffle();
+                self.next = 0;
+            }
+            let key = self.order[self.next];
+            self.next += 1;
+            looked += 1;
+            if eligible(key) && !self.round.contains(&key) {
+                self.round.push(key);
+            }
+        }
+        for &key in &self.round {
+            if let Some(track) = self.tracks.get_mut(key) {
+                track.in_round = true;
+            }
+        }
+        &self.round
+    }
+
+    /// This round's targets not answered directly yet: they get indirect probes.
+    pub(crate) fn unanswered(&self, out: &mut Vec<usize>) {
+        out.clear();
+        let start = self.round_start_ns;
+        out.extend(self.round.iter().copied().filter(|&key| {
+            self.tracks
+                .get(key)
+                .is_some_and(|t| t.direct_ns < start || t.direct_ns == 0)
+        }));
+    }
+
+    /// Up to [`INDIRECT_PROBES`] peers to carry an indirect probe to `target`: drawn from
+    /// the near set (short detours), then from the turn, each `usable`.
+    pub(crate) fn helpers(
+        &mut self,
+        target: usize,
+        usable: impl Fn(usize) -> bool,
+        out: &mut Vec<usize>,
+    ) {
+        out.clear();
+        let near = self.near.len();
+        let start = if near == 0 {
+            0
+        } else {
+            self.rng.below(near as u64) as usize
+        };
+        for i in 0..near {
+            let key = self.near[(start + i) % near];
+            if out.len() >= INDIRECT_PROBES {
+                return;
+            }
+            if key != target && usable(key) && !out.contains(&key) {
+                out.push(key);
+            }
+        }
+        for _ in 0..4 * INDIRECT_PROBES {
+            if out.len() >= INDIRECT_PROBES || self.order.is_empty() {
+                return;
+            }
+            let key = self.order[self.rng.below(self.order.len() as u64) as usize];
+            if key != target && usable(key) && !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+
+    /// Peer `key` answered a direct probe at `now_ns`.
+    pub(crate) fn answered(&mut self, key: usize, now_ns: u64) {
+        if let Some(track) = self.tracks.get_mut(key) {
+            track.direct_ns = now_ns.max(1);
+            track.silent_since = None;
+            track.unreachable = false;
+            track.misses = 0;
+        }
+    }
+
+    /// Peer `key` answered an indirect probe at `now_ns`.
+    pub(crate) fn answered_indirectly(&mut self, key: usize, now_ns: u64) {
+        if let Some(track) = self.tracks.get_mut(key) {
+            track.indirect_ns = now_ns.max(1);
+        }
+    }
+
+    /// Peer `key` is no longer suspected by this node's probes (it refuted, or was judged).
+    pub(crate) fn clear_silence(&mut self, key: usize) {
+        if let Some(track) = self.tracks.get_mut(key) {
+            track.silent_since = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_probes_at_most_fanout_and_a_turn_covers_every_peer() {
+        let mut s = Sampling::new(4, 1);
+        s.set_peers(0..10);
+        s.set_near(vec![7, 8]);
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for round in 0..5u64 {
+            let targets = s.start_round(round * 1000 + 1, |k| k != 3).to_vec();
+            assert!(targets.len() <= 4);
+            for &k in &targets {
+                s.answered(k, round * 1000 + 500);
+            }
+            assert!(targets.contains(&7) && targets.contains(&8), "{targets:?}");
+            assert!(!targets.contains(&3));
+            seen.extend(targets);
+            s.end_round(&mut out);
+        }
+        assert_eq!(seen.len(), 9, "all eligible peers in 5 rounds: {seen:?}");
+    }
+
+    #[test]
+    fn a_silent_peer_is_probed_again_until_it_answers() {
+        let mut s = Sampling::new(2, 1);
+        s.set_peers(0..50);
+        let mut out = Vec::new();
+        let first = s.start_round(1000, |_| true)[0];
+        s.answered(s.round[1], 1500);
+        s.end_round(&mut out);
+        assert!(out.contains(&(first, Outcome::Silent { since_ns: 1000 })));
+        let again = s.start_round(2000, |_| true).to_vec();
+        assert_eq!(again[0], first);
+        s.answered_indirectly(first, 2500);
+        s.end_round(&mut out);
+        assert!(out.contains(&(first, Outcome::AnsweredIndirectly)));
+        assert!(
+            s.track(first).unreachable(),
+            "two rounds with no direct answer"
+        );
+        assert_eq!(s.track(first).silent_since(), None);
+        s.answered(first, 2600);
+        assert!(!s.track(first).unreachable());
+        // One round answered only indirectly (one lost Pong, say) is not enough.
+        let mut s = Sampling::new(2, 1);
+        s.set_peers(0..50);
+        let target = s.start_round(1000, |_| true)[0];
+        s.answered_indirectly(target, 1500);
+        s.end_round(&mut out);
+        assert!(out.contains(&(target, Outcome::AnsweredIndirectly)));
+        assert!(!s.track(target).unreachable());
+    }
+
+    #[test]
+    fn helpers_come_from_the_near_set_first_and_never_the_target() {
+        let mut s = Sampling::new(8, 3);
+        s.set_peers(0..20);
+        s.set_near(vec![1, 2, 3, 4]);
+        let mut out = Vec::new();
+        s.helpers(2, |k| k != 4, &mut out);
+        assert_eq!(out.len(), INDIRECT_PROBES);
+        assert_eq!(
+            out[..2].iter().filter(|k| [1, 3].contains(k)).count(),
+            2,
+            "{out:?}"
+        );
+        assert!(!out.contains(&2) && !out.contains(&4));
+    }
+}

@@ -1,0 +1,183 @@
+//! Sampled mode in the simulator: constant work per node, liveness by SWIM (probes,
+//! indirect probes, suspicion confirmed by two probers, refutation, verdicts spread on
+//! Pongs), at a few hundred nodes. The 1,000- and 10,000-node figures are in
+//! `benches/sampled_scale.rs`.
+
+use peermesh::core::{PeerState, ProbeMode, DEFAULT_PROBE_FANOUT};
+use peermesh::sim::{Link, Regions, Sim};
+use std::time::Duration;
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+fn sampled(n: usize, seed: u64) -> Sim {
+    let mut sim = Sim::with_probe_mode(n, INTERVAL, seed, ProbeMode::Sampled);
+    sim.set_trace(false);
+    sim.set_regions(Regions::spread(n, seed));
+    sim
+}
+
+/// How many (observer, peer) pairs, over the running nodes, are in `state`.
+fn count(sim: &Sim, state: PeerState, skip: &[usize]) -> usize {
+    let n = sim.len();
+    (0..n)
+        .filter(|i| !skip.contains(i))
+        .map(|i| {
+            (0..n)
+                .filter(|&j| j != i && sim.state(i, j) == Some(state))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn every_node_learns_every_other_alive_and_sends_a_bounded_load() {
+    let n = 200;
+    let mut sim = sampled(n, 1);
+    assert!(sim.mesh(0).is_some_and(|m| m.is_sampled()));
+    let all = n * (n - 1);
+    let learned = run_checking(&mut sim, Duration::from_secs(30), |s| {
+        count(s, PeerState::Alive, &[]) == all
+    });
+    let alive = count(&sim, PeerState::Alive, &[]);
+    assert!(learned, "{alive} of {all} pairs alive after 30 s");
+    let before: Vec<(u64, u64)> = (0..n).map(|i| sim.sent_by(i)).collect();
+    sim.run_for(Duration::from_secs(20));
+    let rates: Vec<(f64, f64)> = (0..n)
+        .map(|i| {
+            let (d, b) = sim.sent_by(i);
+            (
+                (d - before[i].0) as f64 / 20.0,
+                (b - before[i].1) as f64 / 20.0,
+            )
+        })
+        .collect();
+    let max_dgrams = rates.iter().map(|r| r.0).fold(0.0, f64::max);
+    let max_bytes = rates.iter().map(|r| r.1).fold(0.0, f64::max);
+    let mean_dgrams = rates.iter().map(|r| r.0).sum::<f64>() / n as f64;
+    println!(
+        "{n} nodes: datagrams/s per node mean {mean_dgrams:.1} max {max_dgrams:.1}, \
+         bytes/s max {max_bytes:.0}"
+    );
+    assert!(max_dgrams <= 100.0, "{max_dgrams} datagrams/s");
+    assert!(max_bytes <= 64_000.0, "{max_bytes} bytes/s");
+    assert!(
+        mean_dgrams <= 2.5 * DEFAULT_PROBE_FANOUT as f64,
+        "{mean_dgrams} datagrams/s on average"
+    );
+    assert_eq!(count(&sim, PeerState::Suspect, &[]), 0);
+}
+
+#[test]
+fn a_crashed_node_is_dead_everywhere_within_dead_after_and_five_intervals() {
+    let n = 200;
+    let mut sim = sampled(n, 2);
+    sim.run_for(Duration::from_secs(30));
+    let victim = 17;
+    sim.crash(victim);
+    let start = sim.elapsed();
+    let limit = sim.config().dead_after + 5 * INTERVAL;
+    let others: Vec<usize> = (0..n).filter(|&i| i != victim).collect();
+    let done = sim.run_until(limit + Duration::from_secs(10), |s| {
+        s.state(others[0], victim) == Some(PeerState::Dead)
+            && others
+                .iter()
+                .all(|&i| s.state(i, victim) == Some(PeerState::Dead))
+    });
+    let took = sim.elapsed() - start;
+    let dead = others
+        .iter()
+        .filter(|&&i| sim.state(i, victim) == Some(PeerState::Dead))
+        .count();
+    println!(
+        "crash of node {victim}: dead at all {} others after {took:?}",
+        others.len()
+    );
+    assert!(done, "dead at {dead} of {} after {took:?}", others.len());
+    assert!(took <= limit, "took {took:?}, limit {limit:?}");
+    assert_eq!(count(&sim, PeerState::Dead, &[victim]), others.len());
+}
+
+#[test]
+fn loss_and_a_paused_node_kill_no_one() {
+    let n = 150;
+    let mut sim = sampled(n, 3);
+    sim.set_default_link(Link::latency(Duration::from_millis(1)).with_loss(0.01));
+    sim.run_for(Duration::from_secs(30));
+    let paused = 42;
+    sim.pause(paused);
+    // Paused for less than the dead time, by two intervals.
+    sim.run_for(sim.config().dead_after - 2 * INTERVAL);
+    sim.resume(paused);
+    let mut dead_seen = 0;
+    for _ in 0..90 {
+        sim.run_for(Duration::from_secs(1));
+        dead_seen = dead_seen.max(count(&sim, PeerState::Dead, &[]));
+        assert_eq!(dead_seen, 0, "a false dead at {:?}", sim.elapsed());
+    }
+    for state in [
+        PeerState::Suspect,
+        PeerState::Unreachable,
+        PeerState::Unknown,
+    ] {
+        let pairs = count(&sim, state, &[]);
+        println!("{state}: {pairs} pairs");
+    }
+    assert_eq!(count(&sim, PeerState::Alive, &[]), n * (n - 1));
+}
+
+/// Runs in steps of 100 ms of virtual time until `done` holds, for at most `limit`.
+fn run_checking(sim: &mut Sim, limit: Duration, done: impl Fn(&Sim) -> bool) -> bool {
+    let step = Duration::from_millis(100);
+    for _ in 0..limit.as_millis() / step.as_millis() {
+        if done(sim) {
+            return true;
+        }
+        sim.run_for(step);
+    }
+    done(sim)
+}
+
+#[test]
+fn a_broken_path_makes_a_peer_unreachable_from_one_node_not_dead() {
+    let n = 100;
+    let mut sim = sampled(n, 4);
+    sim.run_for(Duration::from_secs(20));
+    // Node 0 and node 1 cannot talk; everyone else hears both.
+    let cut = Link::default().with_loss(1.0);
+    sim.set_link(0, 1, cut);
+    sim.run_for(Duration::from_secs(60));
+    for i in 2..n {
+        assert_eq!(sim.state(i, 1), Some(PeerState::Alive), "at node {i}");
+        assert_eq!(sim.state(i, 0), Some(PeerState::Alive), "at node {i}");
+    }
+    let seen = sim.state(0, 1);
+    assert!(
+        matches!(seen, Some(PeerState::Alive | PeerState::Unreachable)),
+        "node 0 sees node 1 {seen:?}"
+    );
+}
+
+#[test]
+fn a_node_that_leaves_is_left_everywhere() {
+    let n = 100;
+    let mut sim = sampled(n, 5);
+    sim.run_for(Duration::from_secs(20));
+    sim.leave(9);
+    let others: Vec<usize> = (0..n).filter(|&i| i != 9).collect();
+    let done = sim.run_until(Duration::from_secs(15), |s| {
+        others
+            .iter()
+            .all(|&i| s.state(i, 9) == Some(PeerState::Left))
+    });
+    assert!(
+        done,
+        "left at {} of 99",
+        count_state(&sim, 9, PeerState::Left)
+    );
+}
+
+fn count_state(sim: &Sim, of: usize, state: PeerState) -> usize {
+    (0..sim.len())
+        .filter(|&i| i != of && sim.state(i, of) == Some(state))
+        .count()
+}
