@@ -5,7 +5,9 @@
 # Run by hand (as root: it makes a private network namespace):   bench/node.sh
 # Smoke run with short windows:                                  QUICK=1 bench/node.sh
 # Knobs: WINDOW (s, 20-peer windows), WINDOW_BIG (s, 100/1,000-peer windows), WARMUP (s),
-#        RTT_SECS (s), SKIP_1000=1, KEYED=1 (a keyring: every datagram sealed).
+#        RTT_SECS (s), SKIP_1000=1, KEYED=1 (a keyring: every datagram sealed),
+#        SAMPLED_PEERS (default 2000; 0 skips the sampled-mode case),
+#        ONLY_SAMPLED=1 (just the sampled-mode case: one node against SAMPLED_PEERS peers).
 # Not part of the tests. See bench/README.md.
 #
 # All traffic stays on the loopback of a namespace this script makes and removes; every
@@ -22,6 +24,8 @@ else
 fi
 WINDOWS=3
 SKIP_1000=${SKIP_1000:-0}
+SAMPLED_PEERS=${SAMPLED_PEERS:-2000}
+ONLY_SAMPLED=${ONLY_SAMPLED:-0}
 KEYED=${KEYED:-0}
 RESULTS=$ROOT/bench/results-node.txt
 
@@ -85,11 +89,12 @@ if [ "$KEYED" = 1 ]; then
     KEYRING_FIELD='keyring: "keyring", '
 fi
 
-# gen_config FILE N INTERVAL_MS ADDR_FN: nodes n1..nN at port 1313.
+# gen_config FILE N INTERVAL_MS ADDR_FN [FIELDS]: nodes n1..nN at port 1313, and FIELDS
+# (such as `probe_mode: "sampled", `) at the top level.
 gen_config() {
-    local file=$1 n=$2 interval=$3 addr=$4 i
+    local file=$1 n=$2 interval=$3 addr=$4 fields=${5:-} i
     {
-        echo "(port: 1313, heartbeat_interval_ms: $interval, ${KEYRING_FIELD}nodes: ["
+        echo "(port: 1313, heartbeat_interval_ms: $interval, ${KEYRING_FIELD}${fields}nodes: ["
         for ((i = 1; i <= n; i++)); do
             echo "    (name: \"n$i\", host: \"$($addr "$i")\"),"
         done
@@ -153,16 +158,22 @@ echo "== release binary: $SIZE bytes = $SIZE_MIB MiB ($STRIPPED)"
 
 TICK_NS=$((1000000000 / $(getconf CLK_TCK)))
 declare -A CPU CPU_TICKS WAKE RSS HWM ALIVE
-# idle PEERS WINDOW_SECS
+# idle PEERS WINDOW_SECS [sampled]
 idle() {
-    local peers=$1 window=$2 n=$(($1 + 1)) cfg=$WORK/idle-$1.ron
-    gen_config "$cfg" "$n" 1000 addr_of
-    echo "== $peers peers at 1 s: warm-up ${WARMUP} s, then $WINDOWS windows of ${window} s"
+    local peers=$1 window=$2 mode=${3:-full} n=$(($1 + 1)) cfg=$WORK/idle-$1.ron
+    local fields='probe_mode: "full", ' peers_arg=(--peers n1)
+    if [ "$mode" = sampled ]; then
+        # Every played node runs a whole sampled-mode core: n1 gets what a sampled mesh of
+        # this size sends one node (probes of it, indirect probes through it, updates).
+        fields='probe_mode: "sampled", ' peers_arg=()
+    fi
+    gen_config "$cfg" "$n" 1000 addr_of "$fields"
+    echo "== $peers peers at 1 s ($mode): warm-up ${WARMUP} s, then $WINDOWS windows of ${window} s"
     start_node "$cfg" n1
     local node=$NODE_PID
-    # The played nodes heartbeat only n1 (--peers n1): n1 sees exactly what a full mesh
-    # would send it, and the load generator stays small next to it.
-    ip netns exec "$NS" "$LOADGEN" --config "$cfg" --play all-but:n1 --peers n1 --quiet \
+    # Full mode: the played nodes heartbeat only n1 (--peers n1): n1 sees exactly what a full
+    # mesh would send it, and the load generator stays small next to it.
+    ip netns exec "$NS" "$LOADGEN" --config "$cfg" --play all-but:n1 "${peers_arg[@]}" --quiet \
         >"$WORK/loadgen-$peers.out" 2>&1 &
     local lg=$!
     PIDS+=("$lg")
@@ -192,9 +203,16 @@ idle() {
     echo "   $(cat "$WORK/loadgen-$peers.out")"
 }
 
+if [ "$ONLY_SAMPLED" = 1 ]; then
+    idle "$SAMPLED_PEERS" "$WINDOW_BIG" sampled
+    peers=$SAMPLED_PEERS
+    echo "== sampled: $peers peers: cpu ${CPU[$peers]}% (stat ${CPU_TICKS[$peers]}%), ${WAKE[$peers]} wake-ups/s, VmRSS ${RSS[$peers]} KiB, VmHWM ${HWM[$peers]} KiB, alive ${ALIVE[$peers]}"
+    exit 0
+fi
 idle 20 "$WINDOW"
 idle 100 "$WINDOW_BIG"
 [ "$SKIP_1000" = 1 ] || idle 1000 "$WINDOW_BIG"
+[ "$SAMPLED_PEERS" = 0 ] || idle "$SAMPLED_PEERS" "$WINDOW_BIG" sampled
 
 # ---- 3. loopback RTT vs ICMP ping ------------------------------------------------------------
 

@@ -58,7 +58,11 @@ fn every_node_learns_every_other_alive_and_sends_a_bounded_load() {
         "{n} nodes: datagrams/s per node mean {mean_dgrams:.1} max {max_dgrams:.1}, \
          bytes/s max {max_bytes:.0}"
     );
-    assert!(max_dgrams <= 100.0, "{max_dgrams} datagrams/s");
+    // No hub: the busiest node sends at most 4 × fanout (the mean is about 2 × fanout).
+    assert!(
+        max_dgrams <= 4.0 * DEFAULT_PROBE_FANOUT as f64,
+        "{max_dgrams} datagrams/s"
+    );
     assert!(max_bytes <= 64_000.0, "{max_bytes} bytes/s");
     assert!(
         mean_dgrams <= 2.5 * DEFAULT_PROBE_FANOUT as f64,

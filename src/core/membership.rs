@@ -203,8 +203,11 @@ impl Membership {
     }
 
     /// Fills `out` with up to `room` updates for one Pong: queued ones first (fewest sends
-    /// first, each passed on at most `limit` times), then records in turn, this node's own
-    /// (`own`) among them as if it were slot `slot_bound`.
+    /// first, each passed on at most `limit` times) in up to three quarters of the room,
+    /// then records in turn, this node's own (`own`) among them as if it were slot
+    /// `slot_bound`. The quarter kept for records lets a mesh that just started (every
+    /// node's `alive` queued everywhere) converge by anti-entropy instead of waiting for
+    /// the queues to drain.
     pub(crate) fn piggyback(
         &mut self,
         room: usize,
@@ -215,7 +218,8 @@ impl Membership {
     ) {
         out.clear();
         let mut resend = Vec::new();
-        while out.len() < room {
+        let queued_room = room - room / 4;
+        while out.len() < queued_room {
             let Some((Reverse(sent), seq, QueuedUpdate(update))) = self.queue.pop() else {
                 break;
             };

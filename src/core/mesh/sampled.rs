@@ -301,15 +301,17 @@ impl Mesh {
         self.member_buf.len()
     }
 
-    /// The near set: the peers with the smallest RTT, measured where this node has a
-    /// median, estimated by coordinates elsewhere; the estimated ones get measured by
-    /// being probed, so the set settles on measured figures.
+    /// The near set: of [`crate::core::sampling::NEAR_CANDIDATES`] peers drawn at random,
+    /// those with the smallest RTT, measured where this node has a median, estimated by
+    /// coordinates elsewhere; the estimated ones get measured by being probed.
     fn choose_near(&mut self) {
         let want = self.sampling.fanout() / 2;
         let own = Some(self.coordinate).filter(Coordinate::is_settled);
-        let mut ranked: Vec<(u64, usize)> = self
-            .peers
-            .iter()
+        let mut candidates = Vec::new();
+        self.sampling.draw_candidates(&mut candidates);
+        let mut ranked: Vec<(u64, usize)> = candidates
+            .into_iter()
+            .filter_map(|key| Some((key, self.peers.get(key)?)))
             .filter(|(_, p)| p.state() == PeerState::Alive)
             .filter_map(|(key, p)| {
                 let rtt = p.rtt_p50_ns().or_else(|| {
