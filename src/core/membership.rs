@@ -108,7 +108,12 @@ impl Membership {
     }
 
     /// Merges an update of peer `key` by precedence; a changed record is queued to be
-    /// passed on. A suspicion at the held version from a second prober joins the record.
+    /// passed on when it is news: a verdict other than `alive`, or an `alive` that ends one
+    /// (a refutation, a restart after `dead`). An `alive` learnt of a node held alive, or
+    /// held nothing of, travels by anti-entropy only: at a mesh's start every node's
+    /// `alive` is new everywhere, and queueing them all would fill every Pong for minutes
+    /// (N² · 3 log₂ N sends) and hold back the verdicts that matter. A suspicion at the held
+    /// version from a second prober joins the record.
     pub(crate) fn merge(&mut self, key: usize, update: MemberUpdate) -> Merged {
         if self.records.len() <= key {
             self.records.resize(key + 1, None);
@@ -128,11 +133,16 @@ impl Membership {
                 Merged::Changed(Verdict::Suspect)
             }
             _ => {
+                let was_alive = slot
+                    .as_ref()
+                    .is_none_or(|r| r.update.verdict == Verdict::Alive);
                 *slot = Some(Record {
                     update,
                     second: None,
                 });
-                self.enqueue(update);
+                if update.verdict != Verdict::Alive || !was_alive {
+                    self.enqueue(update);
+                }
                 Merged::Changed(update.verdict)
             }
         }
@@ -326,10 +336,7 @@ mod tests {
         let mut m = Membership::default();
         let own = update(99, 0, Verdict::Alive, 99);
         for subject in 0..3 {
-            m.merge(
-                subject as usize,
-                update(subject, 0, Verdict::Alive, subject),
-            );
+            m.merge(subject as usize, update(subject, 0, Verdict::Suspect, 50));
         }
         let mut out = Vec::new();
         m.piggyback(1, 2, own, 3, &mut out);
@@ -374,13 +381,22 @@ mod tests {
     }
 
     #[test]
+    fn only_news_is_queued_an_alive_of_a_node_held_alive_travels_by_anti_entropy() {
+        let mut m = Membership::default();
+        m.merge(0, update(1, 0, Verdict::Alive, 1));
+        m.merge(0, update(1, 1, Verdict::Alive, 1));
+        assert_eq!(m.queued(), 0);
+        m.merge(0, update(1, 1, Verdict::Suspect, 2));
+        assert_eq!(m.queued(), 1);
+        m.merge(0, update(1, 2, Verdict::Alive, 1));
+        assert_eq!(m.queued(), 2, "the refutation is news");
+    }
+
+    #[test]
     fn the_queue_stays_bounded() {
         let mut m = Membership::default();
         for subject in 0..(5 * MAX_QUEUED) as u64 {
-            m.merge(
-                subject as usize,
-                update(subject, 0, Verdict::Alive, subject),
-            );
+            m.merge(subject as usize, update(subject, 0, Verdict::Dead, 50));
         }
         assert!(m.queued() <= 2 * MAX_QUEUED);
     }
