@@ -5,6 +5,8 @@
 //!
 //! Run with `cargo bench --bench sampled_scale -- --nodes 1000` (`--seconds S` of measured
 //! load, default 60; `--loss-minutes M` of the 1 %-loss phase, default 10; `--seed S`).
+//! Without `--bench` (as under `cargo test --all-targets`) it is a smoke run: at most 40
+//! nodes, 10 s of load and 1 min of loss.
 //! Phases, each printed as it ends:
 //!
 //! 1. start: every node learns every other alive (checked on a sample of observers);
@@ -56,6 +58,12 @@ fn options() -> Result<Options, String> {
     }
     if o.nodes < 10 {
         return Err("--nodes must be at least 10".into());
+    }
+    if !std::env::args().any(|arg| arg == "--bench") {
+        // Run by `cargo test --all-targets`, not `cargo bench`: a small smoke run only.
+        o.nodes = o.nodes.min(40);
+        o.seconds = o.seconds.min(10);
+        o.loss_minutes = o.loss_minutes.min(1);
     }
     Ok(o)
 }
@@ -224,6 +232,27 @@ fn main() -> ExitCode {
     }
     let estimated = errors.len();
     let (e50, e90) = (quantile(&mut errors, 0.5), quantile(&mut errors, 0.9));
+    // The same pairs from the two nodes' own current coordinates: how well Vivaldi itself
+    // fits, apart from how fresh the copies an observer holds are.
+    let mut own_errors = Vec::new();
+    for _ in 0..20_000 {
+        let (a, b) = (draw.below(n), draw.below(n));
+        let (Some(ma), Some(mb)) = (sim.mesh(a), sim.mesh(b)) else {
+            continue;
+        };
+        if a == b || !ma.coordinate().is_settled() || !mb.coordinate().is_settled() {
+            continue;
+        }
+        let estimate = ma.coordinate().estimate_rtt(mb.coordinate()).as_secs_f64();
+        let truth = sim.true_rtt(a, b).as_secs_f64();
+        own_errors.push((estimate - truth).abs() / truth);
+    }
+    println!(
+        "coordinates themselves (each node's own, not an observer's copies): median error \
+         {:.1} %, p90 {:.1} %",
+        quantile(&mut own_errors, 0.5) * 100.0,
+        quantile(&mut own_errors, 0.9) * 100.0
+    );
     let mut measured = 0usize;
     let mut within = 0usize;
     for &i in &observers {

@@ -185,3 +185,36 @@ fn count_state(sim: &Sim, of: usize, state: PeerState) -> usize {
         .filter(|&i| i != of && sim.state(i, of) == Some(state))
         .count()
 }
+
+#[test]
+fn coordinates_spread_beyond_the_peers_a_node_probes() {
+    let n = 200;
+    let mut config = Sim::nodes_config(n, INTERVAL);
+    config.probe_mode = ProbeMode::Sampled;
+    // Two peers a round in turn and two near ones (renewed every 8 rounds): in 40 s a
+    // node's own probes reach about 80 + 2 · 5 of its 199 peers, half of them.
+    config.probe_fanout = 4;
+    let mut sim = Sim::new(config, 6);
+    sim.set_trace(false);
+    sim.set_regions(Regions::spread(n, 6));
+    sim.run_for(Duration::from_secs(40));
+    for observer in [0, 99, 199] {
+        let probed = (0..n)
+            .filter(|&j| j != observer && sim.rtt_p50(observer, j).is_some())
+            .count();
+        let held = (0..n)
+            .filter(|&j| j != observer)
+            .filter(|&j| {
+                let mesh = sim.mesh(observer);
+                let peer = sim.peer_id(observer, j).and_then(|id| mesh?.peer(id));
+                peer.is_some_and(|p| p.coordinate().is_some())
+            })
+            .count();
+        println!("node {observer}: probed {probed} peers, holds coordinates of {held}");
+        assert!(probed <= 100, "node {observer} probed {probed} peers");
+        assert!(
+            held >= 190,
+            "node {observer} holds coordinates of {held} peers"
+        );
+    }
+}

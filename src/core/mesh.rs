@@ -1105,7 +1105,7 @@ impl Mesh {
     /// towards the peer's RTT median.
     fn observe_coordinate(&mut self, key: usize, remote: Coordinate) {
         let peer = &mut self.peers[key];
-        peer.set_coordinate(remote);
+        peer.offer_coordinate(remote, self.now_ns);
         if let Some(p50) = peer.rtt_p50_ns() {
             self.coordinate
                 .observe(&remote, Duration::from_nanos(p50), &mut self.coordinate_rng);

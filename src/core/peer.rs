@@ -348,8 +348,10 @@ pub struct Peer {
     greeted: bool,
     /// Evidence that a second process claims its identity from another address.
     rival: Option<RivalWatch>,
-    /// Its network coordinate, from its newest Pong.
+    /// Its network coordinate: from its newest Pong, or a fresher copy another node passed on.
     coordinate: Option<Coordinate>,
+    /// When `coordinate` was fresh from the peer itself, in nanoseconds on this node's clock.
+    coordinate_ns: u64,
 }
 
 impl Peer {
@@ -377,6 +379,7 @@ impl Peer {
             alive_since: None,
             row_cursor: 0,
             coordinate: None,
+            coordinate_ns: 0,
             rtt_p50_us: None,
             asymmetric: false,
             replay: ReplayWindow::new(),
@@ -574,14 +577,25 @@ impl Peer {
         self.rtt.p50_ns()
     }
 
-    /// Its coordinate, as its newest Pong carried it.
-    pub(crate) fn set_coordinate(&mut self, coordinate: Coordinate) {
+    /// Its coordinate as it was at `fresh_ns` (now, for its own Pong; earlier, for a copy
+    /// another node passed on): kept unless the one held is fresher. Whether it was kept.
+    pub(crate) fn offer_coordinate(&mut self, coordinate: Coordinate, fresh_ns: u64) -> bool {
+        if self.coordinate.is_some() && fresh_ns < self.coordinate_ns {
+            return false;
+        }
         self.coordinate = Some(coordinate);
+        self.coordinate_ns = fresh_ns;
+        true
     }
 
-    /// Its network coordinate, once one of its Pongs arrived.
+    /// Its network coordinate, once one of its Pongs, or a copy of one, arrived.
     pub fn coordinate(&self) -> Option<&Coordinate> {
         self.coordinate.as_ref()
+    }
+
+    /// Its coordinate with when it was fresh from the peer (nanoseconds, this node's clock).
+    pub(crate) fn coordinate_with_time(&self) -> Option<(&Coordinate, u64)> {
+        Some((self.coordinate.as_ref()?, self.coordinate_ns))
     }
 
     /// Whether a pong for `probe` echoing `echo_ns` would answer one of its recent probes.

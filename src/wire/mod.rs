@@ -15,6 +15,9 @@ pub mod state;
 
 pub use coordinate::WireCoordinate;
 pub use identity::NodeId;
-pub use member::{MemberUpdate, MemberUpdates, Verdict, MEMBER_UPDATE_LEN};
+pub use member::{
+    MemberEntry, MemberUpdate, MemberUpdates, SharedCoordinate, Verdict, MAX_COORDINATE_AGE_DS,
+    MEMBER_UPDATE_LEN,
+};
 pub use packet::*;
 pub use state::PeerState;

@@ -10,11 +10,15 @@ use crate::core::membership::{retransmit_limit, Merged};
 use crate::core::peer::PeerState;
 use crate::core::sampling::Outcome;
 use crate::core::timer::Timer;
-use crate::wire::{Body, MemberUpdate, MemberUpdates, Verdict, MEMBER_UPDATE_LEN, PONG_LEN};
+use crate::wire::identity::NodeId;
+use crate::wire::{
+    Body, MemberEntry, MemberUpdate, MemberUpdates, SharedCoordinate, Verdict,
+    MAX_COORDINATE_AGE_DS, MEMBER_UPDATE_LEN, PONG_LEN,
+};
 use log::{info, trace, warn};
 
 /// At most this many membership updates ride on one Pong (fewer when the datagram size
-/// leaves less room): 16 × 29 bytes, so a Pong stays under 560 bytes.
+/// leaves less room): 16 × 55 bytes, so a Pong stays under 1,000 bytes.
 pub(crate) const MAX_UPDATES_PER_PONG: usize = 16;
 
 impl Mesh {
@@ -185,7 +189,11 @@ impl Mesh {
     /// The updates a Pong carried: merged, passed on when they changed something, and a
     /// suspicion of this node refuted.
     pub(super) fn merge_members(&mut self, members: MemberUpdates<'_>) {
-        for update in members.iter() {
+        for entry in members.iter() {
+            let update = entry.update;
+            if let Some(shared) = entry.coordinate {
+                self.take_shared_coordinate(update.subject, shared);
+            }
             if update.subject == self.id {
                 if !self.leaving
                     && self
@@ -290,15 +298,52 @@ impl Mesh {
         self.membership
             .piggyback(room, limit, own, self.peers.slot_bound(), &mut updates);
         self.member_buf.resize(updates.len() * MEMBER_UPDATE_LEN, 0);
-        for (update, out) in updates
-            .iter()
-            .zip(self.member_buf.chunks_exact_mut(MEMBER_UPDATE_LEN))
-        {
+        for (&update, at) in updates.iter().zip(0..) {
+            let entry = MemberEntry {
+                update,
+                coordinate: self.shared_coordinate(update.subject),
+            };
+            let out = &mut self.member_buf[at * MEMBER_UPDATE_LEN..(at + 1) * MEMBER_UPDATE_LEN];
             if let Ok(out) = <&mut [u8; MEMBER_UPDATE_LEN]>::try_from(out) {
-                update.emit(out);
+                entry.emit(out);
             }
         }
         self.member_buf.len()
+    }
+
+    /// The copy of `subject`'s coordinate an update of it carries: this node's own, fresh;
+    /// a peer's as held, with its age.
+    fn shared_coordinate(&self, subject: NodeId) -> Option<SharedCoordinate> {
+        let (coordinate, fresh_ns) = if subject == self.id {
+            (&self.coordinate, self.now_ns)
+        } else {
+            self.peers
+                .get(self.peers.by_id(subject)?)?
+                .coordinate_with_time()?
+        };
+        let age_ds = self.now_ns.saturating_sub(fresh_ns) / 100_000_000;
+        Some(SharedCoordinate {
+            age_ds: u16::try_from(age_ds)
+                .map_or(MAX_COORDINATE_AGE_DS, |a| a.min(MAX_COORDINATE_AGE_DS)),
+            coordinate: coordinate.to_wire(),
+        })
+    }
+
+    /// A copy of `subject`'s coordinate another node passed on: kept when it is fresher than
+    /// the one held (this node's own is never replaced).
+    fn take_shared_coordinate(&mut self, subject: NodeId, shared: SharedCoordinate) {
+        if subject == self.id {
+            return;
+        }
+        let Some(key) = self.peers.by_id(subject) else {
+            return;
+        };
+        let Some(coordinate) = Coordinate::from_wire(&shared.coordinate) else {
+            return;
+        };
+        let age_ns = u64::from(shared.age_ds) * 100_000_000;
+        let fresh_ns = self.now_ns.saturating_sub(age_ns);
+        self.peers[key].offer_coordinate(coordinate, fresh_ns);
     }
 
     /// The near set: of [`crate::core::sampling::NEAR_CANDIDATES`] peers drawn at random,
