@@ -292,6 +292,16 @@ impl ProbeWindow {
     }
 }
 
+/// What this node measures of a peer while it probes it: the RTT and probe windows, about
+/// 1.4 KB. Allocated with the first probe; in sampled mode freed once the peer has gone
+/// unprobed for a while ([`Peer::forget_measurement`]), so a node of a large mesh holds
+/// them only for the few peers it probes now, not for every peer.
+#[derive(Clone, Debug)]
+struct Measurement {
+    rtt: RttWindow,
+    probes: ProbeWindow,
+}
+
 /// What [`Peer::set_state`] changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StateChange {
@@ -330,8 +340,8 @@ pub struct Peer {
     sent: u64,
     received: u64,
     tx_seq: u32,
-    rtt: RttWindow,
-    probes: ProbeWindow,
+    /// The RTT and probe windows, while this node probes it.
+    measure: Option<Box<Measurement>>,
     liveness_timer: bool,
     /// Since when it has been alive without a break, in nanoseconds since the node started.
     alive_since: Option<u64>,
@@ -373,8 +383,7 @@ impl Peer {
             sent: 0,
             received: 0,
             tx_seq: 0,
-            rtt: RttWindow::new(),
-            probes: ProbeWindow::new(),
+            measure: None,
             liveness_timer: false,
             alive_since: None,
             row_cursor: 0,
@@ -527,8 +536,7 @@ impl Peer {
             Some(current) if incarnation < current => Err(DropReason::StaleIncarnation),
             Some(old) => {
                 self.incarnation = Some(incarnation);
-                self.rtt = RttWindow::new();
-                self.probes = ProbeWindow::new();
+                self.measure = None;
                 self.replay = ReplayWindow::new();
                 self.replay.remember(seq);
                 Ok(Admission::Restarted { old })
@@ -550,7 +558,8 @@ impl Peer {
         hold_us: u32,
         now_ns: u64,
     ) -> Option<u64> {
-        if self.probes.answer(probe, echo_ns) != PongMatch::Fresh {
+        let measure = self.measure.as_mut()?;
+        if measure.probes.answer(probe, echo_ns) != PongMatch::Fresh {
             return None;
         }
         let elapsed = now_ns.saturating_sub(echo_ns);
@@ -561,20 +570,22 @@ impl Peer {
         } else {
             elapsed
         };
-        self.rtt.record(rtt);
+        measure.rtt.record(rtt);
         Some(rtt)
     }
 
     /// A Pong for `probe` echoing `echo_ns` came by another way than the path (an
     /// indirect probe): counted as answered, with no RTT sample. Whether it was fresh.
     pub(crate) fn answer_probe(&mut self, probe: u32, echo_ns: u64) -> bool {
-        self.probes.answer(probe, echo_ns) == PongMatch::Fresh
+        self.measure
+            .as_mut()
+            .is_some_and(|m| m.probes.answer(probe, echo_ns) == PongMatch::Fresh)
     }
 
     /// Its RTT p50 over the window, in nanoseconds: what this node's coordinate is fitted to
     /// (a median, so one late Pong does not pull it).
     pub(crate) fn rtt_p50_ns(&self) -> Option<u64> {
-        self.rtt.p50_ns()
+        self.measure.as_ref()?.rtt.p50_ns()
     }
 
     /// Its coordinate as it was at `fresh_ns` (now, for its own Pong; earlier, for a copy
@@ -600,12 +611,27 @@ impl Peer {
 
     /// Whether a pong for `probe` echoing `echo_ns` would answer one of its recent probes.
     pub(crate) fn awaits(&self, probe: u32, echo_ns: u64) -> bool {
-        self.probes.awaits(probe, echo_ns)
+        self.measure
+            .as_ref()
+            .is_some_and(|m| m.probes.awaits(probe, echo_ns))
     }
 
     /// A probe goes out to it at `sent_ns`: its number.
     pub(crate) fn send_probe(&mut self, sent_ns: u64) -> u32 {
-        self.probes.send(sent_ns)
+        let measure = self.measure.get_or_insert_with(|| {
+            Box::new(Measurement {
+                rtt: RttWindow::new(),
+                probes: ProbeWindow::new(),
+            })
+        });
+        measure.probes.send(sent_ns)
+    }
+
+    /// Frees its RTT and probe windows (sampled mode, for a peer this node no longer
+    /// probes): its figures start again with the next probe.
+    pub(crate) fn forget_measurement(&mut self) {
+        self.measure = None;
+        self.rtt_p50_us = None;
     }
 
     /// The sequence number of the next datagram to it (counted as sent).
@@ -631,14 +657,16 @@ impl Peer {
     /// Its entry in this node's row at `now_ns`; also refreshes the cached RTT median.
     pub(crate) fn row_entry(&mut self, in_flight: u32, now_ns: u64) -> RowEntry {
         let p50 = self
-            .rtt
-            .p50_ns()
+            .rtt_p50_ns()
             .map(|ns| u32::try_from(ns / 1000).unwrap_or(u32::MAX));
         self.rtt_p50_us = p50;
         RowEntry {
             target: self.id,
             state: self.state,
-            loss_half_pct: self.probes.loss_half_pct(in_flight),
+            loss_half_pct: self
+                .measure
+                .as_ref()
+                .and_then(|m| m.probes.loss_half_pct(in_flight)),
             rtt_us: p50,
             heard_ago_ms: self.last_heard.map(|_| {
                 let ago_ms = now_ns.saturating_sub(self.last_heard_ns) / 1_000_000;
@@ -685,7 +713,7 @@ impl Peer {
 
     /// Loss in percent over its recent settled probes, `in_flight` newest unsettled.
     pub(crate) fn loss_pct_with(&self, in_flight: u32) -> Option<f64> {
-        self.probes.loss_pct(in_flight)
+        self.measure.as_ref()?.probes.loss_pct(in_flight)
     }
 
     /// The peer's name in the config.
@@ -739,14 +767,17 @@ impl Peer {
         self.received
     }
 
-    /// Heartbeat probes sent to its current incarnation.
+    /// Heartbeat probes sent to its current incarnation (in sampled mode: since this node
+    /// last started probing it, see [`Peer::rtt`]).
     pub fn probes_sent(&self) -> u32 {
-        self.probes.sent()
+        self.measure.as_ref().map_or(0, |m| m.probes.sent())
     }
 
-    /// Round-trip figures over the recent window, once a pong has come back.
+    /// Round-trip figures over the recent window, once a pong has come back. In sampled
+    /// mode, only while this node probes the peer: the windows of a peer left unprobed for
+    /// 16 rounds are freed.
     pub fn rtt(&self) -> Option<RttSummary> {
-        self.rtt.summary()
+        self.measure.as_ref()?.rtt.summary()
     }
 
     /// Whether it hears this node badly: it is alive here, but its own row says it does not

@@ -8,6 +8,7 @@
 //! again every [`NEAR_REFRESH_ROUNDS`] rounds (O(N)).
 
 use crate::core::rng::Rng;
+use std::collections::VecDeque;
 
 /// How often, in rounds, the near set is chosen again.
 pub(crate) const NEAR_REFRESH_ROUNDS: u64 = 8;
@@ -26,6 +27,11 @@ pub(crate) const NEAR_CANDIDATES: usize = 64;
 
 /// How many peers carry an indirect probe for one unanswered direct one (SWIM's k).
 pub(crate) const INDIRECT_PROBES: usize = 3;
+
+/// Rounds a peer may go unprobed before this node frees what it measured of it (its RTT
+/// and probe windows, 1.4 KB): a node keeps them for its near set and the last rounds'
+/// turn, about `fanout / 2 · (1 + MEASURE_KEEP_ROUNDS)` peers, whatever N is.
+pub(crate) const MEASURE_KEEP_ROUNDS: u64 = 16;
 
 /// What one peer's probes of a round came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +59,8 @@ pub(crate) struct Track {
     unreachable: bool,
     /// It is a target of the current round.
     in_round: bool,
+    /// The last round it was a target of (0: never).
+    last_round: u64,
 }
 
 impl Track {
@@ -79,6 +87,9 @@ pub(crate) struct Sampling {
     tracks: Vec<Track>,
     round: Vec<usize>,
     round_start_ns: u64,
+    /// `(key, round)` of every target of the last [`MEASURE_KEEP_ROUNDS`] rounds, oldest
+    /// first: at most `fanout · MEASURE_KEEP_ROUNDS` entries.
+    probed: VecDeque<(usize, u64)>,
     rng: Rng,
 }
 
@@ -93,6 +104,7 @@ impl Sampling {
             tracks: Vec::new(),
             round: Vec::new(),
             round_start_ns: 0,
+            probed: VecDeque::new(),
             rng: Rng::new(seed ^ 0x7361_6d70_6c65_6421),
         }
     }
@@ -246,9 +258,26 @@ impl Sampling {
         for &key in &self.round {
             if let Some(track) = self.tracks.get_mut(key) {
                 track.in_round = true;
+                track.last_round = self.rounds;
+                self.probed.push_back((key, self.rounds));
             }
         }
         &self.round
+    }
+
+    /// The peers last probed [`MEASURE_KEEP_ROUNDS`] rounds ago and not since, into `out`:
+    /// what was measured of them can be freed. O(fanout) a round.
+    pub(crate) fn no_longer_probed(&mut self, out: &mut Vec<usize>) {
+        out.clear();
+        while let Some(&(key, round)) = self.probed.front() {
+            if round + MEASURE_KEEP_ROUNDS > self.rounds {
+                break;
+            }
+            self.probed.pop_front();
+            if self.tracks.get(key).is_some_and(|t| t.last_round == round) {
+                out.push(key);
+            }
+        }
     }
 
     /// This round's targets not answered directly yet: they get indirect probes.
@@ -345,6 +374,39 @@ mod tests {
             s.end_round(&mut out);
         }
         assert_eq!(seen.len(), 9, "all eligible peers in 5 rounds: {seen:?}");
+    }
+
+    #[test]
+    fn only_peers_unprobed_for_the_keep_rounds_are_let_go() {
+        let mut s = Sampling::new(4, 3);
+        s.set_peers(0..100);
+        s.set_near(vec![5, 6]);
+        let mut out = Vec::new();
+        let mut first_turn = Vec::new();
+        let mut gone = Vec::new();
+        for round in 1..=MEASURE_KEEP_ROUNDS + 3 {
+            let targets = s.start_round(round * 1000, |_| true).to_vec();
+            for &k in &targets {
+                s.answered(k, round * 1000 + 500);
+            }
+            if round == 1 {
+                first_turn = targets.into_iter().filter(|k| *k != 5 && *k != 6).collect();
+            }
+            s.end_round(&mut out);
+            let mut freed = Vec::new();
+            s.no_longer_probed(&mut freed);
+            if round < MEASURE_KEEP_ROUNDS {
+                assert!(freed.is_empty(), "round {round}: {freed:?}");
+            }
+            gone.extend(freed);
+        }
+        // The first round's turn peers go (the turn over 100 does not come back to them
+        // within 19 rounds of two); the near set, probed every round, never does.
+        for k in &first_turn {
+            assert!(gone.contains(k), "{k} of the first round kept: {gone:?}");
+        }
+        assert!(!gone.contains(&5) && !gone.contains(&6), "{gone:?}");
+        assert!(s.probed.len() as u64 <= 4 * MEASURE_KEEP_ROUNDS);
     }
 
     #[test]

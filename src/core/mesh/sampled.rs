@@ -65,6 +65,13 @@ impl Mesh {
         if self.sampling.near_due() {
             self.choose_near();
         }
+        let mut unprobed = Vec::new();
+        self.sampling.no_longer_probed(&mut unprobed);
+        for key in unprobed {
+            if let Some(peer) = self.peers.get_mut(key) {
+                peer.forget_measurement();
+            }
+        }
         self.round += 1;
         let peers = &self.peers;
         let targets = self.sampling.start_round(self.now_ns, |key| {
