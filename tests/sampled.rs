@@ -249,3 +249,38 @@ fn a_node_keeps_rtt_windows_only_for_the_peers_it_probes_now() {
         );
     }
 }
+
+#[test]
+fn the_rows_a_node_holds_name_only_the_peers_their_origins_probe_now() {
+    let n = 200;
+    let mut sim = sampled(n, 8);
+    sim.run_for(Duration::from_secs(60));
+    let snapshot = sim.mesh(0).expect("running").matrix_snapshot();
+    let (mut rows, mut most) = (0, 0);
+    for i in (0..snapshot.len()).filter(|&i| i != 0 && snapshot.fresh(i)) {
+        let cells = (0..snapshot.len())
+            .filter(|&j| snapshot.cell(i, j).is_some())
+            .count();
+        rows += 1;
+        most = most.max(cells);
+        // Checked against the truth: a shared cell is its origin's measurement.
+        for j in (0..snapshot.len()).filter(|&j| j != i) {
+            if let Some((Some(rtt_us), _, _)) = snapshot.cell(i, j) {
+                let truth = sim.true_rtt(i, j).as_secs_f64() * 1e6;
+                assert!(
+                    (rtt_us - truth).abs() <= 0.05 * truth,
+                    "{i} → {j}: {rtt_us} µs, truly {truth}"
+                );
+            }
+        }
+    }
+    println!("node 0 holds {rows} fresh rows, the largest naming {most} nodes");
+    assert!(rows >= DEFAULT_PROBE_FANOUT, "{rows} fresh rows");
+    // A row names the peers its origin heard in its last 4 rounds and holds an RTT of:
+    // at most its own probes and its probers of 4 rounds (about 2 × fanout a round),
+    // whatever N is; a dense row would name all 200.
+    assert!(
+        most <= 8 * DEFAULT_PROBE_FANOUT + 1,
+        "a row names {most} nodes"
+    );
+}

@@ -209,11 +209,10 @@ impl Witnesses {
             for (key, cell) in row
                 .cells
                 .iter()
-                .enumerate()
-                .skip(1)
+                .filter(|&(c, _)| c > 0)
                 .map(|(c, x)| (c - 1, x))
             {
-                if key == origin || key >= latest.len() || !cell.is_present() {
+                if key == origin || key >= latest.len() {
                     continue;
                 }
                 self.said[key] |= match cell.state() {

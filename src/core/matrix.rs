@@ -1,13 +1,14 @@
 //! The latency matrix: the rows other nodes shared with this one, and the view of the whole
 //! N×N matrix (`from` × `to`) built from them and from this node's own peer table.
 //!
-//! Storage is a dense row per origin with one 8-byte `Cell` per column, so a thousand
-//! nodes cost 8 MB per node. Rows arrive in chunks piggy-backed on pings (see
+//! Storage in full mode is a dense row per origin with one 8-byte `Cell` per column, so a
+//! thousand nodes cost 8 MB per node; in sampled mode rows are sparse ([`RowCells`]). Rows arrive in chunks piggy-backed on pings (see
 //! `docs/PROTOCOL.md`); each chunk index keeps the version it was last written with, so a
 //! late or reordered chunk never overwrites newer data.
 
 use crate::core::coordinate::Coordinate;
 use crate::core::peer::PeerState;
+use crate::core::row_cells::RowCells;
 use crate::wire::RowChunk;
 use std::time::Instant;
 
@@ -78,19 +79,33 @@ pub(crate) struct Row {
     incarnation: u64,
     pub(crate) updated: Instant,
     chunk_versions: Vec<u32>,
-    pub(crate) cells: Vec<Cell>,
+    pub(crate) cells: RowCells,
 }
 
 /// Every row received from other nodes, by origin (the peer's slab key).
 #[derive(Debug, Default)]
 pub(crate) struct Matrix {
     rows: Vec<Option<Row>>,
+    /// Sampled mode: rows are stored sparse, and their cells kept this many centiseconds
+    /// after their origin last heard the target; `None`: dense rows (full mode).
+    sparse_keep_cs: Option<u64>,
 }
 
 impl Matrix {
+    /// Stores rows sparse, keeping cells `keep_cs` centiseconds (sampled mode), or dense
+    /// (`None`); a change between the two drops every row (they come again within an
+    /// interval).
+    pub(crate) fn set_sparse(&mut self, keep_cs: Option<u64>) {
+        if self.sparse_keep_cs.is_some() != keep_cs.is_some() {
+            self.rows.clear();
+        }
+        self.sparse_keep_cs = keep_cs;
+    }
+
     /// Accepts a chunk's header: returns the origin's cells to write into, or `None` when
     /// the chunk is older than what this index already holds. A new incarnation of the
-    /// origin starts a fresh row.
+    /// origin starts a fresh row. A sparse row's stale cells are pruned at its first chunk
+    /// (`now_cs`: this node's clock in centiseconds).
     pub(crate) fn accept_chunk(
         &mut self,
         origin: usize,
@@ -98,11 +113,13 @@ impl Matrix {
         chunk: &RowChunk<'_>,
         width: usize,
         now: Instant,
-    ) -> Option<&mut [Cell]> {
+        now_cs: u64,
+    ) -> Option<&mut RowCells> {
         let (version, index, chunks) = (chunk.version, chunk.index, chunk.chunks);
         if self.rows.len() <= origin {
             self.rows.resize_with(origin + 1, || None);
         }
+        let (sparse, keep_cs) = (self.sparse_keep_cs.is_some(), self.sparse_keep_cs);
         let slot = &mut self.rows[origin];
         if slot
             .as_ref()
@@ -112,7 +129,7 @@ impl Matrix {
                 incarnation,
                 updated: now,
                 chunk_versions: Vec::new(),
-                cells: vec![Cell::default(); width],
+                cells: RowCells::new(sparse, width),
             });
         }
         let row = slot.as_mut()?;
@@ -126,8 +143,9 @@ impl Matrix {
         }
         *seen = version;
         row.updated = now;
-        if row.cells.len() < width {
-            row.cells.resize(width, Cell::default());
+        row.cells.grow(width);
+        if let Some(keep_cs) = keep_cs.filter(|_| index == 0) {
+            row.cells.prune(now_cs, keep_cs);
         }
         Some(&mut row.cells)
     }
@@ -157,9 +175,7 @@ impl Matrix {
             *row = None;
         }
         for row in self.rows.iter_mut().flatten() {
-            if let Some(cell) = row.cells.get_mut(key + 1) {
-                *cell = Cell::default();
-            }
+            row.cells.clear(key + 1);
         }
     }
 }
@@ -235,9 +251,10 @@ impl MatrixSnapshot {
         names: Vec<String>,
         columns: Vec<usize>,
         own_row: Vec<Option<OwnCell>>,
-        shared: impl Fn(usize) -> Option<(u64, bool, &'a [Cell])>,
+        shared: impl Fn(usize) -> Option<(u64, bool, &'a RowCells)>,
     ) -> MatrixSnapshot {
         let own = columns.iter().position(|&c| c == 0).unwrap_or(0);
+        let width = columns.iter().max().map_or(0, |&c| c + 1);
         let mut own_row = Some(own_row);
         let rows = columns
             .iter()
@@ -247,7 +264,11 @@ impl MatrixSnapshot {
                     Some((age_ms, fresh, cells)) => SnapshotRow::Shared {
                         age_ms,
                         fresh,
-                        cells: if fresh { cells.to_vec() } else { Vec::new() },
+                        cells: if fresh {
+                            cells.to_dense(width)
+                        } else {
+                            Vec::new()
+                        },
                     },
                     None => SnapshotRow::Missing,
                 },
@@ -418,17 +439,18 @@ mod tests {
         let mut m = Matrix::default();
         let now = Instant::now();
         let chunk = |version, index| RowChunk::new(version, index, 2, 0, &[]);
-        m.accept_chunk(0, 7, &chunk(5, 0), 4, now).unwrap()[1] =
-            Cell::new(Some(10), None, PeerState::Alive, None);
-        let stale = m.accept_chunk(0, 7, &chunk(4, 0), 4, now);
+        m.accept_chunk(0, 7, &chunk(5, 0), 4, now, 0)
+            .unwrap()
+            .write([(1, Cell::new(Some(10), None, PeerState::Alive, None))].into_iter());
+        let stale = m.accept_chunk(0, 7, &chunk(4, 0), 4, now, 0);
         assert!(stale.is_none(), "stale chunk refused");
-        let other = m.accept_chunk(0, 7, &chunk(4, 1), 4, now);
+        let other = m.accept_chunk(0, 7, &chunk(4, 1), 4, now, 0);
         assert!(other.is_some(), "other index is separate");
-        assert!(m.accept_chunk(0, 7, &chunk(6, 0), 4, now).is_some());
+        assert!(m.accept_chunk(0, 7, &chunk(6, 0), 4, now, 0).is_some());
         // A restarted origin starts over, even with a lower version.
-        let cells = m.accept_chunk(0, 8, &chunk(1, 0), 4, now).unwrap();
-        assert!(!cells[1].is_present());
-        let out_of_range = m.accept_chunk(0, 8, &chunk(0, 5), 4, now);
+        let cells = m.accept_chunk(0, 8, &chunk(1, 0), 4, now, 0).unwrap();
+        assert!(cells.get(1).is_none());
+        let out_of_range = m.accept_chunk(0, 8, &chunk(0, 5), 4, now, 0);
         assert!(out_of_range.is_none(), "index out of range");
     }
 }

@@ -459,6 +459,11 @@ impl Mesh {
                 self.settings.probe_mode
             );
             self.mode = mode;
+            // A sampled row names the peers its origin heard in its last 4 rounds; a cell
+            // is kept for twice that.
+            let keep_cs = self.schedule.interval_ns().saturating_mul(8) / 10_000_000;
+            self.matrix
+                .set_sparse((mode == ProbeMode::Sampled).then_some(keep_cs));
             if mode == ProbeMode::Sampled {
                 self.start_sampled();
             }
@@ -982,7 +987,7 @@ impl Mesh {
             let row = self.matrix.row(from - 1)?;
             let age = self.now.saturating_duration_since(row.updated);
             let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-            Some((age_ms, self.row_is_fresh(from - 1), &row.cells[..]))
+            Some((age_ms, self.row_is_fresh(from - 1), &row.cells))
         })
         .with_coordinates(coordinates)
     }
@@ -1476,31 +1481,26 @@ impl Mesh {
             .map_or(0, |rtt| u64::from(rtt) / 20_000);
         let width = self.peers.slot_bound() + 1;
         let now_cs = centis(self.now_ns);
-        let Some(cells) = self
-            .matrix
-            .accept_chunk(origin, incarnation, &row, width, self.now)
+        let Some(cells) =
+            self.matrix
+                .accept_chunk(origin, incarnation, &row, width, self.now, now_cs)
         else {
             trace!("{}: stale row chunk from peer {origin}", self.name);
             return;
         };
-        // Written out here rather than behind a column-lookup closure: this loop runs once
-        // per entry of every ping, and the closure cost 16 instructions an entry (callgrind).
-        for entry in row.entries() {
-            let column = if entry.target == self.id {
+        let (own, peers) = (self.id, &self.peers);
+        cells.write(row.entries().filter_map(|entry| {
+            let column = if entry.target == own {
                 0
             } else {
-                match self.peers.by_id(entry.target) {
-                    Some(key) => key + 1,
-                    None => continue,
-                }
+                peers.by_id(entry.target)? + 1
             };
             let heard_cs = entry
                 .heard_ago_ms
                 .map(|ago| now_cs.saturating_sub(u64::from(ago) / 10 + transit_cs));
-            if let Some(cell) = cells.get_mut(column) {
-                *cell = Cell::new(entry.rtt_us, entry.loss_half_pct, entry.state, heard_cs);
-            }
-        }
+            let cell = Cell::new(entry.rtt_us, entry.loss_half_pct, entry.state, heard_cs);
+            Some((column, cell))
+        }));
     }
 
     /// Whether `origin`'s row is recent enough to testify: refreshed within `dead_after`,
@@ -1585,8 +1585,8 @@ impl Mesh {
                         && self
                             .matrix
                             .row(key)
-                            .and_then(|row| row.cells.first())
-                            .is_some_and(|c| c.is_present() && c.state() != PeerState::Alive);
+                            .and_then(|row| row.cells.get(0))
+                            .is_some_and(|c| c.state() != PeerState::Alive);
                     if self.peers[key].set_asymmetric(deaf) {
                         let name = self.peers[key].name();
                         if deaf {

@@ -30,6 +30,7 @@ pub mod probe_mode;
 pub mod query;
 pub mod replay;
 pub mod rng;
+pub(crate) mod row_cells;
 pub(crate) mod sampling;
 pub mod schedule;
 pub mod settings;

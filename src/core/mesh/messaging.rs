@@ -700,7 +700,7 @@ impl Mesh {
             .filter(|&(r, p)| r != key && p.state() == PeerState::Alive && self.row_is_fresh(r))
             .filter_map(|(r, p)| {
                 let cell = self.matrix.row(r)?.cells.get(key + 1)?;
-                if !cell.is_present() || cell.state() != PeerState::Alive {
+                if cell.state() != PeerState::Alive {
                     return None;
                 }
                 let cost = u64::from(p.rtt_p50_us().unwrap_or(u32::MAX / 2))
