@@ -4,7 +4,8 @@
 //! targets of issue 15 in a last `verdict` line.
 //!
 //! Run with `cargo bench --bench sampled_scale -- --nodes 1000` (`--seconds S` of measured
-//! load, default 60; `--loss-minutes M` of the 1 %-loss phase, default 10; `--seed S`).
+//! load, default 60; `--loss-minutes M` of the 1 %-loss phase, default 10; `--settle S`
+//! simulated seconds before the accuracy phase, default 2 · N / 8; `--seed S`).
 //! Without `--bench` (as under `cargo test --all-targets`) it is a smoke run: at most 40
 //! nodes, 10 s of load and 1 min of loss.
 //! Phases, each printed as it ends:
@@ -32,6 +33,9 @@ struct Options {
     nodes: usize,
     seconds: u64,
     loss_minutes: u64,
+    /// Simulated seconds before the accuracy phase; 0: until every node's turn has
+    /// reached every peer twice (2 · N / (fanout / 2) s).
+    settle: u64,
     seed: u64,
 }
 
@@ -40,6 +44,7 @@ fn options() -> Result<Options, String> {
         nodes: 1000,
         seconds: 60,
         loss_minutes: 10,
+        settle: 0,
         seed: 11,
     };
     let mut args = std::env::args().skip(1);
@@ -48,6 +53,7 @@ fn options() -> Result<Options, String> {
             "--nodes" => &mut o.nodes as &mut dyn SetNumber,
             "--seconds" => &mut o.seconds,
             "--loss-minutes" => &mut o.loss_minutes,
+            "--settle" => &mut o.settle,
             "--seed" => &mut o.seed,
             _ => continue,
         };
@@ -205,10 +211,12 @@ fn main() -> ExitCode {
     verdict.push(("speed ≥ 0.2x", speed >= 0.2));
     verdict.push(("RSS ≤ 16 GiB", rss <= 16 << 30));
 
-    // 3. accuracy, once every node has probed every other twice through its turn (8 a
-    // round): the coordinates a node holds of others come from its own probes of them.
-    let settle =
-        Duration::from_secs(2 * n as u64 / (peermesh::core::DEFAULT_PROBE_FANOUT as u64 / 2));
+    // 3. accuracy, by default once every node has probed every other twice through its
+    // turn (8 a round), or after `--settle` simulated seconds.
+    let settle = Duration::from_secs(match o.settle {
+        0 => 2 * n as u64 / (peermesh::core::DEFAULT_PROBE_FANOUT as u64 / 2),
+        s => s,
+    });
     if sim.elapsed() < settle {
         sim.run_for(settle - sim.elapsed());
     }

@@ -70,16 +70,18 @@ impl RivalWatch {
     /// Returns what changed: a run that went quiet for the window ended first (so every
     /// `Began` is followed by an `Ended`), or this piece made the run a conflict.
     pub(crate) fn note(
-        watch: &mut Option<RivalWatch>,
+        watch: &mut Option<Box<RivalWatch>>,
         from: SocketAddr,
         now_ns: u64,
         rules: &ConflictRules,
     ) -> Option<ConflictChange> {
         let ended = RivalWatch::expire(watch, now_ns, rules);
-        let w = watch.get_or_insert(RivalWatch {
-            first_ns: now_ns,
-            live: [None, None],
-            active: false,
+        let w = watch.get_or_insert_with(|| {
+            Box::new(RivalWatch {
+                first_ns: now_ns,
+                live: [None, None],
+                active: false,
+            })
         });
         match w.live {
             [Some((a, _)), _] if a == from => w.live[0] = Some((from, now_ns)),
@@ -101,7 +103,7 @@ impl RivalWatch {
     /// Forgets the watch once no evidence came for the window. Returns true when a conflict
     /// ended with it.
     pub(crate) fn expire(
-        watch: &mut Option<RivalWatch>,
+        watch: &mut Option<Box<RivalWatch>>,
         now_ns: u64,
         rules: &ConflictRules,
     ) -> bool {
@@ -219,8 +221,8 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    fn active(watch: &Option<RivalWatch>) -> bool {
-        watch.is_some_and(|w| w.addresses().is_some())
+    fn active(watch: &Option<Box<RivalWatch>>) -> bool {
+        watch.as_ref().is_some_and(|w| w.addresses().is_some())
     }
 
     #[test]
@@ -270,7 +272,7 @@ mod tests {
             RivalWatch::note(&mut watch, addr(2), 1_200 * MS, &rules),
             None
         );
-        let w = watch.expect("watching");
+        let w = watch.as_ref().expect("watching");
         assert_eq!(w.addresses(), Some((addr(2), addr(1))));
         assert!(!RivalWatch::expire(&mut watch, 1_700 * MS, &rules));
         assert!(RivalWatch::expire(&mut watch, 1_701 * MS, &rules));

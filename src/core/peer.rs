@@ -356,8 +356,9 @@ pub struct Peer {
     /// A Ping of it that named no incarnation of this node was answered since it was last
     /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
     greeted: bool,
-    /// Evidence that a second process claims its identity from another address.
-    rival: Option<RivalWatch>,
+    /// Evidence that a second process claims its identity from another address (boxed: a
+    /// peer rarely has any, and it is a quarter of a peer's size).
+    rival: Option<Box<RivalWatch>>,
     /// Its network coordinate: from its newest Pong, or a fresher copy another node passed on.
     coordinate: Option<Coordinate>,
     /// When `coordinate` was fresh from the peer itself, in nanoseconds on this node's clock.
@@ -483,14 +484,14 @@ impl Peer {
     /// While two processes claim its identity: the address of the one not believed right
     /// now (the other is [`Peer::seen_addr`]).
     pub fn rival_addr(&self) -> Option<SocketAddr> {
-        let (a, b) = self.rival?.addresses()?;
+        let (a, b) = self.rival.as_ref()?.addresses()?;
         Some(if self.seen_addr == Some(a) { b } else { a })
     }
 
     /// While two processes claim its identity: both their addresses, the one heard from
     /// last first.
     pub(crate) fn conflict_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
-        self.rival?.addresses()
+        self.rival.as_ref()?.addresses()
     }
 
     /// Records whether its row says it does not hear this node; returns whether that changed.
