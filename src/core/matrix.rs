@@ -119,7 +119,7 @@ impl Matrix {
         if self.rows.len() <= origin {
             self.rows.resize_with(origin + 1, || None);
         }
-        let (sparse, keep_cs) = (self.sparse_keep_cs.is_some(), self.sparse_keep_cs);
+        let keep_cs = self.sparse_keep_cs;
         let slot = &mut self.rows[origin];
         if slot
             .as_ref()
@@ -129,7 +129,7 @@ impl Matrix {
                 incarnation,
                 updated: now,
                 chunk_versions: Vec::new(),
-                cells: RowCells::new(sparse, width),
+                cells: RowCells::new(keep_cs.is_some(), width),
             });
         }
         let row = slot.as_mut()?;

@@ -198,9 +198,6 @@ impl Mesh {
     pub(super) fn merge_members(&mut self, members: MemberUpdates<'_>) {
         for entry in members.iter() {
             let update = entry.update;
-            if let Some(shared) = entry.coordinate {
-                self.take_shared_coordinate(update.subject, shared);
-            }
             if update.subject == self.id {
                 if !self.leaving
                     && self
@@ -219,6 +216,9 @@ impl Mesh {
             let Some(key) = self.peers.by_id(update.subject) else {
                 continue;
             };
+            if let Some(shared) = entry.coordinate {
+                self.take_shared_coordinate(key, shared);
+            }
             let before = self.membership.record(key).map(|r| r.update.incarnation);
             if let Merged::Changed(verdict) = self.membership.merge(key, update) {
                 trace!(
@@ -336,15 +336,9 @@ impl Mesh {
         })
     }
 
-    /// A copy of `subject`'s coordinate another node passed on: kept when it is fresher than
-    /// the one held (this node's own is never replaced).
-    fn take_shared_coordinate(&mut self, subject: NodeId, shared: SharedCoordinate) {
-        if subject == self.id {
-            return;
-        }
-        let Some(key) = self.peers.by_id(subject) else {
-            return;
-        };
+    /// A copy of peer `key`'s coordinate another node passed on: kept when it is fresher
+    /// than the one held (copies of this node's own never get here).
+    fn take_shared_coordinate(&mut self, key: usize, shared: SharedCoordinate) {
         let Some(coordinate) = Coordinate::from_wire(&shared.coordinate) else {
             return;
         };
