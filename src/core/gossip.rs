@@ -2,8 +2,19 @@
 //! a ping, one chunk piggy-backed on each ping (see `docs/PROTOCOL.md`). The receiving
 //! side is `Mesh::ingest_row`.
 
+use crate::core::peer::Peer;
 use crate::core::peer_table::PeerTable;
 use crate::wire::{RowChunk, ROW_ENTRY_MAX_LEN};
+
+/// Sampled mode's row: only the peers measured lately (the others are estimated by
+/// everyone).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SparseRow<'a> {
+    /// The peers this node probed lately, ascending (it holds RTTs for no others).
+    pub(crate) keys: &'a [usize],
+    /// Only those heard within this many nanoseconds.
+    pub(crate) recent_ns: u64,
+}
 
 /// This node's row, as chunks: `(entries, bytes)`; the buffers are reused from one refresh
 /// to the next, so a refresh allocates nothing once warmed up.
@@ -16,16 +27,16 @@ pub(crate) struct RowGossip {
 }
 
 impl RowGossip {
-    /// Rebuilds the row from every peer in `peers` (with `recent_ns`, only those heard
-    /// within it that have an RTT: sampled mode's sparse row), `budget` bytes of entries to
-    /// a chunk; `in_flight` probes count as not yet settled for loss.
+    /// Rebuilds the row from every peer in `peers`, or (sampled mode's sparse row) from the
+    /// `sparse` candidates heard within its `recent_ns` that have an RTT; `budget` bytes of
+    /// entries to a chunk; `in_flight` probes count as not yet settled for loss.
     pub(crate) fn refresh(
         &mut self,
         peers: &mut PeerTable,
         budget: usize,
         in_flight: u32,
         now_ns: u64,
-        recent_ns: Option<u64>,
+        sparse: Option<SparseRow<'_>>,
     ) {
         if budget < ROW_ENTRY_MAX_LEN || peers.is_empty() {
             self.len = 0;
@@ -40,27 +51,50 @@ impl RowGossip {
         // varints change size), and a receiver could miss it again and again.
         let per_chunk = budget / ROW_ENTRY_MAX_LEN;
         let mut used = 0usize;
-        for (_, peer) in peers.iter_mut() {
-            if recent_ns.is_some_and(|recent| {
-                peer.rtt_p50_ns().is_none()
-                    || peer
-                        .last_heard_ns()
-                        .is_none_or(|heard| now_ns.saturating_sub(heard) > recent)
-            }) {
-                continue;
-            }
-            if used == 0 || usize::from(self.chunks[used - 1].0) >= per_chunk {
-                if self.chunks.len() == used {
-                    self.chunks.push((0, Vec::with_capacity(budget)));
+        match sparse {
+            None => {
+                for (_, peer) in peers.iter_mut() {
+                    self.push(peer, per_chunk, budget, &mut used, in_flight, now_ns);
                 }
-                self.chunks[used].0 = 0;
-                used += 1;
             }
-            let chunk = &mut self.chunks[used - 1];
-            peer.row_entry(in_flight, now_ns).emit(&mut chunk.1);
-            chunk.0 += 1;
+            Some(SparseRow { keys, recent_ns }) => {
+                for &key in keys {
+                    let Some(peer) = peers.get_mut(key) else {
+                        continue;
+                    };
+                    let recent = peer.rtt_p50_ns().is_some()
+                        && peer
+                            .last_heard_ns()
+                            .is_some_and(|heard| now_ns.saturating_sub(heard) <= recent_ns);
+                    if recent {
+                        self.push(peer, per_chunk, budget, &mut used, in_flight, now_ns);
+                    }
+                }
+            }
         }
         self.len = used.min(usize::from(u16::MAX));
+    }
+
+    /// Appends `peer`'s entry, to a new chunk when the last of the `used` ones is full.
+    fn push(
+        &mut self,
+        peer: &mut Peer,
+        per_chunk: usize,
+        budget: usize,
+        used: &mut usize,
+        in_flight: u32,
+        now_ns: u64,
+    ) {
+        if *used == 0 || usize::from(self.chunks[*used - 1].0) >= per_chunk {
+            if self.chunks.len() == *used {
+                self.chunks.push((0, Vec::with_capacity(budget)));
+            }
+            self.chunks[*used].0 = 0;
+            *used += 1;
+        }
+        let chunk = &mut self.chunks[*used - 1];
+        peer.row_entry(in_flight, now_ns).emit(&mut chunk.1);
+        chunk.0 += 1;
     }
 
     /// Whether there is a row to send.

@@ -85,7 +85,11 @@ pub(crate) struct Row {
 /// Every row received from other nodes, by origin (the peer's slab key).
 #[derive(Debug, Default)]
 pub(crate) struct Matrix {
-    rows: Vec<Option<Row>>,
+    /// Boxed: in sampled mode most slots are empty (a node holds the rows of its recent
+    /// probers only), and an empty slot costs 8 bytes instead of a row's 80.
+    rows: Vec<Option<Box<Row>>>,
+    /// The origins `rows` holds a row of: expiry walks these, not every slot.
+    present: Vec<usize>,
     /// Sampled mode: rows are stored sparse, and their cells kept this many centiseconds
     /// after their origin last heard the target; `None`: dense rows (full mode).
     sparse_keep_cs: Option<u64>,
@@ -98,6 +102,7 @@ impl Matrix {
     pub(crate) fn set_sparse(&mut self, keep_cs: Option<u64>) {
         if self.sparse_keep_cs.is_some() != keep_cs.is_some() {
             self.rows.clear();
+            self.present.clear();
         }
         self.sparse_keep_cs = keep_cs;
     }
@@ -121,16 +126,19 @@ impl Matrix {
         }
         let keep_cs = self.sparse_keep_cs;
         let slot = &mut self.rows[origin];
+        if slot.is_none() {
+            self.present.push(origin);
+        }
         if slot
             .as_ref()
             .is_none_or(|row| row.incarnation != incarnation)
         {
-            *slot = Some(Row {
+            *slot = Some(Box::new(Row {
                 incarnation,
                 updated: now,
                 chunk_versions: Vec::new(),
                 cells: RowCells::new(keep_cs.is_some(), width),
-            });
+            }));
         }
         let row = slot.as_mut()?;
         let index = usize::from(index);
@@ -152,20 +160,24 @@ impl Matrix {
 
     /// The row `origin` shared, if any.
     pub(crate) fn row(&self, origin: usize) -> Option<&Row> {
-        self.rows.get(origin)?.as_ref()
+        self.rows.get(origin)?.as_deref()
     }
 
     /// Frees the rows last updated before `cutoff` (sampled mode: a node keeps the rows of
     /// its recent probers only). Returns how many went.
     pub(crate) fn expire(&mut self, cutoff: Instant) -> usize {
-        let mut gone = 0;
-        for slot in self.rows.iter_mut() {
+        let before = self.present.len();
+        let rows = &mut self.rows;
+        self.present.retain(|&origin| {
+            let Some(slot) = rows.get_mut(origin) else {
+                return false;
+            };
             if slot.as_ref().is_some_and(|row| row.updated < cutoff) {
                 *slot = None;
-                gone += 1;
             }
-        }
-        gone
+            slot.is_some()
+        });
+        before - self.present.len()
     }
 
     /// Forgets everything about the peer in slot `key` (removed): its row, and its column
@@ -174,6 +186,7 @@ impl Matrix {
         if let Some(row) = self.rows.get_mut(key) {
             *row = None;
         }
+        self.present.retain(|&origin| origin != key);
         for row in self.rows.iter_mut().flatten() {
             row.cells.clear(key + 1);
         }

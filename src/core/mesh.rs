@@ -13,9 +13,10 @@
 use crate::core::addr::{self, Families};
 use crate::core::conflict::{ConflictChange, ConflictRules, RefutationWatch};
 use crate::core::coordinate::Coordinate;
+use crate::core::directory::Directory;
 use crate::core::drops::{DropCounters, DropReason};
 use crate::core::event::Event;
-use crate::core::gossip::RowGossip;
+use crate::core::gossip::{RowGossip, SparseRow};
 use crate::core::liveness::{centis, saturating_ns, Diagnosis, LivenessRules, Witnesses};
 use crate::core::matrix::{Cell, Matrix, MatrixSnapshot, MatrixView};
 use crate::core::membership::Membership;
@@ -39,6 +40,7 @@ use log::{debug, error, info, trace, warn};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod messaging;
@@ -232,6 +234,11 @@ pub struct Mesh {
     round: u64,
     /// Sampled mode: where a Pong's membership updates are encoded (reused).
     member_buf: Vec<u8>,
+    /// Sampled mode: the peers the row is rebuilt from (reused).
+    row_keys: Vec<usize>,
+    /// The peers that hold evidence of a second process with their identity: the only
+    /// ones whose conflicts can expire.
+    rival_keys: Vec<usize>,
 }
 
 /// ⌈suspect_after / interval⌉, at least 1: how many of a peer's newest probes may still be
@@ -302,6 +309,8 @@ impl Mesh {
             sampling: Sampling::new(settings_fanout, settings_seed),
             round: 0,
             member_buf: Vec::new(),
+            row_keys: Vec::new(),
+            rival_keys: Vec::new(),
         }
     }
 
@@ -433,6 +442,15 @@ impl Mesh {
         for key in armed {
             self.judge_silence(key);
         }
+    }
+
+    /// Lets the peer table look nodes up in `directory`, shared with other meshes of the
+    /// same config, instead of in lookup tables of its own: for a process that runs many
+    /// meshes (the simulator). Works only while the directory lists exactly this mesh's
+    /// peers (and maybe this node) at their addresses; returns whether it does. A later
+    /// change of the peers (a reload, [`Mesh::add_peer`]) goes back to tables of its own.
+    pub fn share_directory(&mut self, directory: &Arc<Directory>) -> bool {
+        self.peers.share(directory)
     }
 
     /// Says where this node's start falls on a clock all nodes share (the wall clock): how
@@ -595,6 +613,7 @@ impl Mesh {
                 // held, that is a second process with this identity.
                 let now_ns = self.ns_of(now);
                 let change = self.peers[key].heard_stale_from(from, now_ns, &self.conflicts);
+                self.watch_rival(key);
                 self.conflict_changed(key, change);
             }
             if let (DropReason::StaleIncarnation, Body::Ping { probe, sent_ns, .. }) =
@@ -611,7 +630,7 @@ impl Mesh {
         if let Body::Leave = packet.body {
             // A goodbye is not a sign of life: straight to `left`, with no `Up` first.
             let now_ns = self.ns_of(now);
-            self.peers[key].hear_leave(now, now_ns);
+            self.peers[key].hear_leave(now_ns);
             if self.is_sampled() {
                 self.heard_leave_sampled(key, header.incarnation);
             }
@@ -867,6 +886,12 @@ impl Mesh {
         self.peers.get(self.peers.key(id)?)
     }
 
+    /// When a valid datagram of peer `id` last arrived.
+    pub fn last_heard(&self, id: PeerId) -> Option<Instant> {
+        let ns = self.peer(id)?.last_heard_ns()?;
+        Some(self.epoch + Duration::from_nanos(ns))
+    }
+
     /// The peer with this identity.
     pub fn peer_by_id(&self, id: NodeId) -> Option<PeerId> {
         self.peers.by_id(id).map(|k| self.peers.id_of(k))
@@ -977,9 +1002,7 @@ impl Mesh {
                 Some(key) => {
                     let peer = self.peers.get(key)?;
                     let gone = matches!(peer.state(), PeerState::Dead | PeerState::Left);
-                    peer.coordinate()
-                        .copied()
-                        .filter(|c| !gone && c.is_settled())
+                    peer.coordinate().filter(|c| !gone && c.is_settled())
                 }
             })
             .collect();
@@ -1079,6 +1102,7 @@ impl Mesh {
         let admission = self.peers[key].admit(incarnation, header.seq, answers_probe)?;
         if let Admission::Restarted { .. } = admission {
             let change = self.peers[key].restarted_from(from, self.now_ns, &self.conflicts);
+            self.watch_rival(key);
             self.conflict_changed(key, change);
             // The new process holds none of this node's tags.
             self.tags_lost_by(key);
@@ -1131,7 +1155,7 @@ impl Mesh {
         let at = |p: Option<PeerId>| {
             match p {
                 None => Some(self.coordinate),
-                Some(id) => self.peer(id)?.coordinate().copied(),
+                Some(id) => self.peer(id)?.coordinate(),
             }
             .filter(Coordinate::is_settled)
         };
@@ -1247,6 +1271,14 @@ impl Mesh {
     }
 
     /// Ends the conflicts no evidence came for lately (once an interval).
+    /// Puts peer `key` on the list of peers whose conflict can expire, once it holds
+    /// evidence of a rival.
+    fn watch_rival(&mut self, key: usize) {
+        if self.peers.get(key).is_some_and(Peer::has_rival) && !self.rival_keys.contains(&key) {
+            self.rival_keys.push(key);
+        }
+    }
+
     fn expire_conflicts(&mut self) {
         let now_ns = self.now_ns;
         if self.refutations.expire(now_ns, &self.conflicts) {
@@ -1255,21 +1287,24 @@ impl Mesh {
                 self.name
             );
         }
-        for key in 0..self.peers.slot_bound() {
+        let mut keys = std::mem::take(&mut self.rival_keys);
+        keys.retain(|&key| {
             let Some(peer) = self.peers.get_mut(key) else {
-                continue;
+                return false;
             };
             if peer.expire_rival(now_ns, &self.conflicts) {
                 self.conflict_changed(key, Some(ConflictChange::Ended));
             }
-        }
+            self.peers.get(key).is_some_and(Peer::has_rival)
+        });
+        self.rival_keys = keys;
     }
 
     /// A valid datagram came from the peer: it is alive.
     fn heard(&mut self, key: usize, from: SocketAddr) {
-        let (now, now_ns) = (self.now, self.now_ns);
+        let now_ns = self.now_ns;
         let peer = &mut self.peers[key];
-        if let Some(before) = peer.hear(now, now_ns, from) {
+        if let Some(before) = peer.hear(now_ns, from) {
             debug!(
                 "{}: peer {} now sends from {from} (was {before})",
                 self.name,
@@ -1609,17 +1644,20 @@ impl Mesh {
     fn refresh_row(&mut self) {
         let budget = self.inner_max().saturating_sub(PING_LEN + ROW_HEADER_LEN);
         // Sampled: only the peers measured lately; the others are estimated by everyone.
-        let recent_ns = match self.mode {
-            ProbeMode::Sampled => Some(self.schedule.interval_ns().saturating_mul(4)),
+        let mut keys = std::mem::take(&mut self.row_keys);
+        let sparse = match self.mode {
+            ProbeMode::Sampled => {
+                self.sampling.recently_probed(&mut keys);
+                Some(SparseRow {
+                    keys: &keys,
+                    recent_ns: self.schedule.interval_ns().saturating_mul(4),
+                })
+            }
             _ => None,
         };
-        self.gossip.refresh(
-            &mut self.peers,
-            budget,
-            self.in_flight,
-            self.now_ns,
-            recent_ns,
-        );
+        self.gossip
+            .refresh(&mut self.peers, budget, self.in_flight, self.now_ns, sparse);
+        self.row_keys = keys;
     }
 }
 

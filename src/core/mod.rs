@@ -17,6 +17,7 @@
 pub mod addr;
 pub(crate) mod conflict;
 pub mod coordinate;
+pub mod directory;
 pub mod drops;
 pub mod event;
 pub(crate) mod gossip;

@@ -10,8 +10,10 @@ use crate::core::replay::{ReplayWindow, Verdict};
 use crate::wire::identity::NodeId;
 pub use crate::wire::PeerState;
 use crate::wire::RowEntry;
+use crate::wire::WireCoordinate;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How many recent RTT samples the percentiles and the mean are taken over.
 pub const RTT_WINDOW: usize = 64;
@@ -328,14 +330,16 @@ pub(crate) enum Admission {
 /// through its own methods, called by the core.
 #[derive(Debug)]
 pub struct Peer {
-    name: String,
+    /// Shared with a [`crate::core::directory::Directory`] where there is one.
+    name: Arc<str>,
     id: NodeId,
     addr: SocketAddr,
     seen_addr: Option<SocketAddr>,
     state: PeerState,
     incarnation: Option<u64>,
-    last_heard: Option<Instant>,
-    /// `last_heard` in nanoseconds since the node started (meaningful once heard).
+    /// Whether any datagram of it was heard.
+    heard: bool,
+    /// When it was last heard, in nanoseconds since the node started (once `heard`).
     last_heard_ns: u64,
     sent: u64,
     received: u64,
@@ -360,26 +364,34 @@ pub struct Peer {
     /// peer rarely has any, and it is a quarter of a peer's size).
     rival: Option<Box<RivalWatch>>,
     /// Its network coordinate: from its newest Pong, or a fresher copy another node passed on.
-    coordinate: Option<Coordinate>,
+    /// Kept as it travels (f32s: 24 bytes, not 48; every copy came off the wire anyway).
+    coordinate: Option<WireCoordinate>,
     /// When `coordinate` was fresh from the peer itself, in nanoseconds on this node's clock.
     coordinate_ns: u64,
 }
 
 impl Peer {
+    /// Takes the directory's copy of its name (the same name: one copy for every mesh).
+    pub(crate) fn share_name(&mut self, name: &Arc<str>) {
+        if *self.name == **name {
+            self.name = Arc::clone(name);
+        }
+    }
+
     /// Points the peer at another address; what was measured of it stays.
     pub(crate) fn set_addr(&mut self, addr: SocketAddr) {
         self.addr = addr;
     }
 
-    pub(crate) fn new(name: String, addr: SocketAddr) -> Peer {
+    pub(crate) fn new(name: &str, addr: SocketAddr) -> Peer {
         Peer {
-            id: NodeId::from_name(&name),
-            name,
+            id: NodeId::from_name(name),
+            name: name.into(),
             addr,
             seen_addr: None,
             state: PeerState::Unknown,
             incarnation: None,
-            last_heard: None,
+            heard: false,
             last_heard_ns: 0,
             sent: 0,
             received: 0,
@@ -398,15 +410,10 @@ impl Peer {
         }
     }
 
-    /// A valid datagram from it arrived at `now` (`now_ns` on the node's clock) from
+    /// A valid datagram from it arrived at `now_ns` (on the node's clock) from
     /// `from`. Returns the address it sent from before, when that changed.
-    pub(crate) fn hear(
-        &mut self,
-        now: Instant,
-        now_ns: u64,
-        from: SocketAddr,
-    ) -> Option<SocketAddr> {
-        self.last_heard = Some(now);
+    pub(crate) fn hear(&mut self, now_ns: u64, from: SocketAddr) -> Option<SocketAddr> {
+        self.heard = true;
         self.last_heard_ns = now_ns;
         self.received += 1;
         if self.seen_addr == Some(from) {
@@ -416,8 +423,8 @@ impl Peer {
     }
 
     /// Its goodbye arrived: heard, but no sign of life.
-    pub(crate) fn hear_leave(&mut self, now: Instant, now_ns: u64) {
-        self.last_heard = Some(now);
+    pub(crate) fn hear_leave(&mut self, now_ns: u64) {
+        self.heard = true;
         self.last_heard_ns = now_ns;
         self.received += 1;
     }
@@ -468,12 +475,16 @@ impl Peer {
         rules: &ConflictRules,
     ) -> Option<ConflictChange> {
         self.seen_addr.filter(|&a| a != from)?;
-        let recent = self.last_heard.is_some()
-            && now_ns.saturating_sub(self.last_heard_ns) <= rules.window_ns();
+        let recent = self.heard && now_ns.saturating_sub(self.last_heard_ns) <= rules.window_ns();
         if !recent || self.state == PeerState::Left {
             return None;
         }
         RivalWatch::note(&mut self.rival, from, now_ns, rules)
+    }
+
+    /// Whether it holds any evidence of a second process with its identity.
+    pub(crate) fn has_rival(&self) -> bool {
+        self.rival.is_some()
     }
 
     /// Ends a conflict once no evidence came for the window; returns true when one ended.
@@ -595,19 +606,19 @@ impl Peer {
         if self.coordinate.is_some() && fresh_ns < self.coordinate_ns {
             return false;
         }
-        self.coordinate = Some(coordinate);
+        self.coordinate = Some(coordinate.to_wire());
         self.coordinate_ns = fresh_ns;
         true
     }
 
     /// Its network coordinate, once one of its Pongs, or a copy of one, arrived.
-    pub fn coordinate(&self) -> Option<&Coordinate> {
-        self.coordinate.as_ref()
+    pub fn coordinate(&self) -> Option<Coordinate> {
+        Coordinate::from_wire(self.coordinate.as_ref()?)
     }
 
     /// Its coordinate with when it was fresh from the peer (nanoseconds, this node's clock).
-    pub(crate) fn coordinate_with_time(&self) -> Option<(&Coordinate, u64)> {
-        Some((self.coordinate.as_ref()?, self.coordinate_ns))
+    pub(crate) fn coordinate_with_time(&self) -> Option<(WireCoordinate, u64)> {
+        Some((self.coordinate?, self.coordinate_ns))
     }
 
     /// Whether a pong for `probe` echoing `echo_ns` would answer one of its recent probes.
@@ -669,7 +680,7 @@ impl Peer {
                 .as_ref()
                 .and_then(|m| m.probes.loss_half_pct(in_flight)),
             rtt_us: p50,
-            heard_ago_ms: self.last_heard.map(|_| {
+            heard_ago_ms: self.heard.then(|| {
                 let ago_ms = now_ns.saturating_sub(self.last_heard_ns) / 1_000_000;
                 u32::try_from(ago_ms).unwrap_or(u32::MAX)
             }),
@@ -704,7 +715,7 @@ impl Peer {
 
     /// `last_heard` in nanoseconds on the node's clock, once heard.
     pub(crate) fn last_heard_ns(&self) -> Option<u64> {
-        self.last_heard.map(|_| self.last_heard_ns)
+        self.heard.then_some(self.last_heard_ns)
     }
 
     /// Since when (ns on the node's clock) it has been alive without a break.
@@ -745,17 +756,12 @@ impl Peer {
     /// Left as the other nodes' rows said, never heard here (this node started after it
     /// left): a verdict the witnesses can take back.
     pub(crate) fn left_unheard(&self) -> bool {
-        self.state == PeerState::Left && self.last_heard.is_none()
+        self.state == PeerState::Left && !self.heard
     }
 
     /// Its current incarnation, once heard from.
     pub fn incarnation(&self) -> Option<u64> {
         self.incarnation
-    }
-
-    /// When a valid datagram last came from it.
-    pub fn last_heard(&self) -> Option<Instant> {
-        self.last_heard
     }
 
     /// Datagrams sent to it.

@@ -6,6 +6,7 @@
 //! timers that carry an id recognise a peer that is gone.
 
 use crate::core::addr::canonical;
+use crate::core::directory::Directory;
 use crate::core::peer::Peer;
 use crate::wire::identity::NodeId;
 use slab::Slab;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// A handle to one peer of a [`crate::Mesh`]. Generational: once the peer is removed, its
 /// id is refused by every call that takes one, even when its slot is reused.
@@ -49,7 +51,7 @@ pub(crate) enum Member {
 
 /// Node identities are already well-mixed hashes: hashing them again is wasted work.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -71,7 +73,7 @@ type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 /// datagram without a keyring: SipHash cost more than the rest of the lookup. The set holds
 /// only configured addresses, so there are no chosen keys stored to make it degrade.
 #[derive(Default)]
-struct AddrHasher(u64);
+pub(crate) struct AddrHasher(u64);
 
 impl AddrHasher {
     fn add(&mut self, word: u64) {
@@ -122,6 +124,28 @@ pub(crate) struct PeerTable {
     /// The order nodes are listed in (matrix rows and columns, heartbeat groups): the order
     /// they were added, this node where it was named (first if it never was).
     roster: Vec<Member>,
+    /// While the peers are exactly a shared directory's nodes (but this one): the
+    /// directory, used instead of `by_id`, `by_addr` and `ips` (left empty).
+    shared: Option<Shared>,
+}
+
+/// A shared directory and where its nodes sit in this table.
+#[derive(Debug)]
+struct Shared {
+    directory: Arc<Directory>,
+    /// By directory position: the peer's slot ([`NO_SLOT`]: this node).
+    slots: Vec<u32>,
+    /// This node's IP, when the directory lists it (it is no peer's).
+    own_ip: Option<IpAddr>,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Shared {
+    fn slot(&self, position: Option<usize>) -> Option<usize> {
+        let slot = *self.slots.get(position?)?;
+        (slot != NO_SLOT).then_some(slot as usize)
+    }
 }
 
 impl PeerTable {
@@ -134,6 +158,69 @@ impl PeerTable {
             by_addr: HashMap::new(),
             ips: HashMap::default(),
             roster: vec![Member::Own],
+            shared: None,
+        }
+    }
+
+    /// Uses `directory` for lookups instead of this table's own maps, when its nodes are
+    /// exactly this table's peers and this node, at the same addresses, and every lookup
+    /// finds what this table's own would. Returns whether it does; the table goes back to
+    /// its own maps at its next change.
+    pub(crate) fn share(&mut self, directory: &Arc<Directory>) -> bool {
+        let mut slots = Vec::with_capacity(directory.len());
+        let mut own_ip = None;
+        for entry in directory.entries() {
+            if entry.id == self.own {
+                slots.push(NO_SLOT);
+                own_ip = Some(entry.addr.ip().to_canonical());
+                continue;
+            }
+            let Some(key) = self.by_id(entry.id) else {
+                return false;
+            };
+            let (Ok(slot), true) = (u32::try_from(key), self.peers[key].addr() == entry.addr)
+            else {
+                return false;
+            };
+            slots.push(slot);
+        }
+        let shared = Shared {
+            directory: Arc::clone(directory),
+            slots,
+            own_ip,
+        };
+        // Every peer listed (ids are unique on both sides), and found at its address as
+        // this table's own map finds it.
+        let listed = shared.slots.iter().filter(|&&s| s != NO_SLOT).count();
+        let same = listed == self.peers.len()
+            && self.peers.iter().all(|(_, peer)| {
+                let addr = peer.addr();
+                shared.slot(directory.position_of_addr(addr)) == self.by_addr(addr)
+            });
+        if !same {
+            return false;
+        }
+        for (entry, &slot) in directory.entries().iter().zip(&shared.slots) {
+            if let Some(peer) = self.peers.get_mut(slot as usize) {
+                peer.share_name(&entry.name);
+            }
+        }
+        self.by_id = IdMap::default();
+        self.by_addr = HashMap::new();
+        self.ips = HashMap::default();
+        self.shared = Some(shared);
+        true
+    }
+
+    /// Back to this table's own maps, before a change the directory does not list.
+    fn unshare(&mut self) {
+        if self.shared.take().is_none() {
+            return;
+        }
+        for (key, peer) in self.peers.iter() {
+            self.by_id.insert(peer.id(), key);
+            self.by_addr.insert(peer.addr(), key);
+            *self.ips.entry(peer.addr().ip().to_canonical()).or_insert(0) += 1;
         }
     }
 
@@ -149,10 +236,11 @@ impl PeerTable {
             self.roster.push(Member::Own);
             return None;
         }
-        if let Some(&key) = self.by_id.get(&id) {
+        if let Some(key) = self.by_id(id) {
             return Some(self.id_of(key));
         }
-        let key = self.peers.insert(Peer::new(name.to_owned(), addr));
+        self.unshare();
+        let key = self.peers.insert(Peer::new(name, addr));
         if self.generations.len() <= key {
             self.generations.resize(key + 1, 0);
         }
@@ -166,6 +254,7 @@ impl PeerTable {
     /// Removes a peer: its slot's generation moves on, so `id` is refused from now on.
     pub(crate) fn remove(&mut self, id: PeerId) -> Option<(usize, Peer)> {
         let key = self.key(id)?;
+        self.unshare();
         let peer = self.peers.remove(key);
         self.generations[key] = self.generations[key].wrapping_add(1);
         self.by_id.remove(&peer.id());
@@ -184,6 +273,7 @@ impl PeerTable {
         if old == addr {
             return Some(old);
         }
+        self.unshare();
         if self.by_addr.get(&old) == Some(&key) {
             self.by_addr.remove(&old);
         }
@@ -250,16 +340,26 @@ impl PeerTable {
     }
 
     pub(crate) fn by_id(&self, id: NodeId) -> Option<usize> {
-        self.by_id.get(&id).copied()
+        match &self.shared {
+            Some(shared) => shared.slot(shared.directory.position_of_id(id)),
+            None => self.by_id.get(&id).copied(),
+        }
     }
 
     pub(crate) fn by_addr(&self, addr: SocketAddr) -> Option<usize> {
-        self.by_addr.get(&addr).copied()
+        match &self.shared {
+            Some(shared) => shared.slot(shared.directory.position_of_addr(addr)),
+            None => self.by_addr.get(&addr).copied(),
+        }
     }
 
     /// Whether `ip` is some peer's configured address.
     pub(crate) fn allows_ip(&self, ip: IpAddr) -> bool {
-        self.ips.contains_key(&ip.to_canonical())
+        let ip = ip.to_canonical();
+        match &self.shared {
+            Some(shared) => shared.directory.ip_count(ip) > u32::from(shared.own_ip == Some(ip)),
+            None => self.ips.contains_key(&ip),
+        }
     }
 
     /// The nodes in listing order.
@@ -341,6 +441,44 @@ mod tests {
         assert!(table.allows_ip(moved.ip()));
         assert!(!table.allows_ip(addr(1).ip()));
         assert_eq!(table.key(a), Some(0), "the same peer");
+    }
+
+    #[test]
+    fn a_shared_directory_finds_what_the_tables_own_maps_found_until_a_change() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        table.insert("a", addr(1));
+        table.insert("me", SocketAddr::from(([127, 0, 0, 9], 9)));
+        table.insert("b", addr(2));
+        let other = Directory::new([("a", addr(1)), ("b", addr(2)), ("x", addr(3))]);
+        assert!(!table.share(&other), "x is no peer of this table");
+        let moved = Directory::new([("a", addr(1)), ("b", addr(5))]);
+        assert!(!table.share(&moved), "b is elsewhere");
+        let dir = Directory::new([
+            ("a", addr(1)),
+            ("me", SocketAddr::from(([127, 0, 0, 9], 9))),
+            ("b", addr(2)),
+        ]);
+        assert!(table.share(&dir));
+        assert!(table.by_id.is_empty(), "its own maps are freed");
+        assert_eq!(table.by_id(NodeId::from_name("b")), Some(1));
+        assert_eq!(table.by_id(NodeId::from_name("me")), None);
+        assert_eq!(table.by_addr(addr(1)), Some(0));
+        assert_eq!(table.by_addr(SocketAddr::from(([127, 0, 0, 9], 9))), None);
+        assert!(table.allows_ip(addr(1).ip()));
+        assert!(
+            !table.allows_ip("127.0.0.9".parse().expect("ip")),
+            "this node's own IP is no peer's"
+        );
+        table.insert("c", SocketAddr::from(([127, 0, 0, 3], 3)));
+        assert!(
+            table.shared.is_none(),
+            "a change the directory does not list"
+        );
+        assert_eq!(table.by_id(NodeId::from_name("b")), Some(1));
+        assert_eq!(table.by_addr(addr(2)), Some(1));
+        assert_eq!(table.by_id(NodeId::from_name("c")), Some(2));
+        assert!(table.allows_ip("127.0.0.3".parse().expect("ip")));
+        assert!(!table.allows_ip("127.0.0.9".parse().expect("ip")));
     }
 
     #[test]

@@ -61,9 +61,17 @@ pub(crate) struct Track {
     in_round: bool,
     /// The last round it was a target of (0: never).
     last_round: u64,
+    /// It is on the watch list (probed again next round, or silent).
+    watched: bool,
 }
 
 impl Track {
+    /// Whether it is probed again next round: silent, or answering only indirectly and not
+    /// yet judged unreachable.
+    fn again(&self) -> bool {
+        self.silent_since.is_some() || (self.misses > 0 && self.misses <= UNREACHABLE_AFTER)
+    }
+
     /// Whether only indirect probes reach it.
     pub(crate) fn unreachable(&self) -> bool {
         self.unreachable
@@ -90,6 +98,10 @@ pub(crate) struct Sampling {
     /// `(key, round)` of every target of the last [`MEASURE_KEEP_ROUNDS`] rounds, oldest
     /// first: at most `fanout · MEASURE_KEEP_ROUNDS` entries.
     probed: VecDeque<(usize, u64)>,
+    /// The peers whose last round did not end in a direct answer (a superset of those
+    /// probed again, and of the silent ones): what would otherwise be a scan of every
+    /// track each round, O(N), is a walk over these few.
+    watch: Vec<usize>,
     rng: Rng,
 }
 
@@ -105,6 +117,7 @@ impl Sampling {
             round: Vec::new(),
             round_start_ns: 0,
             probed: VecDeque::new(),
+            watch: Vec::new(),
             rng: Rng::new(seed ^ 0x7361_6d70_6c65_6421),
         }
     }
@@ -119,6 +132,8 @@ impl Sampling {
         self.tracks.resize(bound, Track::default());
         self.near.retain(|k| *k < bound);
         self.round.retain(|k| *k < bound);
+        self.watch.retain(|k| *k < bound);
+        self.probed.retain(|(k, _)| *k < bound);
     }
 
     /// Forgets what was known of peer `key`'s probes (removed, or a new process of it).
@@ -126,6 +141,7 @@ impl Sampling {
         if let Some(track) = self.tracks.get_mut(key) {
             *track = Track::default();
         }
+        self.watch.retain(|k| *k != key);
     }
 
     fn shuffle(&mut self) {
@@ -204,6 +220,10 @@ impl Sampling {
                 let since = *track.silent_since.get_or_insert(start);
                 Outcome::Silent { since_ns: since }
             };
+            if outcome != Outcome::Answered && !track.watched {
+                track.watched = true;
+                self.watch.push(key);
+            }
             out.push((key, outcome));
         }
     }
@@ -223,13 +243,19 @@ impl Sampling {
         // Silent ones are probed again every round until judged, and one that answered only
         // indirectly until it is judged unreachable or answers; together they take at most
         // half the fanout, so a mass failure does not stop the sampling of the others.
-        for (key, track) in self.tracks.iter().enumerate() {
+        let tracks = &mut self.tracks;
+        self.watch.retain(|&key| {
+            let Some(track) = tracks.get_mut(key) else {
+                return false;
+            };
+            track.watched = track.again();
+            track.watched
+        });
+        for &key in &self.watch {
             if self.round.len() >= fanout / 2 {
                 break;
             }
-            let again = track.silent_since.is_some()
-                || (track.misses > 0 && track.misses <= UNREACHABLE_AFTER);
-            if again && eligible(key) {
+            if eligible(key) {
                 self.round.push(key);
             }
         }
@@ -278,6 +304,24 @@ impl Sampling {
                 out.push(key);
             }
         }
+    }
+
+    /// The peers this node's probes find silent now (and possibly a few that answered
+    /// since): O(silent), not O(N).
+    pub(crate) fn silent(&self) -> impl Iterator<Item = usize> + '_ {
+        self.watch
+            .iter()
+            .copied()
+            .filter(|&key| self.track(key).silent_since.is_some())
+    }
+
+    /// The distinct peers probed in the last [`MEASURE_KEEP_ROUNDS`] rounds, ascending, into
+    /// `out`: the only ones this node holds RTT windows for.
+    pub(crate) fn recently_probed(&self, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend(self.probed.iter().map(|&(key, _)| key));
+        out.sort_unstable();
+        out.dedup();
     }
 
     /// This round's targets not answered directly yet: they get indirect probes.

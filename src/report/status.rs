@@ -199,8 +199,8 @@ impl StatusReport {
                     }),
                     jitter_us: rtt.map(|r| micros(r.jitter)),
                     loss_pct: mesh.loss_pct(id).unwrap_or(0.0),
-                    last_heard_ms: peer
-                        .last_heard()
+                    last_heard_ms: mesh
+                        .last_heard(id)
                         .map(|t| millis(now.saturating_duration_since(t))),
                     sent: peer.sent(),
                     received: peer.received(),

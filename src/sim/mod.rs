@@ -38,6 +38,7 @@ pub mod regions;
 pub use regions::Regions;
 
 use crate::config::{Config, NodeEntry};
+use crate::core::directory::Directory;
 use crate::core::peer::PeerState;
 use crate::core::rng::Rng;
 use crate::core::{Event, Mesh, PeerId};
@@ -45,6 +46,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The behaviour of one direction of a link.
@@ -193,6 +195,9 @@ pub struct Sim {
     seed: u64,
     nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// The config's nodes, shared by every simulated node's peer table (see
+    /// [`crate::core::directory`]): without it, 10,000 nodes would hold 10,000 copies.
+    directory: Arc<Directory>,
     default_link: Link,
     links: HashMap<(usize, usize), Link>,
     /// Latencies by region for links that have none of their own ([`Sim::set_regions`]).
@@ -315,7 +320,15 @@ impl Sim {
                 SimNode::new(i, addr, None)
             })
             .collect();
+        let directory = Directory::new(
+            config
+                .nodes
+                .iter()
+                .zip(&nodes)
+                .map(|(entry, node)| (entry.name.as_str(), node.addr)),
+        );
         let mut sim = Sim {
+            directory,
             buf: vec![0; config.max_datagram.max(crate::wire::HEADER_LEN)],
             config,
             base,
@@ -750,6 +763,7 @@ impl Sim {
         if node.keyring.is_some() {
             mesh.set_keyring(node.keyring.clone());
         }
+        mesh.share_directory(&self.directory);
         node.mesh = Some(mesh);
         node.status = NodeStatus::Up;
         self.after_input(i);

@@ -145,7 +145,8 @@ impl Mesh {
     /// it (so one broken path kills no node).
     fn confirm_suspicions(&mut self) {
         let dead_ns = u64::try_from(self.settings.dead_after.as_nanos()).unwrap_or(u64::MAX);
-        for key in 0..self.peers.slot_bound() {
+        let silent: Vec<usize> = self.sampling.silent().collect();
+        for key in silent {
             let Some(since) = self.sampling.track(key).silent_since() else {
                 continue;
             };
@@ -322,7 +323,7 @@ impl Mesh {
     /// a peer's as held, with its age.
     fn shared_coordinate(&self, subject: NodeId) -> Option<SharedCoordinate> {
         let (coordinate, fresh_ns) = if subject == self.id {
-            (&self.coordinate, self.now_ns)
+            (self.coordinate.to_wire(), self.now_ns)
         } else {
             self.peers
                 .get(self.peers.by_id(subject)?)?
@@ -332,7 +333,7 @@ impl Mesh {
         Some(SharedCoordinate {
             age_ds: u16::try_from(age_ds)
                 .map_or(MAX_COORDINATE_AGE_DS, |a| a.min(MAX_COORDINATE_AGE_DS)),
-            coordinate: coordinate.to_wire(),
+            coordinate,
         })
     }
 
@@ -362,7 +363,7 @@ impl Mesh {
             .filter_map(|(key, p)| {
                 let rtt = p.rtt_p50_ns().or_else(|| {
                     let theirs = p.coordinate().filter(|c| c.is_settled())?;
-                    let estimate = own?.estimate_rtt(theirs);
+                    let estimate = own?.estimate_rtt(&theirs);
                     u64::try_from(estimate.as_nanos()).ok()
                 })?;
                 Some((rtt, key))
