@@ -149,7 +149,9 @@ fn a_broken_file_is_refused_with_its_place_and_the_node_serves_on() {
     for name in two {
         lab.start(&config, name);
     }
-    assert!(wait_until(LIMIT, || lab.alive_with_rtt("alpha", "beta")));
+    // Both ways before the broken file: the check after it reads both at one instant.
+    assert!(wait_until(LIMIT, || lab.alive_with_rtt("alpha", "beta")
+        && lab.alive_with_rtt("beta", "alpha")));
 
     lab.write_config("(\n    nodes: [\n        (name: \"alpha\", host: 5),\n    ],\n)\n");
     let ran = reload(&lab, "alpha");
