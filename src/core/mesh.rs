@@ -241,6 +241,10 @@ pub struct Mesh {
     rival_keys: Vec<usize>,
 }
 
+/// Sampled mode: a node's row names the peers it probed in this many last rounds (and heard
+/// within as many intervals); the others are estimated by everyone.
+const ROW_RECENT_ROUNDS: u64 = 4;
+
 /// ⌈suspect_after / interval⌉, at least 1: how many of a peer's newest probes may still be
 /// answered.
 fn in_flight(settings: &Settings) -> u32 {
@@ -867,13 +871,10 @@ impl Mesh {
 
     /// Every peer with its handle, in listing order (the order they were added).
     pub fn peers(&self) -> impl Iterator<Item = (PeerId, &Peer)> + '_ {
-        self.peers
-            .roster()
-            .iter()
-            .filter_map(|member| match *member {
-                Member::Peer(key) => Some((self.peers.id_of(key), &self.peers[key])),
-                Member::Own => None,
-            })
+        self.peers.roster().iter().filter_map(|member| {
+            let key = member.key()?;
+            Some((self.peers.id_of(key), &self.peers[key]))
+        })
     }
 
     /// How many peers.
@@ -916,16 +917,14 @@ impl Mesh {
         self.peers
             .roster()
             .iter()
-            .position(|m| *m == Member::Peer(key))
+            .position(|m| *m == Member::peer(key))
     }
 
     /// The peer at row and column `index` of the matrix (`None` for this node's own, or
     /// past the end).
     pub fn peer_at(&self, index: usize) -> Option<PeerId> {
-        match *self.peers.roster().get(index)? {
-            Member::Peer(key) => Some(self.peers.id_of(key)),
-            Member::Own => None,
-        }
+        let key = self.peers.roster().get(index)?.key()?;
+        Some(self.peers.id_of(key))
     }
 
     /// Loss in percent over the recent settled probes to this peer (`None` before any).
@@ -972,10 +971,7 @@ impl Mesh {
             .peers
             .roster()
             .iter()
-            .map(|m| match *m {
-                Member::Own => 0,
-                Member::Peer(key) => key + 1,
-            })
+            .map(|m| m.key().map_or(0, |key| key + 1))
             .collect();
         let names = columns
             .iter()
@@ -1647,10 +1643,13 @@ impl Mesh {
         let mut keys = std::mem::take(&mut self.row_keys);
         let sparse = match self.mode {
             ProbeMode::Sampled => {
-                self.sampling.recently_probed(&mut keys);
+                self.sampling.recently_probed(ROW_RECENT_ROUNDS, &mut keys);
                 Some(SparseRow {
                     keys: &keys,
-                    recent_ns: self.schedule.interval_ns().saturating_mul(4),
+                    recent_ns: self
+                        .schedule
+                        .interval_ns()
+                        .saturating_mul(ROW_RECENT_ROUNDS),
                 })
             }
             _ => None,

@@ -326,6 +326,10 @@ pub(crate) enum Admission {
     WindowReset,
 }
 
+/// `Peer::alive_since` of a peer that is not alive (a plain number, not an `Option`: a
+/// node holds a `Peer` for every node of the mesh, and 8 bytes each count at 10,000).
+const NOT_ALIVE: u64 = u64::MAX;
+
 /// One peer of this node, with everything this node knows about it. It changes only
 /// through its own methods, called by the core.
 #[derive(Debug)]
@@ -348,7 +352,7 @@ pub struct Peer {
     measure: Option<Box<Measurement>>,
     liveness_timer: bool,
     /// Since when it has been alive without a break, in nanoseconds since the node started.
-    alive_since: Option<u64>,
+    alive_since: u64,
     /// Which chunk of this node's row the next ping to it carries.
     row_cursor: u16,
     /// Its RTT p50 in µs, refreshed with this node's row (cheap to read per datagram).
@@ -398,7 +402,7 @@ impl Peer {
             tx_seq: 0,
             measure: None,
             liveness_timer: false,
-            alive_since: None,
+            alive_since: NOT_ALIVE,
             row_cursor: 0,
             coordinate: None,
             coordinate_ns: 0,
@@ -437,7 +441,11 @@ impl Peer {
             return None;
         }
         self.state = state;
-        self.alive_since = (state == PeerState::Alive).then_some(now_ns);
+        self.alive_since = if state == PeerState::Alive {
+            now_ns.min(NOT_ALIVE - 1)
+        } else {
+            NOT_ALIVE
+        };
         let asymmetry_ended = state != PeerState::Alive && self.asymmetric;
         if asymmetry_ended {
             self.asymmetric = false;
@@ -720,7 +728,7 @@ impl Peer {
 
     /// Since when (ns on the node's clock) it has been alive without a break.
     pub(crate) fn alive_since(&self) -> Option<u64> {
-        self.alive_since
+        (self.alive_since != NOT_ALIVE).then_some(self.alive_since)
     }
 
     /// Loss in percent over its recent settled probes, `in_flight` newest unsettled.

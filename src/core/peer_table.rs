@@ -42,11 +42,27 @@ impl fmt::Display for PeerId {
     }
 }
 
-/// One place in the listing of a mesh's nodes: this node itself, or the peer in a slot.
+/// One place in the listing of a mesh's nodes: this node itself, or the peer in a slot
+/// (a `u32`, as in [`PeerId`]: 8 bytes a place, not 16, in a listing of every node).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Member {
     Own,
-    Peer(usize),
+    Peer(u32),
+}
+
+impl Member {
+    /// The place of the peer in slot `key`.
+    pub(crate) fn peer(key: usize) -> Member {
+        Member::Peer(key as u32)
+    }
+
+    /// The slot of the peer here (`None`: this node).
+    pub(crate) fn key(self) -> Option<usize> {
+        match self {
+            Member::Own => None,
+            Member::Peer(key) => Some(key as usize),
+        }
+    }
 }
 
 /// Node identities are already well-mixed hashes: hashing them again is wasted work.
@@ -247,7 +263,7 @@ impl PeerTable {
         self.by_id.insert(id, key);
         self.by_addr.insert(addr, key);
         *self.ips.entry(addr.ip().to_canonical()).or_insert(0) += 1;
-        self.roster.push(Member::Peer(key));
+        self.roster.push(Member::peer(key));
         Some(self.id_of(key))
     }
 
@@ -262,7 +278,7 @@ impl PeerTable {
             self.by_addr.remove(&peer.addr());
         }
         self.forget_ip(peer.addr().ip());
-        self.roster.retain(|m| *m != Member::Peer(key));
+        self.roster.retain(|m| *m != Member::peer(key));
         Some((key, peer))
     }
 

@@ -51,16 +51,17 @@ pub(crate) struct Track {
     direct_ns: u64,
     /// When it last answered an indirect one (0: never).
     indirect_ns: u64,
-    /// Since when its probes go unanswered (direct and indirect).
-    silent_since: Option<u64>,
+    /// Since when its probes go unanswered (direct and indirect); 0: they do not. A plain
+    /// number rather than an `Option`: a track is kept for every peer, so 8 bytes count.
+    silent_since: u64,
     /// Rounds in a row it did not answer a direct probe.
     misses: u8,
     /// Only indirect probes reached it, in [`UNREACHABLE_AFTER`] rounds or more in a row.
     unreachable: bool,
     /// It is a target of the current round.
     in_round: bool,
-    /// The last round it was a target of (0: never).
-    last_round: u64,
+    /// The last round it was a target of (0: never), mod 2^32 (136 years of rounds).
+    last_round: u32,
     /// It is on the watch list (probed again next round, or silent).
     watched: bool,
 }
@@ -69,7 +70,7 @@ impl Track {
     /// Whether it is probed again next round: silent, or answering only indirectly and not
     /// yet judged unreachable.
     fn again(&self) -> bool {
-        self.silent_since.is_some() || (self.misses > 0 && self.misses <= UNREACHABLE_AFTER)
+        self.silent_since != 0 || (self.misses > 0 && self.misses <= UNREACHABLE_AFTER)
     }
 
     /// Whether only indirect probes reach it.
@@ -79,7 +80,7 @@ impl Track {
 
     /// Since when its probes go unanswered.
     pub(crate) fn silent_since(&self) -> Option<u64> {
-        self.silent_since
+        (self.silent_since != 0).then_some(self.silent_since)
     }
 }
 
@@ -88,7 +89,8 @@ impl Track {
 pub(crate) struct Sampling {
     fanout: usize,
     /// Every peer's slot key, shuffled; `next` walks it, reshuffled at the end of a turn.
-    order: Vec<usize>,
+    /// (`u32`s: one per peer, so half the size of `usize`s.)
+    order: Vec<u32>,
     next: usize,
     near: Vec<usize>,
     rounds: u64,
@@ -124,10 +126,10 @@ impl Sampling {
 
     /// The peers are now `keys` (a peer added or removed): the turn starts again over them.
     pub(crate) fn set_peers(&mut self, keys: impl Iterator<Item = usize>) {
-        self.order = keys.collect();
+        self.order = keys.filter_map(|k| u32::try_from(k).ok()).collect();
         self.shuffle();
         self.next = 0;
-        let bound = self.order.iter().max().map_or(0, |k| k + 1);
+        let bound = self.order.iter().max().map_or(0, |&k| k as usize + 1);
         self.tracks.truncate(bound);
         self.tracks.resize(bound, Track::default());
         self.near.retain(|k| *k < bound);
@@ -165,7 +167,7 @@ impl Sampling {
         out.clear();
         let len = self.order.len();
         if len <= NEAR_CANDIDATES {
-            out.extend_from_slice(&self.order);
+            out.extend(self.order.iter().map(|&k| k as usize));
             return;
         }
         // A partial Fisher-Yates over a copy of the first positions would allocate N; draws
@@ -174,7 +176,7 @@ impl Sampling {
             if out.len() >= NEAR_CANDIDATES {
                 break;
             }
-            let key = self.order[self.rng.below(len as u64) as usize];
+            let key = self.order[self.rng.below(len as u64) as usize] as usize;
             if !out.contains(&key) {
                 out.push(key);
             }
@@ -206,18 +208,21 @@ impl Sampling {
             };
             track.in_round = false;
             let outcome = if track.direct_ns >= start && track.direct_ns > 0 {
-                track.silent_since = None;
+                track.silent_since = 0;
                 track.unreachable = false;
                 track.misses = 0;
                 Outcome::Answered
             } else if track.indirect_ns >= start && track.indirect_ns > 0 {
-                track.silent_since = None;
+                track.silent_since = 0;
                 track.misses = track.misses.saturating_add(1);
                 track.unreachable = track.misses >= UNREACHABLE_AFTER;
                 Outcome::AnsweredIndirectly
             } else {
                 track.misses = track.misses.saturating_add(1);
-                let since = *track.silent_since.get_or_insert(start);
+                if track.silent_since == 0 {
+                    track.silent_since = start.max(1);
+                }
+                let since = track.silent_since;
                 Outcome::Silent { since_ns: since }
             };
             if outcome != Outcome::Answered && !track.watched {
@@ -274,7 +279,7 @@ impl Sampling {
                 self.shuffle();
                 self.next = 0;
             }
-            let key = self.order[self.next];
+            let key = self.order[self.next] as usize;
             self.next += 1;
             looked += 1;
             if eligible(key) && !self.round.contains(&key) {
@@ -284,7 +289,7 @@ impl Sampling {
         for &key in &self.round {
             if let Some(track) = self.tracks.get_mut(key) {
                 track.in_round = true;
-                track.last_round = self.rounds;
+                track.last_round = self.rounds as u32;
                 self.probed.push_back((key, self.rounds));
             }
         }
@@ -300,7 +305,11 @@ impl Sampling {
                 break;
             }
             self.probed.pop_front();
-            if self.tracks.get(key).is_some_and(|t| t.last_round == round) {
+            if self
+                .tracks
+                .get(key)
+                .is_some_and(|t| t.last_round == round as u32)
+            {
                 out.push(key);
             }
         }
@@ -312,14 +321,21 @@ impl Sampling {
         self.watch
             .iter()
             .copied()
-            .filter(|&key| self.track(key).silent_since.is_some())
+            .filter(|&key| self.track(key).silent_since != 0)
     }
 
-    /// The distinct peers probed in the last [`MEASURE_KEEP_ROUNDS`] rounds, ascending, into
-    /// `out`: the only ones this node holds RTT windows for.
-    pub(crate) fn recently_probed(&self, out: &mut Vec<usize>) {
+    /// The distinct peers probed in the last `rounds` rounds (at most
+    /// [`MEASURE_KEEP_ROUNDS`]), ascending, into `out`: what this node measured lately.
+    pub(crate) fn recently_probed(&self, rounds: u64, out: &mut Vec<usize>) {
         out.clear();
-        out.extend(self.probed.iter().map(|&(key, _)| key));
+        let since = self.rounds.saturating_sub(rounds);
+        out.extend(
+            self.probed
+                .iter()
+                .rev()
+                .take_while(|&&(_, round)| round > since)
+                .map(|&(key, _)| key),
+        );
         out.sort_unstable();
         out.dedup();
     }
@@ -363,7 +379,7 @@ impl Sampling {
             if out.len() >= INDIRECT_PROBES || self.order.is_empty() {
                 return;
             }
-            let key = self.order[self.rng.below(self.order.len() as u64) as usize];
+            let key = self.order[self.rng.below(self.order.len() as u64) as usize] as usize;
             if key != target && usable(key) && !out.contains(&key) {
                 out.push(key);
             }
@@ -374,7 +390,7 @@ impl Sampling {
     pub(crate) fn answered(&mut self, key: usize, now_ns: u64) {
         if let Some(track) = self.tracks.get_mut(key) {
             track.direct_ns = now_ns.max(1);
-            track.silent_since = None;
+            track.silent_since = 0;
             track.unreachable = false;
             track.misses = 0;
         }
@@ -390,7 +406,7 @@ impl Sampling {
     /// Peer `key` is no longer suspected by this node's probes (it refuted, or was judged).
     pub(crate) fn clear_silence(&mut self, key: usize) {
         if let Some(track) = self.tracks.get_mut(key) {
-            track.silent_since = None;
+            track.silent_since = 0;
         }
     }
 }

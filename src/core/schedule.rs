@@ -72,7 +72,7 @@ impl HeartbeatSchedule {
         let own_group = own / SLOT_PEERS;
         let mut slots = vec![Vec::new(); count];
         for (position, member) in roster.iter().enumerate() {
-            if let Member::Peer(key) = *member {
+            if let Some(key) = member.key() {
                 slots[(own_group + position / SLOT_PEERS) % count].push(key);
             }
         }
@@ -174,7 +174,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn roster(peers: usize, own_at: usize) -> Vec<Member> {
-        let mut roster: Vec<Member> = (0..peers).map(Member::Peer).collect();
+        let mut roster: Vec<Member> = (0..peers).map(Member::peer).collect();
         roster.insert(own_at, Member::Own);
         roster
     }
