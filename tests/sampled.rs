@@ -231,9 +231,9 @@ fn a_node_keeps_rtt_windows_only_for_the_peers_it_probes_now() {
     let mut sim = sampled(n, 7);
     sim.run_for(Duration::from_secs(60));
     // In 60 s the turn (8 a round) has reached all 199 peers twice; the windows of those
-    // not probed for 16 rounds were freed: the near set (8) and about 16 rounds of the turn
+    // not probed for 6 rounds were freed: the near set (8) and about 6 rounds of the turn
     // keep theirs.
-    let kept_bound = DEFAULT_PROBE_FANOUT / 2 * 17 + DEFAULT_PROBE_FANOUT;
+    let kept_bound = DEFAULT_PROBE_FANOUT / 2 * 7 + DEFAULT_PROBE_FANOUT;
     for observer in [0, 123] {
         let mesh = sim.mesh(observer).expect("running");
         let kept = (0..n)

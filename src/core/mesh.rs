@@ -271,6 +271,7 @@ impl Mesh {
         let interval_ns = u64::try_from(settings.heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);
         let id = NodeId::from_name(name);
         let (settings_fanout, settings_seed) = (settings.probe_fanout, settings.seed);
+        let settings_in_flight = in_flight(&settings);
         Mesh {
             name: name.to_owned(),
             id,
@@ -298,7 +299,7 @@ impl Mesh {
             coordinate: Coordinate::default(),
             coordinate_rng: Rng::new(settings.seed ^ 0x636f_6f72_6469_6e61),
             scratch: Vec::new(),
-            in_flight: in_flight(&settings),
+            in_flight: settings_in_flight,
             phase: None,
             settings,
             transfers: Transfers::default(),
@@ -310,7 +311,7 @@ impl Mesh {
             families: Families::BOTH,
             mode: ProbeMode::Full,
             membership: Membership::default(),
-            sampling: Sampling::new(settings_fanout, settings_seed),
+            sampling: Sampling::with_keep(settings_fanout, settings_seed, settings_in_flight),
             round: 0,
             member_buf: Vec::new(),
             row_keys: Vec::new(),
@@ -434,6 +435,7 @@ impl Mesh {
         self.settings.suspect_after = suspect_after;
         self.settings.dead_after = dead_after;
         self.in_flight = in_flight(&self.settings);
+        self.sampling.keep_rounds_for(self.in_flight);
         self.liveness = LivenessRules::new(&self.settings);
         self.conflicts = ConflictRules::new(&self.settings);
         let interval_ns = u64::try_from(heartbeat_interval.as_nanos()).unwrap_or(u64::MAX);

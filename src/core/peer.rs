@@ -790,7 +790,7 @@ impl Peer {
 
     /// Round-trip figures over the recent window, once a pong has come back. In sampled
     /// mode, only while this node probes the peer: the windows of a peer left unprobed for
-    /// 16 rounds are freed.
+    /// 6 rounds (longer when `suspect_after` is) are freed.
     pub fn rtt(&self) -> Option<RttSummary> {
         self.measure.as_ref()?.rtt.summary()
     }

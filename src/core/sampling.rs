@@ -29,9 +29,13 @@ pub(crate) const NEAR_CANDIDATES: usize = 64;
 pub(crate) const INDIRECT_PROBES: usize = 3;
 
 /// Rounds a peer may go unprobed before this node frees what it measured of it (its RTT
-/// and probe windows, 1.4 KB): a node keeps them for its near set and the last rounds'
-/// turn, about `fanout / 2 · (1 + MEASURE_KEEP_ROUNDS)` peers, whatever N is.
-pub(crate) const MEASURE_KEEP_ROUNDS: u64 = 16;
+/// and probe windows, 1.4 KB), at least: a node keeps them for its near set and the last
+/// rounds' turn, about `fanout / 2 · (1 + MEASURE_KEEP_ROUNDS)` peers, whatever N is. Past
+/// the 4 rounds a row reports and the 3 a probe may be answered in (`suspect_after` 3 s at
+/// 1 s, the default); [`Sampling::keep_rounds_for`] lengthens it for a longer wait. A
+/// peer of the turn comes back only after N / fanout rounds, so keeping its windows longer
+/// buys nothing at scale: at 16 rounds they were 220 KB of a node's 750 KB at 1,000 nodes.
+pub(crate) const MEASURE_KEEP_ROUNDS: u64 = 6;
 
 /// What one peer's probes of a round came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +92,8 @@ impl Track {
 #[derive(Debug)]
 pub(crate) struct Sampling {
     fanout: usize,
+    /// Rounds a peer's windows outlive its last probe ([`Sampling::keep_rounds_for`]).
+    keep_rounds: u64,
     /// Every peer's slot key, shuffled; `next` walks it, reshuffled at the end of a turn.
     /// (`u32`s: one per peer, so half the size of `usize`s.)
     order: Vec<u32>,
@@ -97,8 +103,8 @@ pub(crate) struct Sampling {
     tracks: Vec<Track>,
     round: Vec<usize>,
     round_start_ns: u64,
-    /// `(key, round)` of every target of the last [`MEASURE_KEEP_ROUNDS`] rounds, oldest
-    /// first: at most `fanout · MEASURE_KEEP_ROUNDS` entries.
+    /// `(key, round)` of every target of the last `keep_rounds` rounds, oldest first: at
+    /// most `fanout · keep_rounds` entries.
     probed: VecDeque<(usize, u64)>,
     /// The peers whose last round did not end in a direct answer (a superset of those
     /// probed again, and of the silent ones): what would otherwise be a scan of every
@@ -108,9 +114,18 @@ pub(crate) struct Sampling {
 }
 
 impl Sampling {
+    /// A sampler whose windows outlive a probe by enough for `in_flight` rounds of
+    /// answers ([`Sampling::keep_rounds_for`]).
+    pub(crate) fn with_keep(fanout: usize, seed: u64, in_flight: u32) -> Sampling {
+        let mut sampling = Sampling::new(fanout, seed);
+        sampling.keep_rounds_for(in_flight);
+        sampling
+    }
+
     pub(crate) fn new(fanout: usize, seed: u64) -> Sampling {
         Sampling {
             fanout: fanout.max(1),
+            keep_rounds: MEASURE_KEEP_ROUNDS,
             order: Vec::new(),
             next: 0,
             near: Vec::new(),
@@ -296,12 +311,18 @@ impl Sampling {
         &self.round
     }
 
-    /// The peers last probed [`MEASURE_KEEP_ROUNDS`] rounds ago and not since, into `out`:
+    /// Keeps the windows of a peer probed within `in_flight` rounds (its Pongs may still
+    /// come) plus two, and at least [`MEASURE_KEEP_ROUNDS`].
+    pub(crate) fn keep_rounds_for(&mut self, in_flight: u32) {
+        self.keep_rounds = MEASURE_KEEP_ROUNDS.max(u64::from(in_flight) + 2);
+    }
+
+    /// The peers last probed `keep_rounds` rounds ago and not since, into `out`:
     /// what was measured of them can be freed. O(fanout) a round.
     pub(crate) fn no_longer_probed(&mut self, out: &mut Vec<usize>) {
         out.clear();
         while let Some(&(key, round)) = self.probed.front() {
-            if round + MEASURE_KEEP_ROUNDS > self.rounds {
+            if round + self.keep_rounds > self.rounds {
                 break;
             }
             self.probed.pop_front();
@@ -324,8 +345,8 @@ impl Sampling {
             .filter(|&key| self.track(key).silent_since != 0)
     }
 
-    /// The distinct peers probed in the last `rounds` rounds (at most
-    /// [`MEASURE_KEEP_ROUNDS`]), ascending, into `out`: what this node measured lately.
+    /// The distinct peers probed in the last `rounds` rounds (at most `keep_rounds`),
+    /// ascending, into `out`: what this node measured lately.
     pub(crate) fn recently_probed(&self, rounds: u64, out: &mut Vec<usize>) {
         out.clear();
         let since = self.rounds.saturating_sub(rounds);
@@ -436,15 +457,17 @@ mod tests {
         assert_eq!(seen.len(), 9, "all eligible peers in 5 rounds: {seen:?}");
     }
 
-    #[test]
-    fn only_peers_unprobed_for_the_keep_rounds_are_let_go() {
-        let mut s = Sampling::new(4, 3);
+    /// Runs rounds of a 4-fanout sampler over 100 peers with a near set of two, keeping
+    /// windows for `in_flight` rounds of answers: the first round's turn peers are freed
+    /// exactly `keep` rounds on, the near set never.
+    fn let_go_after(in_flight: u32, keep: u64) {
+        let mut s = Sampling::with_keep(4, 3, in_flight);
         s.set_peers(0..100);
         s.set_near(vec![5, 6]);
         let mut out = Vec::new();
         let mut first_turn = Vec::new();
         let mut gone = Vec::new();
-        for round in 1..=MEASURE_KEEP_ROUNDS + 3 {
+        for round in 1..=keep + 3 {
             let targets = s.start_round(round * 1000, |_| true).to_vec();
             for &k in &targets {
                 s.answered(k, round * 1000 + 500);
@@ -455,18 +478,28 @@ mod tests {
             s.end_round(&mut out);
             let mut freed = Vec::new();
             s.no_longer_probed(&mut freed);
-            if round < MEASURE_KEEP_ROUNDS {
+            if round <= keep {
                 assert!(freed.is_empty(), "round {round}: {freed:?}");
             }
             gone.extend(freed);
         }
-        // The first round's turn peers go (the turn over 100 does not come back to them
-        // within 19 rounds of two); the near set, probed every round, never does.
+        // The turn over 100 does not come back to the first round's peers within keep + 3
+        // rounds of two; the near set, probed every round, is never let go.
         for k in &first_turn {
             assert!(gone.contains(k), "{k} of the first round kept: {gone:?}");
         }
         assert!(!gone.contains(&5) && !gone.contains(&6), "{gone:?}");
-        assert!(s.probed.len() as u64 <= 4 * MEASURE_KEEP_ROUNDS);
+        assert!(s.probed.len() as u64 <= 4 * keep);
+    }
+
+    #[test]
+    fn only_peers_unprobed_for_the_keep_rounds_are_let_go() {
+        let_go_after(3, MEASURE_KEEP_ROUNDS);
+    }
+
+    #[test]
+    fn a_long_suspect_after_keeps_windows_while_pongs_may_come() {
+        let_go_after(10, 12);
     }
 
     #[test]
