@@ -23,20 +23,53 @@ pub(crate) const MAX_QUEUED: usize = 1024;
 /// (SWIM, Das et al. 2002, §4.4; memberlist uses the same form).
 pub(crate) const RETRANSMIT_MULT: u32 = 3;
 
-/// A record: the winning update, and for a suspicion the distinct probers behind it.
+/// A record: the winning update without its subject (the slot it is held in says whose
+/// it is), and for a suspicion whether a second prober stands behind it. 24 bytes, not
+/// 56: a node holds one for every node of the mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
-    pub(crate) update: MemberUpdate,
-    /// A second prober that raised the same suspicion (`update.reporter` is the first).
-    pub(crate) second: Option<NodeId>,
+    pub(crate) incarnation: u64,
+    /// Who raised it (the subject itself for `Alive` and `Left`, the first prober else).
+    pub(crate) reporter: NodeId,
+    pub(crate) version: u32,
+    pub(crate) verdict: Verdict,
+    /// A second prober, not `reporter`, raised the same suspicion.
+    has_second: bool,
 }
 
 impl Record {
+    /// The record of `update`, with no second prober.
+    fn of(update: &MemberUpdate) -> Record {
+        Record {
+            incarnation: update.incarnation,
+            reporter: update.reporter,
+            version: update.version,
+            verdict: update.verdict,
+            has_second: false,
+        }
+    }
+
+    /// The update it holds, of `subject`.
+    pub(crate) fn update(&self, subject: NodeId) -> MemberUpdate {
+        MemberUpdate {
+            subject,
+            incarnation: self.incarnation,
+            version: self.version,
+            verdict: self.verdict,
+            reporter: self.reporter,
+        }
+    }
+
+    /// As [`MemberUpdate::precedence`].
+    fn precedence(&self) -> (u64, u32, Verdict) {
+        (self.incarnation, self.version, self.verdict)
+    }
+
     /// How many distinct probers suspect the subject at this record's version (0 unless
     /// it is a suspicion).
     pub(crate) fn suspectors(&self) -> usize {
-        match self.update.verdict {
-            Verdict::Suspect => 1 + usize::from(self.second.is_some()),
+        match self.verdict {
+            Verdict::Suspect => 1 + usize::from(self.has_second),
             _ => 0,
         }
     }
@@ -120,26 +153,21 @@ impl Membership {
         }
         let slot = &mut self.records[key];
         match slot {
-            Some(record) if update.precedence() < record.update.precedence() => Merged::Stale,
-            Some(record) if update.precedence() == record.update.precedence() => {
+            Some(record) if update.precedence() < record.precedence() => Merged::Stale,
+            Some(record) if update.precedence() == record.precedence() => {
                 let joins = update.verdict == Verdict::Suspect
-                    && record.second.is_none()
-                    && update.reporter != record.update.reporter;
+                    && !record.has_second
+                    && update.reporter != record.reporter;
                 if !joins {
                     return Merged::Stale;
                 }
-                record.second = Some(update.reporter);
+                record.has_second = true;
                 self.enqueue(update);
                 Merged::Changed(Verdict::Suspect)
             }
             _ => {
-                let was_alive = slot
-                    .as_ref()
-                    .is_none_or(|r| r.update.verdict == Verdict::Alive);
-                *slot = Some(Record {
-                    update,
-                    second: None,
-                });
+                let was_alive = slot.as_ref().is_none_or(|r| r.verdict == Verdict::Alive);
+                *slot = Some(Record::of(&update));
                 if update.verdict != Verdict::Alive || !was_alive {
                     self.enqueue(update);
                 }
@@ -156,17 +184,14 @@ impl Membership {
             self.records.resize(key + 1, None);
         }
         let slot = &mut self.records[key];
-        if slot.is_none_or(|r| r.update.incarnation < incarnation) {
-            *slot = Some(Record {
-                update: MemberUpdate {
-                    subject,
-                    incarnation,
-                    version: 0,
-                    verdict: Verdict::Alive,
-                    reporter: subject,
-                },
-                second: None,
-            });
+        if slot.is_none_or(|r| r.incarnation < incarnation) {
+            *slot = Some(Record::of(&MemberUpdate {
+                subject,
+                incarnation,
+                version: 0,
+                verdict: Verdict::Alive,
+                reporter: subject,
+            }));
         }
     }
 
@@ -224,6 +249,7 @@ impl Membership {
         limit: u32,
         own: MemberUpdate,
         slot_bound: usize,
+        subject_of: impl Fn(usize) -> Option<NodeId>,
         out: &mut Vec<MemberUpdate>,
     ) {
         out.clear();
@@ -254,7 +280,10 @@ impl Membership {
             let update = if at == slot_bound {
                 Some(own)
             } else {
-                self.records.get(at).copied().flatten().map(|r| r.update)
+                let record = self.records.get(at).copied().flatten();
+                record
+                    .zip(subject_of(at))
+                    .map(|(r, subject)| r.update(subject))
             };
             if let Some(update) = update.filter(|u| out.iter().all(|o| o.subject != u.subject)) {
                 out.push(update);
@@ -273,6 +302,11 @@ pub(crate) fn retransmit_limit(nodes: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests' slots hold the subject of their number.
+    fn slot_subject(key: usize) -> Option<NodeId> {
+        Some(NodeId(key as u64))
+    }
 
     fn update(subject: u64, version: u32, verdict: Verdict, reporter: u64) -> MemberUpdate {
         MemberUpdate {
@@ -326,7 +360,7 @@ mod tests {
         assert!(!m.refute(own, 7, &update(9, 5, Verdict::Alive, 2)));
         let mut out = Vec::new();
         let own_record = update(9, m.own_version(), Verdict::Alive, 9);
-        m.piggyback(4, 10, own_record, 0, &mut out);
+        m.piggyback(4, 10, own_record, 0, slot_subject, &mut out);
         assert_eq!(out[0].verdict, Verdict::Alive);
         assert_eq!(out[0].version, 2, "the newest refutation first");
     }
@@ -339,14 +373,14 @@ mod tests {
             m.merge(subject as usize, update(subject, 0, Verdict::Suspect, 50));
         }
         let mut out = Vec::new();
-        m.piggyback(1, 2, own, 3, &mut out);
+        m.piggyback(1, 2, own, 3, slot_subject, &mut out);
         assert_eq!(out[0].subject, NodeId(2), "the newest unsent first");
         let mut sends = [0; 3];
         for _ in 0..20 {
             if m.queued() == 0 {
                 break;
             }
-            m.piggyback(1, 2, own, 3, &mut out);
+            m.piggyback(1, 2, own, 3, slot_subject, &mut out);
             sends[out[0].subject.0 as usize] += 1;
         }
         assert_eq!(m.queued(), 0);
@@ -370,11 +404,11 @@ mod tests {
         let mut out = Vec::new();
         // Drain the queue first.
         for _ in 0..50 {
-            m.piggyback(2, 1, own, 5, &mut out);
+            m.piggyback(2, 1, own, 5, slot_subject, &mut out);
         }
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3 {
-            m.piggyback(2, 1, own, 5, &mut out);
+            m.piggyback(2, 1, own, 5, slot_subject, &mut out);
             seen.extend(out.iter().map(|u| u.subject.0));
         }
         assert_eq!(seen.len(), 6, "{seen:?}");
@@ -406,5 +440,12 @@ mod tests {
         assert_eq!(retransmit_limit(1), 3);
         assert_eq!(retransmit_limit(1_000), 30);
         assert_eq!(retransmit_limit(10_000), 42);
+    }
+
+    #[test]
+    fn a_record_slot_is_24_bytes() {
+        // One per node of the mesh at every node: 56 bytes before the subject and the
+        // second prober's identity left it.
+        assert_eq!(std::mem::size_of::<Option<Record>>(), 24);
     }
 }

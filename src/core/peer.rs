@@ -302,6 +302,8 @@ impl ProbeWindow {
 struct Measurement {
     rtt: RttWindow,
     probes: ProbeWindow,
+    /// The RTT p50 in µs, refreshed with this node's row (cheap to read per datagram).
+    rtt_p50_us: Option<u32>,
 }
 
 /// What [`Peer::set_state`] changed.
@@ -338,9 +340,16 @@ pub struct Peer {
     name: Arc<str>,
     id: NodeId,
     addr: SocketAddr,
-    seen_addr: Option<SocketAddr>,
+    /// Whether a datagram of it was taken (its source is [`Peer::seen_addr`]).
+    seen: bool,
+    /// The source of its last datagram when that is not `addr` (behind NAT, or moved).
+    /// Boxed: it rarely differs, and an address is 32 bytes of a peer held for every node.
+    seen_elsewhere: Option<Box<SocketAddr>>,
     state: PeerState,
-    incarnation: Option<u64>,
+    /// Whether `incarnation` was heard yet (a flag beside it, not an `Option`: 8 bytes a
+    /// peer).
+    incarnation_known: bool,
+    incarnation: u64,
     /// Whether any datagram of it was heard.
     heard: bool,
     /// When it was last heard, in nanoseconds since the node started (once `heard`).
@@ -355,8 +364,6 @@ pub struct Peer {
     alive_since: u64,
     /// Which chunk of this node's row the next ping to it carries.
     row_cursor: u16,
-    /// Its RTT p50 in µs, refreshed with this node's row (cheap to read per datagram).
-    rtt_p50_us: Option<u32>,
     /// It hears this node while its row says it does not hear this one.
     asymmetric: bool,
     /// Which of its current incarnation's sequence numbers arrived.
@@ -384,7 +391,15 @@ impl Peer {
 
     /// Points the peer at another address; what was measured of it stays.
     pub(crate) fn set_addr(&mut self, addr: SocketAddr) {
+        let seen = self.seen_addr();
         self.addr = addr;
+        self.note_seen(seen);
+    }
+
+    /// Holds `seen` as the source of its last datagram.
+    fn note_seen(&mut self, seen: Option<SocketAddr>) {
+        self.seen = seen.is_some();
+        self.seen_elsewhere = seen.filter(|&a| a != self.addr).map(Box::new);
     }
 
     pub(crate) fn new(name: &str, addr: SocketAddr) -> Peer {
@@ -392,9 +407,11 @@ impl Peer {
             id: NodeId::from_name(name),
             name: name.into(),
             addr,
-            seen_addr: None,
+            seen: false,
+            seen_elsewhere: None,
             state: PeerState::Unknown,
-            incarnation: None,
+            incarnation_known: false,
+            incarnation: 0,
             heard: false,
             last_heard_ns: 0,
             sent: 0,
@@ -406,7 +423,6 @@ impl Peer {
             row_cursor: 0,
             coordinate: None,
             coordinate_ns: 0,
-            rtt_p50_us: None,
             asymmetric: false,
             replay: ReplayWindow::new(),
             greeted: false,
@@ -420,10 +436,12 @@ impl Peer {
         self.heard = true;
         self.last_heard_ns = now_ns;
         self.received += 1;
-        if self.seen_addr == Some(from) {
+        let before = self.seen_addr();
+        if before == Some(from) {
             return None;
         }
-        self.seen_addr.replace(from)
+        self.note_seen(Some(from));
+        before
     }
 
     /// Its goodbye arrived: heard, but no sign of life.
@@ -466,7 +484,7 @@ impl Peer {
         now_ns: u64,
         rules: &ConflictRules,
     ) -> Option<ConflictChange> {
-        if self.seen_addr.is_none_or(|held| held == from) {
+        if self.seen_addr().is_none_or(|held| held == from) {
             return None;
         }
         RivalWatch::note(&mut self.rival, from, now_ns, rules)
@@ -482,7 +500,7 @@ impl Peer {
         now_ns: u64,
         rules: &ConflictRules,
     ) -> Option<ConflictChange> {
-        self.seen_addr.filter(|&a| a != from)?;
+        self.seen_addr().filter(|&a| a != from)?;
         let recent = self.heard && now_ns.saturating_sub(self.last_heard_ns) <= rules.window_ns();
         if !recent || self.state == PeerState::Left {
             return None;
@@ -504,7 +522,7 @@ impl Peer {
     /// now (the other is [`Peer::seen_addr`]).
     pub fn rival_addr(&self) -> Option<SocketAddr> {
         let (a, b) = self.rival.as_ref()?.addresses()?;
-        Some(if self.seen_addr == Some(a) { b } else { a })
+        Some(if self.seen_addr() == Some(a) { b } else { a })
     }
 
     /// While two processes claim its identity: both their addresses, the one heard from
@@ -535,7 +553,7 @@ impl Peer {
         seq: u32,
         answers_probe: bool,
     ) -> Result<Admission, DropReason> {
-        match self.incarnation {
+        match self.incarnation() {
             Some(current) if current == incarnation => {
                 if self.state == PeerState::Left {
                     return Err(DropReason::AfterLeave);
@@ -555,14 +573,16 @@ impl Peer {
             }
             Some(current) if incarnation < current => Err(DropReason::StaleIncarnation),
             Some(old) => {
-                self.incarnation = Some(incarnation);
+                self.incarnation = incarnation;
+                self.incarnation_known = true;
                 self.measure = None;
                 self.replay = ReplayWindow::new();
                 self.replay.remember(seq);
                 Ok(Admission::Restarted { old })
             }
             None => {
-                self.incarnation = Some(incarnation);
+                self.incarnation = incarnation;
+                self.incarnation_known = true;
                 self.replay.remember(seq);
                 Ok(Admission::First)
             }
@@ -642,6 +662,7 @@ impl Peer {
             Box::new(Measurement {
                 rtt: RttWindow::new(),
                 probes: ProbeWindow::new(),
+                rtt_p50_us: None,
             })
         });
         measure.probes.send(sent_ns)
@@ -651,7 +672,6 @@ impl Peer {
     /// probes): its figures start again with the next probe.
     pub(crate) fn forget_measurement(&mut self) {
         self.measure = None;
-        self.rtt_p50_us = None;
     }
 
     /// The sequence number of the next datagram to it (counted as sent).
@@ -679,7 +699,9 @@ impl Peer {
         let p50 = self
             .rtt_p50_ns()
             .map(|ns| u32::try_from(ns / 1000).unwrap_or(u32::MAX));
-        self.rtt_p50_us = p50;
+        if let Some(measure) = self.measure.as_mut() {
+            measure.rtt_p50_us = p50;
+        }
         RowEntry {
             target: self.id,
             state: self.state,
@@ -697,7 +719,7 @@ impl Peer {
 
     /// Its RTT median in µs as of the last row refresh (cheap to read per datagram).
     pub(crate) fn rtt_p50_us(&self) -> Option<u32> {
-        self.rtt_p50_us
+        self.measure.as_ref()?.rtt_p50_us
     }
 
     /// Marks the first Ping naming no incarnation of this node since it was last
@@ -753,7 +775,8 @@ impl Peer {
 
     /// The address its datagrams last came from (differs from `addr` behind NAT).
     pub fn seen_addr(&self) -> Option<SocketAddr> {
-        self.seen_addr
+        self.seen
+            .then(|| self.seen_elsewhere.as_deref().copied().unwrap_or(self.addr))
     }
 
     /// Its liveness.
@@ -769,7 +792,7 @@ impl Peer {
 
     /// Its current incarnation, once heard from.
     pub fn incarnation(&self) -> Option<u64> {
-        self.incarnation
+        self.incarnation_known.then_some(self.incarnation)
     }
 
     /// Datagrams sent to it.
@@ -948,5 +971,35 @@ mod tests {
         }
         // Only the last LOSS_WINDOW probes count, all answered.
         assert_eq!(p.loss_pct(3), Some(0.0));
+    }
+
+    #[test]
+    fn a_peer_stays_small_enough_to_hold_one_for_every_node() {
+        // A sampled node holds a `Peer` for each of 10,000 nodes, and the simulator 10,000
+        // such nodes: every 8 bytes here is 800 MB there (docs/PERFORMANCE.md).
+        let size = std::mem::size_of::<Peer>();
+        assert!(size <= 216, "Peer grew to {size} bytes");
+    }
+
+    #[test]
+    fn the_source_address_is_held_also_when_it_is_not_the_configured_one() {
+        let configured: SocketAddr = "10.0.0.1:4000".parse().expect("literal");
+        let nat: SocketAddr = "192.0.2.7:31000".parse().expect("literal");
+        let mut p = Peer::new("b", configured);
+        assert_eq!(p.seen_addr(), None);
+        p.hear_leave(1);
+        assert_eq!(p.seen_addr(), None, "a goodbye names no source");
+        assert_eq!(p.hear(2, configured), None);
+        assert_eq!(p.seen_addr(), Some(configured));
+        assert_eq!(p.hear(3, nat), Some(configured), "the source before");
+        assert_eq!(p.seen_addr(), Some(nat));
+        assert_eq!(p.hear(4, nat), None);
+        // A new configured address changes nothing of what was seen.
+        p.set_addr(nat);
+        assert_eq!(p.seen_addr(), Some(nat));
+        p.set_addr(configured);
+        assert_eq!(p.seen_addr(), Some(nat));
+        assert_eq!(p.hear(5, configured), Some(nat));
+        assert_eq!(p.seen_addr(), Some(configured));
     }
 }

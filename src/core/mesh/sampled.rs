@@ -123,11 +123,11 @@ impl Mesh {
             return;
         };
         if let Outcome::Silent { .. } = outcome {
-            if record.update.verdict == Verdict::Alive {
+            if record.verdict == Verdict::Alive {
                 let suspicion = MemberUpdate {
                     verdict: Verdict::Suspect,
                     reporter: self.id,
-                    ..record.update
+                    ..record.update(self.peers[key].id())
                 };
                 info!(
                     "{}: peer {} does not answer direct or indirect probes: suspect",
@@ -153,7 +153,7 @@ impl Mesh {
             let Some(record) = self.membership.record(key).copied() else {
                 continue;
             };
-            if record.update.verdict != Verdict::Suspect
+            if record.verdict != Verdict::Suspect
                 || self.now_ns.saturating_sub(since) < dead_ns
                 || record.suspectors() < 2
             {
@@ -169,7 +169,7 @@ impl Mesh {
             let verdict = MemberUpdate {
                 verdict: Verdict::Dead,
                 reporter: self.id,
-                ..record.update
+                ..record.update(self.peers[key].id())
             };
             self.membership.merge(key, verdict);
             self.sampling.clear_silence(key);
@@ -182,7 +182,7 @@ impl Mesh {
         let Some(record) = self.membership.record(key) else {
             return;
         };
-        let state = match record.update.verdict {
+        let state = match record.verdict {
             Verdict::Alive if self.sampling.track(key).unreachable() => PeerState::Unreachable,
             Verdict::Alive => PeerState::Alive,
             Verdict::Suspect => PeerState::Suspect,
@@ -220,7 +220,7 @@ impl Mesh {
             if let Some(shared) = entry.coordinate {
                 self.take_shared_coordinate(key, shared);
             }
-            let before = self.membership.record(key).map(|r| r.update.incarnation);
+            let before = self.membership.record(key).map(|r| r.incarnation);
             if let Merged::Changed(verdict) = self.membership.merge(key, update) {
                 trace!(
                     "{}: {} is {verdict:?} (version {}, from {:016x})",
@@ -280,8 +280,8 @@ impl Mesh {
         let version = self
             .membership
             .record(key)
-            .filter(|r| r.update.incarnation == incarnation)
-            .map_or(0, |r| r.update.version);
+            .filter(|r| r.incarnation == incarnation)
+            .map_or(0, |r| r.version);
         let subject = self.peers[key].id();
         self.membership.merge(
             key,
@@ -303,8 +303,15 @@ impl Mesh {
         let limit = retransmit_limit(self.peers.len() + 1);
         let own = self.own_update();
         let mut updates = Vec::with_capacity(room);
-        self.membership
-            .piggyback(room, limit, own, self.peers.slot_bound(), &mut updates);
+        let peers = &self.peers;
+        self.membership.piggyback(
+            room,
+            limit,
+            own,
+            peers.slot_bound(),
+            |key| peers.get(key).map(|peer| peer.id()),
+            &mut updates,
+        );
         self.member_buf.resize(updates.len() * MEMBER_UPDATE_LEN, 0);
         for (&update, at) in updates.iter().zip(0..) {
             let entry = MemberEntry {
