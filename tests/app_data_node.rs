@@ -731,3 +731,68 @@ fn a_watcher_answers_a_query_with_respond() {
     let unasked = at(&lab, "b", &["respond", "--error", "a", "999", "x"]);
     assert_eq!(unasked.code, Some(1), "{unasked:?}");
 }
+
+#[test]
+fn nearest_in_sampled_mode_measures_candidates_it_does_not_probe_now() {
+    let names: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut lab = Lab::new("appnearestsampled");
+    let addrs = host_loopback_addrs(names.len());
+    let nodes: Vec<(&str, std::net::SocketAddr)> =
+        names.iter().copied().zip(addrs.iter().copied()).collect();
+    // Fanout 2 over 11 peers: a node holds RTT windows for about 7 of them at a time.
+    let config = config_for(&nodes, 300, 500).replace(
+        "    nodes: [",
+        "    probe_mode: \"sampled\",\n    probe_fanout: 2,\n    nodes: [",
+    );
+    let config = lab.write_config(&config);
+    for name in &names {
+        lab.start_here(&config, name);
+    }
+    let tagged = ["s3", "s7"];
+    for name in tagged {
+        assert_eq!(at(&lab, name, &["tag", "set", "role=db"]).code, Some(0));
+    }
+    let known = wait_until(Duration::from_secs(20), || {
+        tagged.iter().all(|p| {
+            lab.peer("s0", p)
+                .is_some_and(|v| v["state"] == "alive" && v["tags"]["role"] == "db")
+        })
+    });
+    assert!(known, "{:?}\n{}", lab.status("s0"), lab.logs());
+    // Ask at moments when s0 measures neither candidate now: the answer is still a
+    // measured one (before, it was "none").
+    let unmeasured = |status: &Value| {
+        status["peers"].as_array().is_some_and(|peers| {
+            peers
+                .iter()
+                .filter(|p| tagged.iter().any(|t| p["name"] == *t))
+                .all(|p| p["rtt_us"]["p50"].as_f64().is_none())
+        })
+    };
+    let mut asked = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while asked < 3 && Instant::now() < deadline {
+        if !lab.status("s0").is_some_and(|s| unmeasured(&s)) {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        asked += 1;
+        let ran = at(&lab, "s0", &["nearest", "--tag", "role=db", "--json"]);
+        assert_eq!(ran.code, Some(0), "{ran:?}");
+        let json: Value = serde_json::from_str(&ran.stdout).unwrap();
+        let nodes = json["nodes"].as_array().cloned().unwrap_or_default();
+        assert!(!nodes.is_empty(), "{json}");
+        assert!(
+            nodes.iter().all(|n| tagged.iter().any(|t| n == t)),
+            "{json}"
+        );
+        assert!(json["rtt_us"].as_f64().is_some_and(|us| us > 0.0), "{json}");
+    }
+    println!("asked {asked} times with no candidate measured");
+    assert!(
+        asked >= 1,
+        "s0 always measured a candidate: {:?}",
+        lab.status("s0")
+    );
+}

@@ -284,3 +284,84 @@ fn the_rows_a_node_holds_name_only_the_peers_their_origins_probe_now() {
         "a row names {most} nodes"
     );
 }
+
+#[test]
+fn a_probe_on_demand_measures_an_unprobed_peer_and_its_windows_are_let_go_after() {
+    let n = 200;
+    let mut sim = sampled(n, 9);
+    sim.run_for(Duration::from_secs(40));
+    let observer = 0;
+    while sim.poll_event(observer).is_some() {}
+    let unmeasured: Vec<usize> = (1..n)
+        .filter(|&j| sim.state(observer, j) == Some(PeerState::Alive))
+        .filter(|&j| sim.rtt_p50(observer, j).is_none())
+        .take(3)
+        .collect();
+    assert_eq!(unmeasured.len(), 3, "node 0 measures nearly every peer");
+    let ids: Vec<_> = unmeasured
+        .iter()
+        .map(|&j| sim.peer_id(observer, j).expect("a peer"))
+        .collect();
+    let asked = sim
+        .with_mesh(observer, |mesh| {
+            ids.iter()
+                .map(|&id| mesh.measure_now(id))
+                .collect::<Vec<_>>()
+        })
+        .expect("running");
+    assert_eq!(asked, [true, true, true]);
+    // The Pongs come back within a round trip (under 400 ms in the twelve-region model).
+    sim.run_for(Duration::from_millis(500));
+    let mut measured = Vec::new();
+    for _ in 0..10_000 {
+        let Some(event) = sim.poll_event(observer) else {
+            break;
+        };
+        if let peermesh::core::Event::Measured { peer, rtt } = event {
+            measured.push((peer, rtt));
+        }
+    }
+    for (&j, &id) in unmeasured.iter().zip(&ids) {
+        let (_, rtt) = measured
+            .iter()
+            .find(|(p, _)| *p == id)
+            .unwrap_or_else(|| panic!("no Measured for node {j}: {measured:?}"));
+        let truth = sim.true_rtt(observer, j).as_secs_f64();
+        let error = (rtt.as_secs_f64() - truth).abs() / truth;
+        assert!(error < 0.02, "node {j}: {rtt:?} against {truth} s");
+        assert!(
+            sim.rtt_p50(observer, j).is_some(),
+            "node {j} has an RTT now"
+        );
+    }
+    // Its windows go with the turn's (6 rounds unprobed), unless the turn came to it.
+    sim.run_for(Duration::from_secs(8));
+    let kept = unmeasured
+        .iter()
+        .filter(|&&j| sim.rtt_p50(observer, j).is_some())
+        .count();
+    assert!(
+        kept <= 1,
+        "{kept} of the probed-on-demand peers still hold windows"
+    );
+}
+
+#[test]
+fn a_probe_on_demand_is_refused_for_a_dead_peer_and_bounded_in_number() {
+    let n = 120;
+    let mut sim = sampled(n, 10);
+    sim.run_for(Duration::from_secs(30));
+    sim.crash(7);
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(sim.state(0, 7), Some(PeerState::Dead));
+    let ids: Vec<_> = (1..n).filter_map(|j| sim.peer_id(0, j)).collect();
+    let (dead, sent) = sim
+        .with_mesh(0, |mesh| {
+            let dead = mesh.measure_now(ids[6]);
+            let sent = ids.iter().filter(|&&id| mesh.measure_now(id)).count();
+            (dead, sent)
+        })
+        .expect("running");
+    assert!(!dead, "a dead peer is not probed on demand");
+    assert_eq!(sent, peermesh::core::mesh::MAX_MEASURING);
+}

@@ -123,6 +123,14 @@ pub enum Event {
         /// The peer could not answer; the payload says why.
         error: bool,
     },
+    /// A probe asked for with [`crate::Mesh::measure_now`] was answered: the round trip
+    /// it measured (also in [`crate::Peer::rtt`] from now on).
+    Measured {
+        /// The peer probed.
+        peer: PeerId,
+        /// The round trip of this one probe.
+        rtt: Duration,
+    },
     /// A query is closed, because its timeout passed or every peer asked answered (later
     /// answers are dropped).
     QueryDone {
@@ -147,7 +155,8 @@ impl Event {
             | Event::Moved { peer, .. }
             | Event::Asymmetric { peer, .. }
             | Event::Conflict { peer, .. }
-            | Event::Tags { peer } => *peer,
+            | Event::Tags { peer }
+            | Event::Measured { peer, .. } => *peer,
             Event::Message { from, .. }
             | Event::Query { from, .. }
             | Event::QueryAck { from, .. }

@@ -43,8 +43,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod measure_now;
 mod messaging;
 mod sampled;
+
+pub use measure_now::{ESTIMATE_MARGIN, MAX_MEASURING, NEAREST_PROBES};
 
 /// Why [`Mesh::send`], [`Mesh::broadcast`], [`Mesh::query`] or [`Mesh::respond`] refused.
 /// The mesh is unchanged when it does.
@@ -239,6 +242,8 @@ pub struct Mesh {
     /// The peers that hold evidence of a second process with their identity: the only
     /// ones whose conflicts can expire.
     rival_keys: Vec<usize>,
+    /// Probes on demand waiting for their Pong ([`Mesh::measure_now`]).
+    measuring: Vec<measure_now::Measuring>,
 }
 
 /// Sampled mode: a node's row names the peers it probed in this many last rounds (and heard
@@ -316,6 +321,7 @@ impl Mesh {
             member_buf: Vec::new(),
             row_keys: Vec::new(),
             rival_keys: Vec::new(),
+            measuring: Vec::new(),
         }
     }
 
@@ -365,6 +371,7 @@ impl Mesh {
         let unconfirmed = self.transfers.forget(id);
         self.peer_tags.remove(&id);
         self.tag_sync.remove(&id);
+        self.measuring.retain(|m| m.peer != id);
         self.outgoing.retain(|out| out.peer() != key);
         self.events.retain(|event| event.peer() != Some(id));
         self.events.push_back(Event::Removed {
@@ -676,6 +683,7 @@ impl Mesh {
                             self.sampling.answered(key, now_ns);
                             self.apply_member_state(key);
                         }
+                        self.answer_measuring(key, rtt);
                     }
                     None => self.drop_datagram(DropReason::StalePong, from, &probe),
                 }

@@ -34,6 +34,15 @@ impl PeerId {
     pub fn generation(self) -> u32 {
         self.generation
     }
+
+    /// The id of slot `index`, first generation (for unit tests of what holds ids).
+    #[cfg(test)]
+    pub(crate) fn of_slot(index: u32) -> PeerId {
+        PeerId {
+            index,
+            generation: 0,
+        }
+    }
 }
 
 impl fmt::Display for PeerId {

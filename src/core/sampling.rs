@@ -311,6 +311,15 @@ impl Sampling {
         &self.round
     }
 
+    /// Peer `key` is probed now, outside the round (on demand): its windows are kept as
+    /// a round's target's are, then let go; no verdict is drawn from this probe.
+    pub(crate) fn probed_out_of_turn(&mut self, key: usize) {
+        if let Some(track) = self.tracks.get_mut(key) {
+            track.last_round = self.rounds as u32;
+            self.probed.push_back((key, self.rounds));
+        }
+    }
+
     /// Keeps the windows of a peer probed within `in_flight` rounds (its Pongs may still
     /// come) plus two, and at least [`MEASURE_KEEP_ROUNDS`].
     pub(crate) fn keep_rounds_for(&mut self, in_flight: u32) {

@@ -4,13 +4,13 @@
 
 use crate::core::{Delivery, Event, Mesh, PeerId, QueryFilter};
 use crate::io::control::Reply;
-use crate::io::control_pending::{Pending, PendingQuery, PendingSend, GRACE};
+use crate::io::control_pending::{Pending, PendingNearest, PendingQuery, PendingSend, GRACE};
 use crate::io::control_protocol::{
     error_line, ok_line, QueryRequest, RespondRequest, SendRequest, TagChange, TagMap, Target,
     DEFAULT_QUERY_TIMEOUT_MS, DEFAULT_SEND_TIMEOUT_MS,
 };
 use crate::io::driver::Node;
-use crate::report::nearest::nearest as pick_nearest;
+use crate::report::nearest::{nearest as pick_nearest, NearestReport};
 use crate::report::payload::PayloadFields;
 use crate::report::query_report::QueryResponse;
 use crate::report::send_report::SendReport;
@@ -131,10 +131,51 @@ pub fn query(node: &mut Node, query: QueryRequest, now: Instant) -> Reply {
     }
 }
 
-/// `nearest`: the alive peers with the lowest RTT median among those carrying `tags`.
+/// `nearest`: the alive peers with the lowest RTT median among those carrying `tags`. In
+/// sampled mode this node measures only some of its peers, so it first probes the
+/// candidates that the coordinates put closer than the best measured one
+/// ([`crate::core::mesh::NEAREST_PROBES`] at most) and answers once they have answered, or `suspect_after`
+/// has passed: the answer is always a measured RTT.
 pub fn nearest(node: &mut Node, tags: &TagMap, now: Instant) -> Reply {
-    let report = StatusReport::new(node.mesh(), now, None);
-    Reply::Text(ok_line("nearest", &pick_nearest(&report, tags)))
+    let answer = measured_nearest(node.mesh(), tags, now);
+    if !node.mesh().is_sampled() {
+        return Reply::Text(ok_line("nearest", &answer));
+    }
+    let mesh = node.mesh_mut();
+    let waiting: Vec<PeerId> = closer_by_estimate(mesh, tags, answer.rtt_us)
+        .into_iter()
+        .filter(|&peer| mesh.measure_now(peer))
+        .collect();
+    if waiting.is_empty() {
+        return Reply::Text(ok_line("nearest", &answer));
+    }
+    let deadline = now + mesh.settings().suspect_after;
+    Reply::Later(Pending::Nearest(PendingNearest::new(
+        tags.clone(),
+        waiting,
+        answer,
+        deadline,
+    )))
+}
+
+/// The nearest alive peers carrying `tags` among those with an RTT now.
+fn measured_nearest(mesh: &Mesh, tags: &TagMap, now: Instant) -> NearestReport {
+    pick_nearest(&StatusReport::new(mesh, now, None), tags)
+}
+
+/// What `nearest` in sampled mode probes first: the alive peers carrying `tags` that this
+/// node has no RTT of and the coordinates put closer than `best_us`
+/// ([`Mesh::closer_by_estimate`]).
+fn closer_by_estimate(mesh: &Mesh, tags: &TagMap, best_us: Option<f64>) -> Vec<PeerId> {
+    let best = best_us.map(|us| Duration::from_secs_f64(us.max(0.0) / 1e6));
+    mesh.closer_by_estimate(
+        |id, _| {
+            let held = mesh.peer_tags(id);
+            tags.iter()
+                .all(|(k, v)| held.and_then(|t| t.get(k)) == Some(v))
+        },
+        best,
+    )
 }
 
 /// The RTT median to `peer` in microseconds, if it has one now.
@@ -195,6 +236,10 @@ pub fn feed(pending: &mut Pending, mesh: &Mesh, event: &Event) {
         }),
         (Pending::Query(q), Event::QueryDone { query, missing }) if query.0 == q.id() => {
             q.finish(missing.iter().map(|p| name(mesh, *p)).collect());
+        }
+        (Pending::Nearest(n), Event::Measured { peer, .. }) => {
+            let tags = n.tags().clone();
+            n.measured(*peer, || measured_nearest(mesh, &tags, mesh.now()));
         }
         _ => {}
     }

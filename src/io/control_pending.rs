@@ -1,10 +1,13 @@
 //! Control requests answered later: a confirmed `send` waits until every message is
-//! reported delivered or failed, a `query` until it is done. The connection stays open
+//! reported delivered or failed, a `query` until it is done, a `nearest` in sampled mode
+//! until the candidates it probed have answered. The connection stays open
 //! meanwhile; the node's loop feeds each core event to the waiting requests
 //! ([`crate::io::control::ControlServer::on_event`]), and a request past its deadline (the
 //! core's report overdue) is answered with what it has.
 
-use crate::io::control_protocol::ok_line;
+use crate::core::PeerId;
+use crate::io::control_protocol::{ok_line, TagMap};
+use crate::report::nearest::NearestReport;
 use crate::report::query_report::{QueryReport, QueryResponse};
 use crate::report::send_report::SendReport;
 use std::collections::BTreeMap;
@@ -111,6 +114,55 @@ impl PendingQuery {
     }
 }
 
+/// A `nearest` waiting for the probes of its candidates.
+#[derive(Debug)]
+pub struct PendingNearest {
+    tags: TagMap,
+    /// The candidates probed whose Pong has not come yet.
+    waiting: Vec<PeerId>,
+    report: NearestReport,
+    deadline: Instant,
+}
+
+impl PendingNearest {
+    /// Waits for the probes of `waiting` (peers carrying `tags`), answering `report`
+    /// (what was measured before) unless they improve on it; by `deadline` at the latest.
+    pub fn new(
+        tags: TagMap,
+        waiting: Vec<PeerId>,
+        report: NearestReport,
+        deadline: Instant,
+    ) -> Self {
+        PendingNearest {
+            tags,
+            waiting,
+            report,
+            deadline,
+        }
+    }
+
+    /// The tags the candidates carry.
+    pub fn tags(&self) -> &TagMap {
+        &self.tags
+    }
+
+    /// `peer` answered its probe: when it was waited for, the answer becomes `report()`.
+    /// Whether it was.
+    pub fn measured(&mut self, peer: PeerId, report: impl FnOnce() -> NearestReport) -> bool {
+        let Some(at) = self.waiting.iter().position(|&p| p == peer) else {
+            return false;
+        };
+        self.waiting.swap_remove(at);
+        self.report = report();
+        true
+    }
+
+    /// The answer so far.
+    pub fn report(&self) -> &NearestReport {
+        &self.report
+    }
+}
+
 /// A request answered later.
 #[derive(Debug)]
 pub enum Pending {
@@ -118,6 +170,8 @@ pub enum Pending {
     Send(PendingSend),
     /// A query.
     Query(PendingQuery),
+    /// A `nearest` measuring its candidates.
+    Nearest(PendingNearest),
 }
 
 impl Pending {
@@ -126,6 +180,7 @@ impl Pending {
         match self {
             Pending::Send(s) => s.deadline,
             Pending::Query(q) => q.deadline,
+            Pending::Nearest(n) => n.deadline,
         }
     }
 
@@ -134,11 +189,13 @@ impl Pending {
         match self {
             Pending::Send(s) => s.is_done(),
             Pending::Query(q) => q.done,
+            Pending::Nearest(n) => n.waiting.is_empty(),
         }
     }
 
     /// Gives up waiting: a send's unreported messages count as failed (the core's report
-    /// is overdue), a query answers with what it has.
+    /// is overdue), a query answers with what it has, a `nearest` with what was measured
+    /// (a candidate that did not answer in time is not the nearest alive one).
     pub fn expire(&mut self) {
         match self {
             Pending::Send(s) => {
@@ -146,6 +203,7 @@ impl Pending {
                 s.report.failed.extend(rest.into_values());
             }
             Pending::Query(q) => q.done = true,
+            Pending::Nearest(n) => n.waiting.clear(),
         }
     }
 
@@ -154,6 +212,7 @@ impl Pending {
         match self {
             Pending::Send(s) => ok_line("sent", &s.report),
             Pending::Query(q) => ok_line("query", &q.report),
+            Pending::Nearest(n) => ok_line("nearest", &n.report),
         }
     }
 }
@@ -182,5 +241,31 @@ mod tests {
         late.expire();
         assert!(late.is_done());
         assert!(late.answer_line().contains(r#""failed":["c"]"#));
+    }
+
+    #[test]
+    fn a_nearest_is_answered_once_its_probes_came_or_its_time_is_up() {
+        let now = Instant::now();
+        let (a, b, other) = (PeerId::of_slot(1), PeerId::of_slot(2), PeerId::of_slot(3));
+        let report = |name: &str, rtt_us: f64| NearestReport {
+            nodes: vec![name.to_owned()],
+            rtt_us: Some(rtt_us),
+        };
+        let mut n = PendingNearest::new(TagMap::new(), vec![a, b], report("far", 900.0), now);
+        assert!(
+            !n.measured(other, || report("wrong", 1.0)),
+            "not probed for it"
+        );
+        assert_eq!(n.report(), &report("far", 900.0));
+        assert!(n.measured(a, || report("a", 400.0)));
+        let mut pending = Pending::Nearest(n);
+        assert!(!pending.is_done(), "b has not answered");
+        pending.expire();
+        assert!(pending.is_done());
+        assert_eq!(
+            pending.answer_line(),
+            ok_line("nearest", &report("a", 400.0)),
+            "what was measured by then"
+        );
     }
 }

@@ -325,7 +325,7 @@ fn restore_tags(path: &std::path::Path, node: &mut Node) -> Result<(), RunError>
 /// Whether the event handler runs for `event`: for what happens to the peers and what they
 /// send (as Serf's handlers get member events, user events and queries), not for the
 /// outcomes of this node's own requests (`delivered`, `failed`, `query_ack`,
-/// `query_response`, `query_done`): those go to whoever asked, `send`, `query` or `watch`.
+/// `query_response`, `query_done`, `measured`): those go to whoever asked, `send`, `query` or `watch`.
 /// At the asker of a query to N nodes they would be 2N runs, each a fork and exec, competing
 /// with the answers.
 fn for_handler(event: &MeshEvent) -> bool {
@@ -336,6 +336,7 @@ fn for_handler(event: &MeshEvent) -> bool {
             | MeshEvent::QueryAck { .. }
             | MeshEvent::QueryResponse { .. }
             | MeshEvent::QueryDone { .. }
+            | MeshEvent::Measured { .. }
     )
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Every record has `event` (`up`, `suspect`, `down`, `unreachable`, `asymmetric`,
 //! `restarted`, `left`, `conflict`, `tags`, `message`, `delivered`, `failed`, `query`,
-//! `query_ack`, `query_response`, `query_done`, and `overflow` from a watcher that fell
+//! `query_ack`, `query_response`, `query_done`, `measured`, and `overflow` from a watcher that fell
 //! behind), `peer` (the peer's name, absent for `query_done` and `overflow`), `time_ms`
 //! (wall-clock milliseconds since the Unix epoch) and the event's own fields. A payload
 //! is `data` when it is valid UTF-8, else `data_b64` (standard base64).
@@ -195,6 +195,10 @@ impl EventRecord {
                 .with("query", Field::Int(query.0))
                 .with("error", Field::Bool(*error))
                 .with_payload(payload),
+            Event::Measured { peer, rtt } => record("measured", *peer).with(
+                "rtt_us",
+                Field::Int(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX)),
+            ),
             Event::QueryDone { query, missing } => EventRecord::new("query_done", None, time_ms)
                 .at_node(mesh.name())
                 .with("query", Field::Int(query.0))
@@ -327,6 +331,13 @@ mod tests {
                 missing: vec![beta]
             }),
             r#"{"event":"query_done","time_ms":42,"query":3,"missing":["beta"]}"#
+        );
+        assert_eq!(
+            json(Event::Measured {
+                peer: beta,
+                rtt: std::time::Duration::from_micros(1_250)
+            }),
+            r#"{"event":"measured","peer":"beta","time_ms":42,"rtt_us":1250}"#
         );
         let tags = EventRecord::from_event(&mesh, &Event::Tags { peer: beta }, at);
         assert_eq!(tags.fields, [("tags", Field::Map(BTreeMap::new()))]);
