@@ -5,16 +5,25 @@
 //! remembers the highest number seen and which of the [`WINDOW`] numbers below it arrived;
 //! a number seen before, or older than the window, is a replay (or hopelessly late) and is
 //! dropped.
+//!
+//! A node holds a window for every peer (10,000 of them in a large sampled mesh), and on a
+//! path that loses nothing and keeps order every number below the highest has arrived: the
+//! bitmap is then not held at all (16 bytes a window, not 40), and exists only while some
+//! number of the window is missing.
 
 /// How many sequence numbers below the highest one are remembered.
 pub const WINDOW: u32 = 256;
+
+const WORDS: usize = (WINDOW / 64) as usize;
 
 /// The replay window of one peer incarnation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplayWindow {
     /// Highest sequence number seen + 1 (0: none yet).
     top: u64,
-    bits: [u64; (WINDOW / 64) as usize],
+    /// Which of the [`WINDOW`] numbers below `top` arrived (bit `n % WINDOW`), while one of
+    /// them is missing; `None` when every one arrived (numbers below 0 count as arrived).
+    gaps: Option<Box<[u64; WORDS]>>,
 }
 
 /// What the window says of a sequence number.
@@ -67,31 +76,51 @@ impl ReplayWindow {
         if self.top - seq > u64::from(WINDOW) {
             return Verdict::TooOld;
         }
+        let Some(bits) = self.gaps.as_deref() else {
+            return Verdict::Replayed;
+        };
         let (word, mask) = Self::bit(seq);
-        if self.bits[word] & mask != 0 {
+        if bits[word] & mask != 0 {
             Verdict::Replayed
         } else {
             Verdict::Fresh
         }
     }
 
+    /// Whether it holds a bitmap (some number of the window is missing).
+    pub fn has_gaps(&self) -> bool {
+        self.gaps.is_some()
+    }
+
     /// Remembers `seq` as seen; slides the window forward when it is the newest.
     pub fn remember(&mut self, seq: u32) {
         let seq = self.extend(seq);
+        if seq == self.top && self.gaps.is_none() {
+            // In order with nothing missing: nothing missing still.
+            self.top = seq + 1;
+            return;
+        }
+        if seq < self.top && self.gaps.is_none() {
+            return;
+        }
+        let bits = self.gaps.get_or_insert_with(|| Box::new([u64::MAX; WORDS]));
         if seq >= self.top {
             let advance = seq + 1 - self.top;
             if advance >= u64::from(WINDOW) {
-                self.bits = [0; (WINDOW / 64) as usize];
+                **bits = [0; WORDS];
             } else {
                 for s in self.top..=seq {
                     let (word, mask) = Self::bit(s);
-                    self.bits[word] &= !mask;
+                    bits[word] &= !mask;
                 }
             }
             self.top = seq + 1;
         }
         let (word, mask) = Self::bit(seq);
-        self.bits[word] |= mask;
+        bits[word] |= mask;
+        if bits.iter().all(|&w| w == u64::MAX) {
+            self.gaps = None;
+        }
     }
 }
 
@@ -147,5 +176,49 @@ mod tests {
         w.remember(3 + WINDOW + 10);
         // Numbers that share bits with old ones read as unseen, not as replays.
         assert_eq!(w.check(3 + WINDOW), Verdict::Fresh);
+    }
+
+    #[test]
+    fn a_window_holds_a_bitmap_only_while_a_number_is_missing() {
+        let mut w = ReplayWindow::new();
+        for seq in 0..1000 {
+            w.remember(seq);
+        }
+        assert!(!w.has_gaps(), "in order, nothing lost");
+        assert_eq!(w.check(999), Verdict::Replayed);
+        assert_eq!(w.check(1000 - WINDOW), Verdict::Replayed);
+        assert_eq!(w.check(1000 - WINDOW - 1), Verdict::TooOld);
+        // 1000 is lost: the window holds that it is missing until it arrives late...
+        w.remember(1001);
+        assert!(w.has_gaps());
+        assert_eq!(w.check(1000), Verdict::Fresh);
+        assert_eq!(w.check(999), Verdict::Replayed);
+        w.remember(1000);
+        assert!(!w.has_gaps(), "the gap closed");
+        assert_eq!(w.check(1000), Verdict::Replayed);
+        // ...or slides out of the window.
+        w.remember(1003);
+        for seq in 1004..1003 + WINDOW {
+            assert!(w.has_gaps(), "1002 still inside at {seq}");
+            w.remember(seq);
+        }
+        assert_eq!(w.check(1002), Verdict::TooOld);
+        w.remember(1003 + WINDOW);
+        assert!(!w.has_gaps(), "1002 slid out");
+        // A fresh window with its first numbers lost (numbers below 0 count as arrived).
+        let mut w = ReplayWindow::new();
+        w.remember(3);
+        assert!(w.has_gaps());
+        assert_eq!(w.check(0), Verdict::Fresh);
+        for seq in 0..3 {
+            w.remember(seq);
+        }
+        assert!(!w.has_gaps());
+        assert_eq!(w.check(2), Verdict::Replayed);
+    }
+
+    #[test]
+    fn a_window_is_16_bytes_without_gaps() {
+        assert_eq!(std::mem::size_of::<ReplayWindow>(), 16);
     }
 }

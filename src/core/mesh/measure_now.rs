@@ -16,7 +16,7 @@ pub const MAX_MEASURING: usize = 64;
 
 /// How many candidates [`Mesh::closer_by_estimate`] names at most: what a `nearest` in
 /// sampled mode probes before it answers.
-pub const NEAREST_PROBES: usize = 3;
+pub const NEAREST_PROBES: usize = 8;
 
 /// A candidate is worth measuring when its estimate is below the best measured RTT times
 /// this: a margin for the estimates' error (p90 about 20-27 %, docs/PERFORMANCE.md).
