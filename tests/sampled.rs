@@ -365,3 +365,35 @@ fn a_probe_on_demand_is_refused_for_a_dead_peer_and_bounded_in_number() {
     assert!(!dead, "a dead peer is not probed on demand");
     assert_eq!(sent, peermesh::core::mesh::MAX_MEASURING);
 }
+
+#[test]
+fn indirect_probes_spend_no_sequence_number_of_their_helper() {
+    // Node 0 cannot reach node 5 directly, so every probe of 5 goes through helpers too.
+    let n = 30;
+    let mut sim = sampled(n, 11);
+    sim.set_link_oneway(0, 5, Link::latency(Duration::from_millis(5)).with_loss(1.0));
+    sim.run_for(Duration::from_secs(10));
+    for j in (1..n).filter(|&j| j != 5) {
+        sim.tap(0, j);
+    }
+    sim.run_for(Duration::from_secs(20));
+    let mut by_helper: std::collections::BTreeMap<usize, Vec<u32>> = Default::default();
+    let mut relays = 0;
+    for c in sim.captured() {
+        let Ok(packet) = peermesh::wire::Packet::parse(&c.bytes) else {
+            continue;
+        };
+        relays += usize::from(packet.kind() == peermesh::wire::Kind::Relay);
+        by_helper.entry(c.to).or_default().push(packet.header.seq);
+    }
+    assert!(relays > 0, "no indirect probe was sent");
+    for (helper, seqs) in by_helper {
+        for pair in seqs.windows(2) {
+            assert_eq!(
+                pair[1],
+                pair[0].wrapping_add(1),
+                "to node {helper}: {seqs:?}"
+            );
+        }
+    }
+}

@@ -1437,12 +1437,24 @@ impl Mesh {
             Outgoing::Pong { to, .. } => *to,
             _ => addr,
         };
-        // Messages and acks build their own datagrams: relayed ones take two headers.
+        // Messages, acks and the indirect probes build their own datagrams (relayed ones
+        // take two headers): a header made here would spend a sequence number on nothing,
+        // and the peer's replay window would hold the gap.
         match out {
             Outgoing::Burst { number, .. } => return self.encode_fragment(key, number, buf),
             Outgoing::Ack {
                 number, ref reply, ..
             } => return self.encode_ack(key, number, reply, buf),
+            Outgoing::IndirectPing { target, .. } => {
+                return self.encode_indirect_ping(key, target, buf)
+            }
+            Outgoing::RelayedPong {
+                asker,
+                probe,
+                echo_ns,
+                received_ns,
+                ..
+            } => return self.encode_relayed_pong(key, asker, probe, echo_ns, received_ns, buf),
             _ => {}
         }
         let mut header = self.header(key);
@@ -1487,17 +1499,10 @@ impl Mesh {
                 return emit(&self.name, Packet { header, body }, dst, buf);
             }
             Outgoing::Leave(_) => Body::Leave,
-            Outgoing::IndirectPing { target, .. } => {
-                return self.encode_indirect_ping(key, target, buf)
-            }
-            Outgoing::RelayedPong {
-                asker,
-                probe,
-                echo_ns,
-                received_ns,
-                ..
-            } => return self.encode_relayed_pong(key, asker, probe, echo_ns, received_ns, buf),
-            Outgoing::Burst { .. } | Outgoing::Ack { .. } => return None,
+            Outgoing::Burst { .. }
+            | Outgoing::Ack { .. }
+            | Outgoing::IndirectPing { .. }
+            | Outgoing::RelayedPong { .. } => return None,
             Outgoing::Forward { ref inner, .. } => {
                 let target = self.peers[key].id();
                 return emit(
