@@ -564,8 +564,7 @@ impl Peer {
                         Ok(Admission::Known)
                     }
                     Verdict::TooOld if answers_probe => {
-                        self.replay = ReplayWindow::new();
-                        self.replay.remember(seq);
+                        self.replay = ReplayWindow::starting_at(seq);
                         Ok(Admission::WindowReset)
                     }
                     Verdict::Replayed | Verdict::TooOld => Err(DropReason::Replayed),
@@ -576,14 +575,13 @@ impl Peer {
                 self.incarnation = incarnation;
                 self.incarnation_known = true;
                 self.measure = None;
-                self.replay = ReplayWindow::new();
-                self.replay.remember(seq);
+                self.replay = ReplayWindow::starting_at(seq);
                 Ok(Admission::Restarted { old })
             }
             None => {
                 self.incarnation = incarnation;
                 self.incarnation_known = true;
-                self.replay.remember(seq);
+                self.replay = ReplayWindow::starting_at(seq);
                 Ok(Admission::First)
             }
         }

@@ -43,6 +43,18 @@ impl ReplayWindow {
         ReplayWindow::default()
     }
 
+    /// The window of an incarnation whose first number taken is `seq`: the numbers below it
+    /// count as seen. Most were sent before the sender could name this node's incarnation
+    /// (the handshake's first Ping is answered, never taken) and cannot be fresh; at most a
+    /// fresh one overtaken by `seq` is refused. Holding them as missing would keep a bitmap
+    /// for a hole that never fills (docs/PROTOCOL.md, "Sequence number").
+    pub fn starting_at(seq: u32) -> ReplayWindow {
+        ReplayWindow {
+            top: u64::from(seq) + 1,
+            gaps: None,
+        }
+    }
+
     fn bit(seq: u64) -> (usize, u64) {
         let i = (seq % u64::from(WINDOW)) as usize;
         (i / 64, 1u64 << (i % 64))
@@ -220,5 +232,22 @@ mod tests {
     #[test]
     fn a_window_is_16_bytes_without_gaps() {
         assert_eq!(std::mem::size_of::<ReplayWindow>(), 16);
+    }
+
+    #[test]
+    fn a_window_started_at_its_first_number_holds_no_hole_below_it() {
+        let mut w = ReplayWindow::starting_at(1);
+        assert!(!w.has_gaps());
+        assert_eq!(w.check(1), Verdict::Replayed);
+        assert_eq!(w.check(0), Verdict::Replayed, "sent before the handshake");
+        assert_eq!(w.check(2), Verdict::Fresh);
+        w.remember(2);
+        assert!(!w.has_gaps());
+        let w = ReplayWindow::starting_at(u32::MAX);
+        assert_eq!(
+            w.check(0),
+            Verdict::Fresh,
+            "the counter wraps past its start"
+        );
     }
 }
