@@ -1,8 +1,8 @@
 //! Probes out of turn: a caller that needs a measured figure now (the control API's
 //! `nearest`, which picks its candidates by estimate in sampled mode) asks for a peer to be
 //! probed at once, and hears back with [`Event::Measured`] when its Pong comes. In sampled
-//! mode the windows the probe opens are let go with the turn's (see
-//! [`crate::core::sampling::MEASURE_KEEP_ROUNDS`]), so asking costs no memory that stays.
+//! mode the windows the probe opens are let go with the turn's (6 rounds after the last
+//! probe, `core/sampling.rs`), so asking costs no memory that stays.
 
 use super::{Mesh, Outgoing};
 use crate::core::event::Event;
