@@ -36,6 +36,7 @@ use clap::Parser;
 use log::{debug, info};
 use mio::{Events, Interest, Poll, Token};
 use peermesh::config::Config;
+use peermesh::core::directory::Directory;
 use peermesh::core::{Mesh, Settings};
 use peermesh::io::daemon::load_keyring;
 use peermesh::io::driver::{new_incarnation, random_u64, Node};
@@ -141,6 +142,15 @@ fn start(args: &Args) -> Result<(Vec<Played>, Settings), String> {
         .map_err(|e| e.with_file(args.config.display().to_string()).to_string())?;
     let keyring = load_keyring(&config).map_err(|e| e.to_string())?;
     let now = Instant::now();
+    // One copy of the config's lookup tables for every played core, as the simulator does:
+    // 2,000 cores with tables of their own are gigabytes, and the loop falls behind.
+    let directory = Directory::new(
+        config
+            .nodes
+            .iter()
+            .zip(&addrs)
+            .map(|(node, &addr)| (node.name.as_str(), addr)),
+    );
     let mut played = Vec::with_capacity(play.len());
     for &me in &play {
         let mut mesh = match &peers {
@@ -155,6 +165,7 @@ fn start(args: &Args) -> Result<(Vec<Played>, Settings), String> {
             }
         };
         mesh.set_keyring(keyring.clone());
+        mesh.share_directory(&directory);
         // Exactly the node's own address: never a wildcard, never another machine's.
         let socket = mio::net::UdpSocket::bind(addrs[me]).map_err(|e| {
             let hint = match e.kind() {
