@@ -6,7 +6,7 @@
 //! is a message back. Bookkeeping only; the mesh sends and times.
 
 use crate::core::peer_table::PeerId;
-use crate::core::tags::Tags;
+use crate::core::tags::{holds_all, Tags};
 use crate::core::transfer::MessageId;
 use std::collections::HashMap;
 use std::fmt;
@@ -44,11 +44,7 @@ impl QueryFilter {
     pub fn matches(&self, name: &str, tags: Option<&Tags>) -> bool {
         let named =
             self.names.is_empty() || self.names.iter().any(|n| n.eq_ignore_ascii_case(name));
-        named
-            && self
-                .tags
-                .iter()
-                .all(|(k, v)| tags.and_then(|t| t.get(k)) == Some(v))
+        named && holds_all(tags, self.tags.iter().map(|(k, v)| (k, v)))
     }
 }
 

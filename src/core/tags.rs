@@ -12,6 +12,15 @@ use std::fmt;
 /// A node's tags.
 pub type Tags = BTreeMap<String, String>;
 
+/// Whether `held` (a peer's tags, `None` before any came) has every `(key, value)` of
+/// `wanted`: the one rule a query's target filter and `nearest` pick peers by.
+pub fn holds_all<'a>(
+    held: Option<&Tags>,
+    mut wanted: impl Iterator<Item = (&'a String, &'a String)>,
+) -> bool {
+    wanted.all(|(k, v)| held.and_then(|t| t.get(k)) == Some(v))
+}
+
 /// The most bytes of keys and values one node's tags may hold (32 times Serf's 512).
 pub const MAX_TAG_BYTES: usize = 16_384;
 /// The longest key, in bytes.

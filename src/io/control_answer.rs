@@ -2,6 +2,7 @@
 //! `query`, `nearest`), and how the core's events complete the requests waiting for them.
 //! [`crate::io::control::answer`] sends those requests here.
 
+use crate::core::tags::holds_all;
 use crate::core::{Delivery, Event, Mesh, PeerId, QueryFilter};
 use crate::io::control::Reply;
 use crate::io::control_pending::{Pending, PendingNearest, PendingQuery, PendingSend, GRACE};
@@ -134,8 +135,8 @@ pub fn query(node: &mut Node, query: QueryRequest, now: Instant) -> Reply {
 /// `nearest`: the alive peers with the lowest RTT median among those carrying `tags`. In
 /// sampled mode this node measures only some of its peers, so it first probes the
 /// candidates that the coordinates put closer than the best measured one
-/// ([`crate::core::mesh::NEAREST_PROBES`] at most) and answers once they have answered, or `suspect_after`
-/// has passed: the answer is always a measured RTT.
+/// ([`crate::core::mesh::NEAREST_PROBES`] at most) and answers once they have answered,
+/// or `suspect_after` has passed: the answer is always a measured RTT.
 pub fn nearest(node: &mut Node, tags: &TagMap, now: Instant) -> Reply {
     let answer = measured_nearest(node.mesh(), tags, now);
     if !node.mesh().is_sampled() {
@@ -168,14 +169,7 @@ fn measured_nearest(mesh: &Mesh, tags: &TagMap, now: Instant) -> NearestReport {
 /// ([`Mesh::closer_by_estimate`]).
 fn closer_by_estimate(mesh: &Mesh, tags: &TagMap, best_us: Option<f64>) -> Vec<PeerId> {
     let best = best_us.map(|us| Duration::from_secs_f64(us.max(0.0) / 1e6));
-    mesh.closer_by_estimate(
-        |id, _| {
-            let held = mesh.peer_tags(id);
-            tags.iter()
-                .all(|(k, v)| held.and_then(|t| t.get(k)) == Some(v))
-        },
-        best,
-    )
+    mesh.closer_by_estimate(|id, _| holds_all(mesh.peer_tags(id), tags.iter()), best)
 }
 
 /// The RTT median to `peer` in microseconds, if it has one now.
@@ -238,8 +232,7 @@ pub fn feed(pending: &mut Pending, mesh: &Mesh, event: &Event) {
             q.finish(missing.iter().map(|p| name(mesh, *p)).collect());
         }
         (Pending::Nearest(n), Event::Measured { peer, .. }) => {
-            let tags = n.tags().clone();
-            n.measured(*peer, || measured_nearest(mesh, &tags, mesh.now()));
+            n.measured(*peer, |tags| measured_nearest(mesh, tags, mesh.now()));
         }
         _ => {}
     }

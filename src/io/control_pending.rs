@@ -141,19 +141,19 @@ impl PendingNearest {
         }
     }
 
-    /// The tags the candidates carry.
-    pub fn tags(&self) -> &TagMap {
-        &self.tags
-    }
-
-    /// `peer` answered its probe: when it was waited for, the answer becomes `report()`.
-    /// Whether it was.
-    pub fn measured(&mut self, peer: PeerId, report: impl FnOnce() -> NearestReport) -> bool {
+    /// `peer` answered its probe: when it was waited for, the answer becomes
+    /// `report(tags)` (the pick among the peers carrying the request's tags). Whether it
+    /// was.
+    pub fn measured(
+        &mut self,
+        peer: PeerId,
+        report: impl FnOnce(&TagMap) -> NearestReport,
+    ) -> bool {
         let Some(at) = self.waiting.iter().position(|&p| p == peer) else {
             return false;
         };
         self.waiting.swap_remove(at);
-        self.report = report();
+        self.report = report(&self.tags);
         true
     }
 
@@ -253,11 +253,11 @@ mod tests {
         };
         let mut n = PendingNearest::new(TagMap::new(), vec![a, b], report("far", 900.0), now);
         assert!(
-            !n.measured(other, || report("wrong", 1.0)),
+            !n.measured(other, |_| report("wrong", 1.0)),
             "not probed for it"
         );
         assert_eq!(n.report(), &report("far", 900.0));
-        assert!(n.measured(a, || report("a", 400.0)));
+        assert!(n.measured(a, |_| report("a", 400.0)));
         let mut pending = Pending::Nearest(n);
         assert!(!pending.is_done(), "b has not answered");
         pending.expire();

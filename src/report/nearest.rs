@@ -2,6 +2,7 @@
 //! match, chosen from a status report, so a script picks the closest replica in one line.
 
 use crate::core::peer::PeerState;
+use crate::core::tags::holds_all;
 use crate::report::status::StatusReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,12 +20,10 @@ pub struct NearestReport {
 /// The alive peers of `report` that carry every `(key, value)` of `tags` and have the
 /// lowest RTT median (all of them on a tie). Peers without an RTT yet are skipped.
 pub fn nearest(report: &StatusReport, tags: &BTreeMap<String, String>) -> NearestReport {
-    let matching = report.peers.iter().filter(|peer| {
-        peer.state == PeerState::Alive
-            && tags
-                .iter()
-                .all(|(key, value)| peer.tags.get(key) == Some(value))
-    });
+    let matching = report
+        .peers
+        .iter()
+        .filter(|peer| peer.state == PeerState::Alive && holds_all(Some(&peer.tags), tags.iter()));
     let mut best: Option<f64> = None;
     let mut nodes = Vec::new();
     for peer in matching {
