@@ -103,3 +103,25 @@ fn a_crash_discards_the_unread_events_of_the_crashed_node_only() {
     // Node 0 was not touched: everything it reported is still there to read.
     assert_eq!(drain(&mut sim, 0), traced(&sim, 0));
 }
+
+#[test]
+fn a_lower_event_limit_keeps_the_newest_that_many_and_zero_keeps_none() {
+    let mut sim = Sim::with_nodes(3, INTERVAL, 5);
+    sim.run_for(Duration::from_secs(1));
+    let before = traced(&sim, 0);
+    assert!(before.len() >= 2, "node 0 saw its peers come up");
+    sim.set_event_limit(1);
+    assert_eq!(sim.events_dropped(0), before.len() as u64 - 1);
+    assert_eq!(drain(&mut sim, 0), before[before.len() - 1..]);
+    sim.set_event_limit(0);
+    sim.restart(1);
+    sim.run_for(Duration::from_secs(2));
+    let after = traced(&sim, 0);
+    assert!(after.len() > before.len(), "the restart gave node 0 events");
+    assert_eq!(sim.poll_event(0), None, "none kept");
+    assert_eq!(
+        sim.events_dropped(0),
+        (after.len() - 1) as u64,
+        "every event but the one read was dropped and counted"
+    );
+}

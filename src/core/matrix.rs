@@ -122,6 +122,9 @@ impl Matrix {
     ) -> Option<&mut RowCells> {
         let (version, index, chunks) = (chunk.version, chunk.index, chunk.chunks);
         if self.rows.len() <= origin {
+            // Room for every origin at once: doubling would leave up to half unused.
+            let slots = (origin + 1).max(width);
+            self.rows.reserve_exact(slots - self.rows.len());
             self.rows.resize_with(origin + 1, || None);
         }
         let keep_cs = self.sparse_keep_cs;

@@ -227,14 +227,16 @@ impl Membership {
 
     fn enqueue(&mut self, update: MemberUpdate) {
         self.queued_seq += 1;
-        self.queue
-            .push((Reverse(0), self.queued_seq, QueuedUpdate(update)));
-        if self.queue.len() > 2 * MAX_QUEUED {
-            // Keep the least-sent (and, among equals, newest) half.
+        if self.queue.len() >= 2 * MAX_QUEUED {
+            // Keep the least-sent (and, among equals, newest) half. Trimmed before the push,
+            // so the heap never grows past 2 · MAX_QUEUED: a node of a 10,000-node mesh
+            // whose queue doubled to 4,096 would hold 100 KB more for good.
             let mut kept = std::mem::take(&mut self.queue).into_sorted_vec();
             kept.drain(..kept.len() - MAX_QUEUED);
             self.queue = kept.into();
         }
+        self.queue
+            .push((Reverse(0), self.queued_seq, QueuedUpdate(update)));
     }
 
     /// Fills `out` with up to `room` updates for one Pong: queued ones first (fewest sends
@@ -433,6 +435,10 @@ mod tests {
             m.merge(subject as usize, update(subject, 0, Verdict::Dead, 50));
         }
         assert!(m.queued() <= 2 * MAX_QUEUED);
+        assert!(
+            m.queue.capacity() <= 2 * MAX_QUEUED,
+            "the heap's buffer stays bounded too, not only its length"
+        );
     }
 
     #[test]
