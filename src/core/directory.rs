@@ -9,6 +9,7 @@
 //! [`crate::core::peer_table::PeerTable`]).
 
 use crate::core::addr::canonical;
+use crate::core::identity::Identity;
 use crate::core::peer_table::{AddrHasher, IdHasher};
 use crate::wire::identity::NodeId;
 use std::collections::HashMap;
@@ -16,19 +17,10 @@ use std::hash::BuildHasherDefault;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// One node of the directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub(crate) name: Arc<str>,
-    pub(crate) id: NodeId,
-    /// Canonical ([`crate::core::addr::canonical`]).
-    pub(crate) addr: SocketAddr,
-}
-
 /// Every node of one config, by position, identity, address and IP. See the module docs.
 #[derive(Debug)]
 pub struct Directory {
-    entries: Vec<Entry>,
+    entries: Vec<Arc<Identity>>,
     by_id: HashMap<NodeId, u32, BuildHasherDefault<IdHasher>>,
     by_addr: HashMap<SocketAddr, u32, BuildHasherDefault<AddrHasher>>,
     /// How many entries have each IP.
@@ -58,11 +50,7 @@ impl Directory {
             directory.by_id.insert(id, at);
             directory.by_addr.insert(addr, at);
             *directory.ips.entry(addr.ip().to_canonical()).or_insert(0) += 1;
-            directory.entries.push(Entry {
-                name: name.into(),
-                id,
-                addr,
-            });
+            directory.entries.push(Identity::shared(name, addr));
         }
         Arc::new(directory)
     }
@@ -77,7 +65,7 @@ impl Directory {
         self.entries.is_empty()
     }
 
-    pub(crate) fn entries(&self) -> &[Entry] {
+    pub(crate) fn entries(&self) -> &[Arc<Identity>] {
         &self.entries
     }
 

@@ -680,7 +680,7 @@ impl Mesh {
                             self.observe_coordinate(key, remote);
                         }
                         if self.is_sampled() {
-                            self.sampling.answered(key, now_ns);
+                            self.sampling.answered(key);
                             self.apply_member_state(key);
                         }
                         self.answer_measuring(key, rtt);

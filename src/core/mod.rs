@@ -21,6 +21,7 @@ pub mod directory;
 pub mod drops;
 pub mod event;
 pub(crate) mod gossip;
+pub(crate) mod identity;
 pub mod liveness;
 pub mod matrix;
 pub(crate) mod membership;

@@ -6,6 +6,7 @@
 use crate::core::conflict::{ConflictChange, ConflictRules, RivalWatch};
 use crate::core::coordinate::Coordinate;
 use crate::core::drops::DropReason;
+use crate::core::identity::Identity;
 use crate::core::replay::{ReplayWindow, Verdict};
 use crate::wire::identity::NodeId;
 pub use crate::wire::PeerState;
@@ -328,31 +329,43 @@ pub(crate) enum Admission {
     WindowReset,
 }
 
+/// What few peers have, boxed together ([`Peer`] holds one pointer for both).
+#[derive(Debug, Default)]
+struct Rare {
+    /// The source of its last datagram when that is not its configured address (behind
+    /// NAT, or moved).
+    seen_elsewhere: Option<SocketAddr>,
+    /// Evidence that a second process claims its identity from another address.
+    rival: Option<Box<RivalWatch>>,
+}
+
 /// `Peer::alive_since` of a peer that is not alive (a plain number, not an `Option`: a
 /// node holds a `Peer` for every node of the mesh, and 8 bytes each count at 10,000).
 const NOT_ALIVE: u64 = u64::MAX;
+
+/// `Peer::last_heard_ns` of a peer never heard, and `Peer::coordinate_ns` of one whose
+/// coordinate never came (a time no node reaches: 584 years after its start).
+const NEVER: u64 = u64::MAX;
 
 /// One peer of this node, with everything this node knows about it. It changes only
 /// through its own methods, called by the core.
 #[derive(Debug)]
 pub struct Peer {
-    /// Shared with a [`crate::core::directory::Directory`] where there is one.
-    name: Arc<str>,
-    id: NodeId,
-    addr: SocketAddr,
+    /// Its name, id and configured address: shared with a
+    /// [`crate::core::directory::Directory`] where there is one.
+    identity: Arc<Identity>,
     /// Whether a datagram of it was taken (its source is [`Peer::seen_addr`]).
     seen: bool,
-    /// The source of its last datagram when that is not `addr` (behind NAT, or moved).
-    /// Boxed: it rarely differs, and an address is 32 bytes of a peer held for every node.
-    seen_elsewhere: Option<Box<SocketAddr>>,
+    /// What few peers have (a source other than the configured address, a rival): one
+    /// pointer in every peer instead of two.
+    rare: Option<Box<Rare>>,
     state: PeerState,
     /// Whether `incarnation` was heard yet (a flag beside it, not an `Option`: 8 bytes a
     /// peer).
     incarnation_known: bool,
     incarnation: u64,
-    /// Whether any datagram of it was heard.
-    heard: bool,
-    /// When it was last heard, in nanoseconds since the node started (once `heard`).
+    /// When it was last heard, in nanoseconds since the node started ([`NEVER`]: it was
+    /// not; a plain number, not an `Option`, for the same reason as `alive_since`).
     last_heard_ns: u64,
     sent: u64,
     received: u64,
@@ -371,49 +384,65 @@ pub struct Peer {
     /// A Ping of it that named no incarnation of this node was answered since it was last
     /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
     greeted: bool,
-    /// Evidence that a second process claims its identity from another address (boxed: a
-    /// peer rarely has any, and it is a quarter of a peer's size).
-    rival: Option<Box<RivalWatch>>,
     /// Its network coordinate: from its newest Pong, or a fresher copy another node passed on.
     /// Kept as it travels (f32s: 24 bytes, not 48; every copy came off the wire anyway).
-    coordinate: Option<WireCoordinate>,
-    /// When `coordinate` was fresh from the peer itself, in nanoseconds on this node's clock.
+    coordinate: WireCoordinate,
+    /// When `coordinate` was fresh from the peer itself, in nanoseconds on this node's clock
+    /// ([`NEVER`]: no coordinate came yet, and `coordinate` means nothing).
     coordinate_ns: u64,
 }
 
 impl Peer {
-    /// Takes the directory's copy of its name (the same name: one copy for every mesh).
-    pub(crate) fn share_name(&mut self, name: &Arc<str>) {
-        if *self.name == **name {
-            self.name = Arc::clone(name);
+    /// Takes the directory's copy of its identity when it is the same (one copy for every
+    /// mesh).
+    pub(crate) fn share_identity(&mut self, identity: &Arc<Identity>) {
+        if *self.identity == **identity {
+            self.identity = Arc::clone(identity);
         }
     }
 
-    /// Points the peer at another address; what was measured of it stays.
+    /// Points the peer at another address; what was measured of it stays. A shared
+    /// identity is copied first: the others who share it keep the old address.
     pub(crate) fn set_addr(&mut self, addr: SocketAddr) {
         let seen = self.seen_addr();
-        self.addr = addr;
+        Arc::make_mut(&mut self.identity).addr = addr;
         self.note_seen(seen);
     }
 
     /// Holds `seen` as the source of its last datagram.
     fn note_seen(&mut self, seen: Option<SocketAddr>) {
         self.seen = seen.is_some();
-        self.seen_elsewhere = seen.filter(|&a| a != self.addr).map(Box::new);
+        let elsewhere = seen.filter(|&a| a != self.identity.addr);
+        if elsewhere.is_some() || self.rare.is_some() {
+            self.rare_mut().seen_elsewhere = elsewhere;
+            self.tidy_rare();
+        }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the box of rare things once it holds none.
+    fn tidy_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|rare| rare.seen_elsewhere.is_none() && rare.rival.is_none())
+        {
+            self.rare = None;
+        }
     }
 
     pub(crate) fn new(name: &str, addr: SocketAddr) -> Peer {
         Peer {
-            id: NodeId::from_name(name),
-            name: name.into(),
-            addr,
+            identity: Identity::shared(name, addr),
             seen: false,
-            seen_elsewhere: None,
+            rare: None,
             state: PeerState::Unknown,
             incarnation_known: false,
             incarnation: 0,
-            heard: false,
-            last_heard_ns: 0,
+            last_heard_ns: NEVER,
             sent: 0,
             received: 0,
             tx_seq: 0,
@@ -421,19 +450,17 @@ impl Peer {
             liveness_timer: false,
             alive_since: NOT_ALIVE,
             row_cursor: 0,
-            coordinate: None,
-            coordinate_ns: 0,
+            coordinate: WireCoordinate::default(),
+            coordinate_ns: NEVER,
             asymmetric: false,
             replay: ReplayWindow::new(),
             greeted: false,
-            rival: None,
         }
     }
 
     /// A valid datagram from it arrived at `now_ns` (on the node's clock) from
     /// `from`. Returns the address it sent from before, when that changed.
     pub(crate) fn hear(&mut self, now_ns: u64, from: SocketAddr) -> Option<SocketAddr> {
-        self.heard = true;
         self.last_heard_ns = now_ns;
         self.received += 1;
         let before = self.seen_addr();
@@ -446,7 +473,6 @@ impl Peer {
 
     /// Its goodbye arrived: heard, but no sign of life.
     pub(crate) fn hear_leave(&mut self, now_ns: u64) {
-        self.heard = true;
         self.last_heard_ns = now_ns;
         self.received += 1;
     }
@@ -487,7 +513,7 @@ impl Peer {
         if self.seen_addr().is_none_or(|held| held == from) {
             return None;
         }
-        RivalWatch::note(&mut self.rival, from, now_ns, rules)
+        RivalWatch::note(&mut self.rare_mut().rival, from, now_ns, rules)
     }
 
     /// It announced a new incarnation from `from` at `now_ns` (before [`Peer::hear`] takes
@@ -501,34 +527,41 @@ impl Peer {
         rules: &ConflictRules,
     ) -> Option<ConflictChange> {
         self.seen_addr().filter(|&a| a != from)?;
-        let recent = self.heard && now_ns.saturating_sub(self.last_heard_ns) <= rules.window_ns();
+        let recent = self
+            .last_heard_ns()
+            .is_some_and(|heard| now_ns.saturating_sub(heard) <= rules.window_ns());
         if !recent || self.state == PeerState::Left {
             return None;
         }
-        RivalWatch::note(&mut self.rival, from, now_ns, rules)
+        RivalWatch::note(&mut self.rare_mut().rival, from, now_ns, rules)
     }
 
     /// Whether it holds any evidence of a second process with its identity.
     pub(crate) fn has_rival(&self) -> bool {
-        self.rival.is_some()
+        self.rare.as_ref().is_some_and(|rare| rare.rival.is_some())
     }
 
     /// Ends a conflict once no evidence came for the window; returns true when one ended.
     pub(crate) fn expire_rival(&mut self, now_ns: u64, rules: &ConflictRules) -> bool {
-        RivalWatch::expire(&mut self.rival, now_ns, rules)
+        let Some(rare) = self.rare.as_mut() else {
+            return false;
+        };
+        let ended = RivalWatch::expire(&mut rare.rival, now_ns, rules);
+        self.tidy_rare();
+        ended
     }
 
     /// While two processes claim its identity: the address of the one not believed right
     /// now (the other is [`Peer::seen_addr`]).
     pub fn rival_addr(&self) -> Option<SocketAddr> {
-        let (a, b) = self.rival.as_ref()?.addresses()?;
+        let (a, b) = self.conflict_addrs()?;
         Some(if self.seen_addr() == Some(a) { b } else { a })
     }
 
     /// While two processes claim its identity: both their addresses, the one heard from
     /// last first.
     pub(crate) fn conflict_addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
-        self.rival.as_ref()?.addresses()
+        self.rare.as_ref()?.rival.as_ref()?.addresses()
     }
 
     /// Records whether its row says it does not hear this node; returns whether that changed.
@@ -629,22 +662,23 @@ impl Peer {
     /// Its coordinate as it was at `fresh_ns` (now, for its own Pong; earlier, for a copy
     /// another node passed on): kept unless the one held is fresher. Whether it was kept.
     pub(crate) fn offer_coordinate(&mut self, coordinate: Coordinate, fresh_ns: u64) -> bool {
-        if self.coordinate.is_some() && fresh_ns < self.coordinate_ns {
+        if self.coordinate_ns != NEVER && fresh_ns < self.coordinate_ns {
             return false;
         }
-        self.coordinate = Some(coordinate.to_wire());
+        self.coordinate = coordinate.to_wire();
         self.coordinate_ns = fresh_ns;
         true
     }
 
     /// Its network coordinate, once one of its Pongs, or a copy of one, arrived.
     pub fn coordinate(&self) -> Option<Coordinate> {
-        Coordinate::from_wire(self.coordinate.as_ref()?)
+        let (coordinate, _) = self.coordinate_with_time()?;
+        Coordinate::from_wire(&coordinate)
     }
 
     /// Its coordinate with when it was fresh from the peer (nanoseconds, this node's clock).
     pub(crate) fn coordinate_with_time(&self) -> Option<(WireCoordinate, u64)> {
-        Some((self.coordinate?, self.coordinate_ns))
+        (self.coordinate_ns != NEVER).then_some((self.coordinate, self.coordinate_ns))
     }
 
     /// Whether a pong for `probe` echoing `echo_ns` would answer one of its recent probes.
@@ -701,15 +735,15 @@ impl Peer {
             measure.rtt_p50_us = p50;
         }
         RowEntry {
-            target: self.id,
+            target: self.identity.id,
             state: self.state,
             loss_half_pct: self
                 .measure
                 .as_ref()
                 .and_then(|m| m.probes.loss_half_pct(in_flight)),
             rtt_us: p50,
-            heard_ago_ms: self.heard.then(|| {
-                let ago_ms = now_ns.saturating_sub(self.last_heard_ns) / 1_000_000;
+            heard_ago_ms: self.last_heard_ns().map(|heard| {
+                let ago_ms = now_ns.saturating_sub(heard) / 1_000_000;
                 u32::try_from(ago_ms).unwrap_or(u32::MAX)
             }),
         }
@@ -743,7 +777,7 @@ impl Peer {
 
     /// `last_heard` in nanoseconds on the node's clock, once heard.
     pub(crate) fn last_heard_ns(&self) -> Option<u64> {
-        self.heard.then_some(self.last_heard_ns)
+        (self.last_heard_ns != NEVER).then_some(self.last_heard_ns)
     }
 
     /// Since when (ns on the node's clock) it has been alive without a break.
@@ -758,23 +792,27 @@ impl Peer {
 
     /// The peer's name in the config.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.identity.name
     }
 
     /// The peer's identity.
     pub fn id(&self) -> NodeId {
-        self.id
+        self.identity.id
     }
 
     /// The configured address heartbeats are sent to.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.identity.addr
     }
 
     /// The address its datagrams last came from (differs from `addr` behind NAT).
     pub fn seen_addr(&self) -> Option<SocketAddr> {
-        self.seen
-            .then(|| self.seen_elsewhere.as_deref().copied().unwrap_or(self.addr))
+        self.seen.then(|| {
+            self.rare
+                .as_ref()
+                .and_then(|rare| rare.seen_elsewhere)
+                .unwrap_or(self.identity.addr)
+        })
     }
 
     /// Its liveness.
@@ -785,7 +823,7 @@ impl Peer {
     /// Left as the other nodes' rows said, never heard here (this node started after it
     /// left): a verdict the witnesses can take back.
     pub(crate) fn left_unheard(&self) -> bool {
-        self.state == PeerState::Left && !self.heard
+        self.state == PeerState::Left && self.last_heard_ns().is_none()
     }
 
     /// Its current incarnation, once heard from.
@@ -976,7 +1014,7 @@ mod tests {
         // A sampled node holds a `Peer` for each of 10,000 nodes, and the simulator 10,000
         // such nodes: every 8 bytes here is 800 MB there (docs/PERFORMANCE.md).
         let size = std::mem::size_of::<Peer>();
-        assert!(size <= 192, "Peer grew to {size} bytes");
+        assert!(size <= 128, "Peer grew to {size} bytes");
     }
 
     #[test]

@@ -52,24 +52,33 @@ impl fmt::Display for PeerId {
 }
 
 /// One place in the listing of a mesh's nodes: this node itself, or the peer in a slot
-/// (a `u32`, as in [`PeerId`]: 8 bytes a place, not 16, in a listing of every node).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Member {
-    Own,
-    Peer(u32),
-}
+/// (a `u32` slot, as in [`PeerId`], with one value kept for this node: 4 bytes a place in
+/// a listing of every node, where an enum took 8).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member(u32);
 
 impl Member {
-    /// The place of the peer in slot `key`.
+    /// This node's own place.
+    #[allow(non_upper_case_globals)]
+    pub(crate) const OWN: Member = Member(u32::MAX);
+
+    /// The place of the peer in slot `key` (slots stay below `u32::MAX`: see
+    /// [`PeerTable::insert`]).
     pub(crate) fn peer(key: usize) -> Member {
-        Member::Peer(key as u32)
+        Member(u32::try_from(key).unwrap_or(u32::MAX - 1).min(u32::MAX - 1))
     }
 
     /// The slot of the peer here (`None`: this node).
     pub(crate) fn key(self) -> Option<usize> {
-        match self {
-            Member::Own => None,
-            Member::Peer(key) => Some(key as usize),
+        (self != Member::OWN).then_some(self.0 as usize)
+    }
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key() {
+            None => f.write_str("Own"),
+            Some(key) => write!(f, "Peer({key})"),
         }
     }
 }
@@ -182,7 +191,7 @@ impl PeerTable {
             by_id: IdMap::default(),
             by_addr: HashMap::new(),
             ips: HashMap::default(),
-            roster: vec![Member::Own],
+            roster: vec![Member::OWN],
             shared: None,
         }
     }
@@ -227,13 +236,18 @@ impl PeerTable {
         }
         for (entry, &slot) in directory.entries().iter().zip(&shared.slots) {
             if let Some(peer) = self.peers.get_mut(slot as usize) {
-                peer.share_name(&entry.name);
+                peer.share_identity(entry);
             }
         }
         self.by_id = IdMap::default();
         self.by_addr = HashMap::new();
         self.ips = HashMap::default();
         self.shared = Some(shared);
+        // A shared directory means a table built once from a full list: give back what
+        // growing by doubling left over (up to 40% of the biggest table at 10,000 peers).
+        self.peers.shrink_to_fit();
+        self.generations.shrink_to_fit();
+        self.roster.shrink_to_fit();
         true
     }
 
@@ -257,8 +271,8 @@ impl PeerTable {
         let addr = canonical(addr);
         let id = NodeId::from_name(name);
         if id == self.own {
-            self.roster.retain(|m| *m != Member::Own);
-            self.roster.push(Member::Own);
+            self.roster.retain(|m| *m != Member::OWN);
+            self.roster.push(Member::OWN);
             return None;
         }
         if let Some(key) = self.by_id(id) {
@@ -444,10 +458,10 @@ mod tests {
 
         assert_eq!(
             table.roster(),
-            &[Member::Peer(0), Member::Own, Member::Peer(1)]
+            &[Member::peer(0), Member::OWN, Member::peer(1)]
         );
         table.remove(a);
-        assert_eq!(table.roster(), &[Member::Own, Member::Peer(1)]);
+        assert_eq!(table.roster(), &[Member::OWN, Member::peer(1)]);
         assert_eq!(
             table.insert("b", addr(3)),
             Some(table.id_of(1)),
@@ -485,6 +499,11 @@ mod tests {
         ]);
         assert!(table.share(&dir));
         assert!(table.by_id.is_empty(), "its own maps are freed");
+        assert_eq!(
+            table.peers.capacity(),
+            2,
+            "what doubling left over is given back"
+        );
         assert_eq!(table.by_id(NodeId::from_name("b")), Some(1));
         assert_eq!(table.by_id(NodeId::from_name("me")), None);
         assert_eq!(table.by_addr(addr(1)), Some(0));

@@ -68,7 +68,7 @@ impl HeartbeatSchedule {
         timers: &mut TimerWheel<Timer, u64>,
     ) {
         let count = roster.len().div_ceil(SLOT_PEERS).max(1);
-        let own = roster.iter().position(|m| *m == Member::Own).unwrap_or(0);
+        let own = roster.iter().position(|m| *m == Member::OWN).unwrap_or(0);
         let own_group = own / SLOT_PEERS;
         let mut slots = vec![Vec::new(); count];
         for (position, member) in roster.iter().enumerate() {
@@ -175,7 +175,7 @@ mod tests {
 
     fn roster(peers: usize, own_at: usize) -> Vec<Member> {
         let mut roster: Vec<Member> = (0..peers).map(Member::peer).collect();
-        roster.insert(own_at, Member::Own);
+        roster.insert(own_at, Member::OWN);
         roster
     }
 

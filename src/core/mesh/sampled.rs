@@ -464,6 +464,6 @@ impl Mesh {
             self.name,
             self.peers[key].name()
         );
-        self.sampling.answered_indirectly(key, self.now_ns);
+        self.sampling.answered_indirectly(key);
     }
 }
