@@ -10,6 +10,7 @@ use crate::core::coordinate::Coordinate;
 use crate::core::peer::PeerState;
 use crate::core::row_cells::RowCells;
 use crate::wire::RowChunk;
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// One cell of a shared row, packed into 64 bits:
@@ -85,11 +86,9 @@ pub(crate) struct Row {
 /// Every row received from other nodes, by origin (the peer's slab key).
 #[derive(Debug, Default)]
 pub(crate) struct Matrix {
-    /// Boxed: in sampled mode most slots are empty (a node holds the rows of its recent
-    /// probers only), and an empty slot costs 8 bytes instead of a row's 80.
-    rows: Vec<Option<Box<Row>>>,
-    /// The origins `rows` holds a row of: expiry walks these, not every slot.
-    present: Vec<usize>,
+    /// By origin. A map, not a slot per peer: in sampled mode a node holds the rows of its
+    /// recent probers only, a few dozen of 10,000 origins.
+    rows: HashMap<usize, Row>,
     /// Sampled mode: rows are stored sparse, and their cells kept this many centiseconds
     /// after their origin last heard the target; `None`: dense rows (full mode).
     sparse_keep_cs: Option<u64>,
@@ -102,7 +101,6 @@ impl Matrix {
     pub(crate) fn set_sparse(&mut self, keep_cs: Option<u64>) {
         if self.sparse_keep_cs.is_some() != keep_cs.is_some() {
             self.rows.clear();
-            self.present.clear();
         }
         self.sparse_keep_cs = keep_cs;
     }
@@ -121,29 +119,17 @@ impl Matrix {
         now_cs: u64,
     ) -> Option<&mut RowCells> {
         let (version, index, chunks) = (chunk.version, chunk.index, chunk.chunks);
-        if self.rows.len() <= origin {
-            // Room for every origin at once: doubling would leave up to half unused.
-            let slots = (origin + 1).max(width);
-            self.rows.reserve_exact(slots - self.rows.len());
-            self.rows.resize_with(origin + 1, || None);
-        }
         let keep_cs = self.sparse_keep_cs;
-        let slot = &mut self.rows[origin];
-        if slot.is_none() {
-            self.present.push(origin);
+        let fresh = || Row {
+            incarnation,
+            updated: now,
+            chunk_versions: Vec::new(),
+            cells: RowCells::new(keep_cs.is_some(), width),
+        };
+        let row = self.rows.entry(origin).or_insert_with(fresh);
+        if row.incarnation != incarnation {
+            *row = fresh();
         }
-        if slot
-            .as_ref()
-            .is_none_or(|row| row.incarnation != incarnation)
-        {
-            *slot = Some(Box::new(Row {
-                incarnation,
-                updated: now,
-                chunk_versions: Vec::new(),
-                cells: RowCells::new(keep_cs.is_some(), width),
-            }));
-        }
-        let row = slot.as_mut()?;
         let index = usize::from(index);
         if row.chunk_versions.len() != usize::from(chunks) {
             row.chunk_versions.resize(usize::from(chunks), 0);
@@ -163,34 +149,22 @@ impl Matrix {
 
     /// The row `origin` shared, if any.
     pub(crate) fn row(&self, origin: usize) -> Option<&Row> {
-        self.rows.get(origin)?.as_deref()
+        self.rows.get(&origin)
     }
 
     /// Frees the rows last updated before `cutoff` (sampled mode: a node keeps the rows of
     /// its recent probers only). Returns how many went.
     pub(crate) fn expire(&mut self, cutoff: Instant) -> usize {
-        let before = self.present.len();
-        let rows = &mut self.rows;
-        self.present.retain(|&origin| {
-            let Some(slot) = rows.get_mut(origin) else {
-                return false;
-            };
-            if slot.as_ref().is_some_and(|row| row.updated < cutoff) {
-                *slot = None;
-            }
-            slot.is_some()
-        });
-        before - self.present.len()
+        let before = self.rows.len();
+        self.rows.retain(|_, row| row.updated >= cutoff);
+        before - self.rows.len()
     }
 
     /// Forgets everything about the peer in slot `key` (removed): its row, and its column
     /// in every other row, so a peer that later takes the slot starts empty.
     pub(crate) fn forget(&mut self, key: usize) {
-        if let Some(row) = self.rows.get_mut(key) {
-            *row = None;
-        }
-        self.present.retain(|&origin| origin != key);
-        for row in self.rows.iter_mut().flatten() {
+        self.rows.remove(&key);
+        for row in self.rows.values_mut() {
             row.cells.clear(key + 1);
         }
     }
