@@ -59,13 +59,12 @@ pub(crate) struct Member(u32);
 
 impl Member {
     /// This node's own place.
-    #[allow(non_upper_case_globals)]
     pub(crate) const OWN: Member = Member(u32::MAX);
 
-    /// The place of the peer in slot `key` (slots stay below `u32::MAX`: see
-    /// [`PeerTable::insert`]).
+    /// The place of the peer in slot `key` (a mesh's slots stay far below `u32::MAX`, the
+    /// config's node limit; one past it is held at the last slot, never at [`Member::OWN`]).
     pub(crate) fn peer(key: usize) -> Member {
-        Member(u32::try_from(key).unwrap_or(u32::MAX - 1).min(u32::MAX - 1))
+        Member(u32::try_from(key).map_or(u32::MAX - 1, |key| key.min(u32::MAX - 1)))
     }
 
     /// The slot of the peer here (`None`: this node).
