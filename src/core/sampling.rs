@@ -8,7 +8,7 @@
 //! again every [`NEAR_REFRESH_ROUNDS`] rounds (O(N)).
 
 use crate::core::rng::Rng;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// How often, in rounds, the near set is chosen again.
 pub(crate) const NEAR_REFRESH_ROUNDS: u64 = 8;
@@ -57,9 +57,6 @@ pub(crate) struct Track {
     direct_round: u32,
     /// The same for an indirect probe.
     indirect_round: u32,
-    /// Since when its probes go unanswered (direct and indirect); 0: they do not. A plain
-    /// number rather than an `Option`: a track is kept for every peer, so 8 bytes count.
-    silent_since: u64,
     /// Rounds in a row it did not answer a direct probe.
     misses: u8,
     /// Only indirect probes reached it, in [`UNREACHABLE_AFTER`] rounds or more in a row.
@@ -75,18 +72,13 @@ pub(crate) struct Track {
 impl Track {
     /// Whether it is probed again next round: silent, or answering only indirectly and not
     /// yet judged unreachable.
-    fn again(&self) -> bool {
-        self.silent_since != 0 || (self.misses > 0 && self.misses <= UNREACHABLE_AFTER)
+    fn again(&self, silent: bool) -> bool {
+        silent || (self.misses > 0 && self.misses <= UNREACHABLE_AFTER)
     }
 
     /// Whether only indirect probes reach it.
     pub(crate) fn unreachable(&self) -> bool {
         self.unreachable
-    }
-
-    /// Since when its probes go unanswered.
-    pub(crate) fn silent_since(&self) -> Option<u64> {
-        (self.silent_since != 0).then_some(self.silent_since)
     }
 }
 
@@ -103,6 +95,9 @@ pub(crate) struct Sampling {
     near: Vec<usize>,
     rounds: u64,
     tracks: Vec<Track>,
+    /// Since when each silent peer's probes go unanswered (direct and indirect), by slot
+    /// key: only the silent ones, a few, where a time in every track took 8 of its 24 bytes.
+    silent_since: HashMap<u32, u64>,
     round: Vec<usize>,
     round_start_ns: u64,
     /// `(key, round)` of every target of the last `keep_rounds` rounds, oldest first: at
@@ -133,6 +128,7 @@ impl Sampling {
             near: Vec::new(),
             rounds: 0,
             tracks: Vec::new(),
+            silent_since: HashMap::new(),
             round: Vec::new(),
             round_start_ns: 0,
             probed: VecDeque::new(),
@@ -154,6 +150,7 @@ impl Sampling {
         self.near.retain(|k| *k < bound);
         self.round.retain(|k| *k < bound);
         self.watch.retain(|k| *k < bound);
+        self.silent_since.retain(|&k, _| (k as usize) < bound);
         self.probed.retain(|(k, _)| *k < bound);
     }
 
@@ -162,6 +159,7 @@ impl Sampling {
         if let Some(track) = self.tracks.get_mut(key) {
             *track = Track::default();
         }
+        self.clear_silence(key);
         self.watch.retain(|k| *k != key);
     }
 
@@ -227,22 +225,20 @@ impl Sampling {
                 continue;
             };
             track.in_round = false;
+            let slot = key as u32;
             let outcome = if track.direct_round == now_round {
-                track.silent_since = 0;
+                self.silent_since.remove(&slot);
                 track.unreachable = false;
                 track.misses = 0;
                 Outcome::Answered
             } else if track.indirect_round == now_round {
-                track.silent_since = 0;
+                self.silent_since.remove(&slot);
                 track.misses = track.misses.saturating_add(1);
                 track.unreachable = track.misses >= UNREACHABLE_AFTER;
                 Outcome::AnsweredIndirectly
             } else {
                 track.misses = track.misses.saturating_add(1);
-                if track.silent_since == 0 {
-                    track.silent_since = start.max(1);
-                }
-                let since = track.silent_since;
+                let since = *self.silent_since.entry(slot).or_insert(start);
                 Outcome::Silent { since_ns: since }
             };
             if outcome != Outcome::Answered && !track.watched {
@@ -269,11 +265,12 @@ impl Sampling {
         // indirectly until it is judged unreachable or answers; together they take at most
         // half the fanout, so a mass failure does not stop the sampling of the others.
         let tracks = &mut self.tracks;
+        let silent_since = &self.silent_since;
         self.watch.retain(|&key| {
             let Some(track) = tracks.get_mut(key) else {
                 return false;
             };
-            track.watched = track.again();
+            track.watched = track.again(silent_since.contains_key(&(key as u32)));
             track.watched
         });
         for &key in &self.watch {
@@ -356,7 +353,7 @@ impl Sampling {
         self.watch
             .iter()
             .copied()
-            .filter(|&key| self.track(key).silent_since != 0)
+            .filter(|&key| self.silent_since.contains_key(&(key as u32)))
     }
 
     /// The distinct peers probed in the last `rounds` rounds (at most `keep_rounds`),
@@ -425,10 +422,10 @@ impl Sampling {
     pub(crate) fn answered(&mut self, key: usize) {
         if let Some(track) = self.tracks.get_mut(key) {
             track.direct_round = self.rounds as u32;
-            track.silent_since = 0;
             track.unreachable = false;
             track.misses = 0;
         }
+        self.clear_silence(key);
     }
 
     /// Peer `key` answered an indirect probe (in the current round).
@@ -440,9 +437,14 @@ impl Sampling {
 
     /// Peer `key` is no longer suspected by this node's probes (it refuted, or was judged).
     pub(crate) fn clear_silence(&mut self, key: usize) {
-        if let Some(track) = self.tracks.get_mut(key) {
-            track.silent_since = 0;
+        if let Ok(slot) = u32::try_from(key) {
+            self.silent_since.remove(&slot);
         }
+    }
+
+    /// Since when peer `key`'s probes go unanswered (`None`: they do not).
+    pub(crate) fn silent_since(&self, key: usize) -> Option<u64> {
+        self.silent_since.get(&u32::try_from(key).ok()?).copied()
     }
 }
 
@@ -454,7 +456,7 @@ mod tests {
     fn a_track_stays_small_enough_to_hold_one_for_every_node() {
         // One per peer in every sampled node: 8 bytes here are 800 MB in the simulator at
         // 10,000 nodes.
-        assert_eq!(std::mem::size_of::<Track>(), 24);
+        assert_eq!(std::mem::size_of::<Track>(), 16);
     }
 
     #[test]
@@ -541,7 +543,7 @@ mod tests {
             s.track(first).unreachable(),
             "two rounds with no direct answer"
         );
-        assert_eq!(s.track(first).silent_since(), None);
+        assert_eq!(s.silent_since(first), None);
         s.answered(first);
         assert!(!s.track(first).unreachable());
         // One round answered only indirectly (one lost Pong, say) is not enough.

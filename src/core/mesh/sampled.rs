@@ -147,7 +147,7 @@ impl Mesh {
         let dead_ns = u64::try_from(self.settings.dead_after.as_nanos()).unwrap_or(u64::MAX);
         let silent: Vec<usize> = self.sampling.silent().collect();
         for key in silent {
-            let Some(since) = self.sampling.track(key).silent_since() else {
+            let Some(since) = self.sampling.silent_since(key) else {
                 continue;
             };
             let Some(record) = self.membership.record(key).copied() else {
