@@ -147,8 +147,12 @@ impl Hasher for AddrHasher {
 pub(crate) struct PeerTable {
     own: NodeId,
     peers: Slab<Peer>,
-    /// Per slot ever used: the generation of its current (or last) peer.
+    /// Per slot up to the last one a peer was removed from: the generation of its current
+    /// (or last) peer; a slot past its end is in its first generation. Grown only by
+    /// removals, so a table that never lost a peer (any simulated node's) holds none.
     generations: Vec<u32>,
+    /// One more than the largest slot ever used.
+    slot_bound: usize,
     by_id: IdMap<usize>,
     by_addr: HashMap<SocketAddr, usize>,
     /// The peers' configured IP addresses, with how many peers have each (the only
@@ -166,8 +170,12 @@ pub(crate) struct PeerTable {
 #[derive(Debug)]
 struct Shared {
     directory: Arc<Directory>,
-    /// By directory position: the peer's slot ([`NO_SLOT`]: this node).
-    slots: Vec<u32>,
+    /// By directory position: the peer's slot ([`NO_SLOT`]: this node). `None` while the
+    /// peers sit in directory order (the table was built from the directory's list): then
+    /// the slot is the position, less one past this node's, and no table is needed.
+    slots: Option<Vec<u32>>,
+    /// This node's position in the directory, if it lists it.
+    own_position: Option<usize>,
     /// This node's IP, when the directory lists it (it is no peer's).
     own_ip: Option<IpAddr>,
 }
@@ -176,8 +184,18 @@ const NO_SLOT: u32 = u32::MAX;
 
 impl Shared {
     fn slot(&self, position: Option<usize>) -> Option<usize> {
-        let slot = *self.slots.get(position?)?;
-        (slot != NO_SLOT).then_some(slot as usize)
+        let position = position?;
+        match &self.slots {
+            Some(slots) => {
+                let slot = *slots.get(position)?;
+                (slot != NO_SLOT).then_some(slot as usize)
+            }
+            None => match self.own_position {
+                Some(own) if position == own => None,
+                Some(own) if position > own => Some(position - 1),
+                _ => (position < self.directory.len()).then_some(position),
+            },
+        }
     }
 }
 
@@ -187,6 +205,7 @@ impl PeerTable {
             own,
             peers: Slab::new(),
             generations: Vec::new(),
+            slot_bound: 0,
             by_id: IdMap::default(),
             by_addr: HashMap::new(),
             ips: HashMap::default(),
@@ -202,10 +221,12 @@ impl PeerTable {
     pub(crate) fn share(&mut self, directory: &Arc<Directory>) -> bool {
         let mut slots = Vec::with_capacity(directory.len());
         let mut own_ip = None;
-        for entry in directory.entries() {
+        let mut own_position = None;
+        for (position, entry) in directory.entries().iter().enumerate() {
             if entry.id == self.own {
                 slots.push(NO_SLOT);
                 own_ip = Some(entry.addr.ip().to_canonical());
+                own_position = Some(position);
                 continue;
             }
             let Some(key) = self.by_id(entry.id) else {
@@ -217,14 +238,27 @@ impl PeerTable {
             };
             slots.push(slot);
         }
+        let listed = slots.iter().filter(|&&s| s != NO_SLOT).count();
+        let in_order = slots
+            .iter()
+            .filter(|&&s| s != NO_SLOT)
+            .enumerate()
+            .all(|(i, &slot)| slot as usize == i);
+        // Only an equal identity is swapped for the directory's: harmless if the directory
+        // then turns out not to fit.
+        for (entry, &slot) in directory.entries().iter().zip(&slots) {
+            if let Some(peer) = self.peers.get_mut(slot as usize) {
+                peer.share_identity(entry);
+            }
+        }
         let shared = Shared {
             directory: Arc::clone(directory),
-            slots,
+            slots: (!in_order).then_some(slots),
+            own_position,
             own_ip,
         };
         // Every peer listed (ids are unique on both sides), and found at its address as
         // this table's own map finds it.
-        let listed = shared.slots.iter().filter(|&&s| s != NO_SLOT).count();
         let same = listed == self.peers.len()
             && self.peers.iter().all(|(_, peer)| {
                 let addr = peer.addr();
@@ -232,11 +266,6 @@ impl PeerTable {
             });
         if !same {
             return false;
-        }
-        for (entry, &slot) in directory.entries().iter().zip(&shared.slots) {
-            if let Some(peer) = self.peers.get_mut(slot as usize) {
-                peer.share_identity(entry);
-            }
         }
         self.by_id = IdMap::default();
         self.by_addr = HashMap::new();
@@ -279,9 +308,7 @@ impl PeerTable {
         }
         self.unshare();
         let key = self.peers.insert(Peer::new(name, addr));
-        if self.generations.len() <= key {
-            self.generations.resize(key + 1, 0);
-        }
+        self.slot_bound = self.slot_bound.max(key + 1);
         self.by_id.insert(id, key);
         self.by_addr.insert(addr, key);
         *self.ips.entry(addr.ip().to_canonical()).or_insert(0) += 1;
@@ -294,6 +321,9 @@ impl PeerTable {
         let key = self.key(id)?;
         self.unshare();
         let peer = self.peers.remove(key);
+        if self.generations.len() <= key {
+            self.generations.resize(key + 1, 0);
+        }
         self.generations[key] = self.generations[key].wrapping_add(1);
         self.by_id.remove(&peer.id());
         if self.by_addr.get(&peer.addr()) == Some(&key) {
@@ -335,16 +365,19 @@ impl PeerTable {
     /// The slot of `id`, if that peer is still in the table.
     pub(crate) fn key(&self, id: PeerId) -> Option<usize> {
         let key = id.index();
-        (self.peers.contains(key) && self.generations.get(key) == Some(&id.generation))
-            .then_some(key)
+        (self.peers.contains(key) && self.generation(key) == id.generation).then_some(key)
     }
 
     /// The id of the peer in slot `key` (which must hold one).
     pub(crate) fn id_of(&self, key: usize) -> PeerId {
         PeerId {
             index: key as u32,
-            generation: self.generations.get(key).copied().unwrap_or(0),
+            generation: self.generation(key),
         }
+    }
+
+    fn generation(&self, key: usize) -> u32 {
+        self.generations.get(key).copied().unwrap_or(0)
     }
 
     pub(crate) fn get(&self, key: usize) -> Option<&Peer> {
@@ -374,7 +407,7 @@ impl PeerTable {
 
     /// One more than the largest slot ever used: the width of per-slot tables.
     pub(crate) fn slot_bound(&self) -> usize {
-        self.generations.len()
+        self.slot_bound
     }
 
     pub(crate) fn by_id(&self, id: NodeId) -> Option<usize> {
@@ -522,6 +555,39 @@ mod tests {
         assert_eq!(table.by_id(NodeId::from_name("c")), Some(2));
         assert!(table.allows_ip("127.0.0.3".parse().expect("ip")));
         assert!(!table.allows_ip("127.0.0.9".parse().expect("ip")));
+    }
+
+    #[test]
+    fn a_table_built_in_another_order_than_its_directory_still_finds_each_peer() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        table.insert("b", addr(2));
+        table.insert("a", addr(1));
+        let dir = Directory::new([
+            ("a", addr(1)),
+            ("me", SocketAddr::from(([127, 0, 0, 9], 9))),
+            ("b", addr(2)),
+        ]);
+        assert!(table.share(&dir));
+        assert!(
+            table.shared.as_ref().is_some_and(|s| s.slots.is_some()),
+            "out of order: a slot table is kept"
+        );
+        assert_eq!(table.by_id(NodeId::from_name("a")), Some(1));
+        assert_eq!(table.by_addr(addr(2)), Some(0));
+        assert_eq!(table.by_id(NodeId::from_name("me")), None);
+    }
+
+    #[test]
+    fn a_table_that_never_lost_a_peer_keeps_no_generations() {
+        let mut table = PeerTable::new(NodeId::from_name("me"));
+        let a = table.insert("a", addr(1)).expect("a peer");
+        let b = table.insert("b", addr(2)).expect("a peer");
+        assert!(table.generations.is_empty());
+        assert_eq!(table.slot_bound(), 2);
+        assert!(table.remove(a).is_some());
+        assert_eq!(table.slot_bound(), 2, "a slot once used still counts");
+        assert_eq!(table.key(b), Some(1), "the other peer keeps its id");
+        assert_eq!(table.key(a), None);
     }
 
     #[test]
