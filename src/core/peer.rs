@@ -18,6 +18,9 @@ use std::time::Duration;
 
 /// How many recent RTT samples the percentiles and the mean are taken over.
 pub const RTT_WINDOW: usize = 64;
+/// The longest RTT a window holds as it is, in nanoseconds (4.29 s; a slower answer is
+/// held as this in the percentiles and the mean, `last` keeps it whole).
+pub const MAX_SAMPLE_NS: u32 = u32::MAX;
 /// How many recent probes the loss figure is taken over.
 pub const LOSS_WINDOW: usize = 512;
 
@@ -46,11 +49,13 @@ pub struct RttSummary {
 /// one short shift), so the median the row is rebuilt from every interval costs nothing.
 #[derive(Clone, Debug)]
 pub(crate) struct RttWindow {
-    samples: [u64; RTT_WINDOW],
+    /// In nanoseconds, as `u32`s: a window is half the size (a sampled node holds about a
+    /// hundred), and an RTT past [`MAX_SAMPLE_NS`] (4.29 s) is held as that.
+    samples: [u32; RTT_WINDOW],
     /// `samples[..len]`, in ascending order.
-    sorted: [u64; RTT_WINDOW],
+    sorted: [u32; RTT_WINDOW],
     /// The sum of the samples in the window.
-    sum: u128,
+    sum: u64,
     len: usize,
     next: usize,
     last: u64,
@@ -73,6 +78,7 @@ impl RttWindow {
     }
 
     pub(crate) fn record(&mut self, rtt_ns: u64) {
+        let sample = u32::try_from(rtt_ns).unwrap_or(MAX_SAMPLE_NS);
         if self.len > 0 {
             // J += (|D| - J) / 16, as 16J += |D| - round(16J / 16).
             let delta = rtt_ns.abs_diff(self.last);
@@ -81,29 +87,29 @@ impl RttWindow {
         }
         // Keep `sorted` sorted: the evicted sample (if the ring is full) makes room for the
         // new one, and only the samples between the two positions move.
-        let at = self.sorted[..self.len].partition_point(|&s| s < rtt_ns);
+        let at = self.sorted[..self.len].partition_point(|&s| s < sample);
         if self.len == RTT_WINDOW {
             let old = self.samples[self.next];
-            self.sum -= u128::from(old);
+            self.sum -= u64::from(old);
             let gone = self.sorted.partition_point(|&s| s < old);
             if gone + 1 < at {
                 self.sorted.copy_within(gone + 1..at, gone);
-                self.sorted[at - 1] = rtt_ns;
+                self.sorted[at - 1] = sample;
             } else if gone + 1 == at {
                 // The new sample takes the evicted one's place: nothing moves.
-                self.sorted[gone] = rtt_ns;
+                self.sorted[gone] = sample;
             } else {
                 if at < gone {
                     self.sorted.copy_within(at..gone, at + 1);
                 }
-                self.sorted[at] = rtt_ns;
+                self.sorted[at] = sample;
             }
         } else {
             self.sorted.copy_within(at..self.len, at + 1);
-            self.sorted[at] = rtt_ns;
+            self.sorted[at] = sample;
         }
-        self.sum += u128::from(rtt_ns);
-        self.samples[self.next] = rtt_ns;
+        self.sum += u64::from(sample);
+        self.samples[self.next] = sample;
         self.next = (self.next + 1) % RTT_WINDOW;
         self.len = (self.len + 1).min(RTT_WINDOW);
         self.last = rtt_ns;
@@ -116,7 +122,7 @@ impl RttWindow {
 
     /// The `q`th percentile of the window (nearest rank); the window must not be empty.
     fn rank(&self, q: usize) -> u64 {
-        self.sorted[((self.len * q).div_ceil(100)).clamp(1, self.len) - 1]
+        u64::from(self.sorted[((self.len * q).div_ceil(100)).clamp(1, self.len) - 1])
     }
 
     pub(crate) fn summary(&self) -> Option<RttSummary> {
@@ -125,8 +131,8 @@ impl RttWindow {
         }
         Some(RttSummary {
             last: Duration::from_nanos(self.last),
-            min: Duration::from_nanos(self.sorted[0]),
-            mean: Duration::from_nanos((self.sum / self.len as u128) as u64),
+            min: Duration::from_nanos(u64::from(self.sorted[0])),
+            mean: Duration::from_nanos(self.sum / self.len as u64),
             p50: Duration::from_nanos(self.rank(50)),
             p99: Duration::from_nanos(self.rank(99)),
             jitter: Duration::from_nanos(self.jitter16.saturating_add(8) >> 4),
@@ -354,15 +360,13 @@ pub struct Peer {
     /// Its name, id and configured address: shared with a
     /// [`crate::core::directory::Directory`] where there is one.
     identity: Arc<Identity>,
-    /// Whether a datagram of it was taken (its source is [`Peer::seen_addr`]).
-    seen: bool,
+    /// Its yes-or-no facts ([`Flags`]), one byte for five: with the state and the row
+    /// cursor they fill one word, and `Peer` is 120 bytes, not 128.
+    flags: Flags,
     /// What few peers have (a source other than the configured address, a rival): one
     /// pointer in every peer instead of two.
     rare: Option<Box<Rare>>,
     state: PeerState,
-    /// Whether `incarnation` was heard yet (a flag beside it, not an `Option`: 8 bytes a
-    /// peer).
-    incarnation_known: bool,
     incarnation: u64,
     /// When it was last heard, in nanoseconds since the node started ([`NEVER`]: it was
     /// not; a plain number, not an `Option`, for the same reason as `alive_since`).
@@ -372,24 +376,55 @@ pub struct Peer {
     tx_seq: u32,
     /// The RTT and probe windows, while this node probes it.
     measure: Option<Box<Measurement>>,
-    liveness_timer: bool,
     /// Since when it has been alive without a break, in nanoseconds since the node started.
     alive_since: u64,
     /// Which chunk of this node's row the next ping to it carries.
     row_cursor: u16,
-    /// It hears this node while its row says it does not hear this one.
-    asymmetric: bool,
     /// Which of its current incarnation's sequence numbers arrived.
     replay: ReplayWindow,
-    /// A Ping of it that named no incarnation of this node was answered since it was last
-    /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
-    greeted: bool,
     /// Its network coordinate: from its newest Pong, or a fresher copy another node passed on.
     /// Kept as it travels (f32s: 24 bytes, not 48; every copy came off the wire anyway).
     coordinate: WireCoordinate,
     /// When `coordinate` was fresh from the peer itself, in nanoseconds on this node's clock
     /// ([`NEVER`]: no coordinate came yet, and `coordinate` means nothing).
     coordinate_ns: u64,
+}
+
+/// A peer's yes-or-no facts, a bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Flags(u8);
+
+impl Flags {
+    /// A datagram of it was taken (its source is [`Peer::seen_addr`]).
+    const SEEN: u8 = 1;
+    /// `incarnation` was heard (a bit beside it, not an `Option`: 8 bytes a peer).
+    const INCARNATION_KNOWN: u8 = 2;
+    /// Its liveness check is armed.
+    const LIVENESS_TIMER: u8 = 4;
+    /// It hears this node while its row says it does not hear this one.
+    const ASYMMETRIC: u8 = 8;
+    /// A Ping of it that named no incarnation of this node was answered since it was last
+    /// believed (the handshake's first step; the next such Ping is counted `not_fresh`).
+    const GREETED: u8 = 16;
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+
+    /// Sets `bit` to `on`; returns what it was.
+    fn replace(&mut self, bit: u8, on: bool) -> bool {
+        let was = self.has(bit);
+        self.set(bit, on);
+        was
+    }
 }
 
 impl Peer {
@@ -411,7 +446,7 @@ impl Peer {
 
     /// Holds `seen` as the source of its last datagram.
     fn note_seen(&mut self, seen: Option<SocketAddr>) {
-        self.seen = seen.is_some();
+        self.flags.set(Flags::SEEN, seen.is_some());
         let elsewhere = seen.filter(|&a| a != self.identity.addr);
         if elsewhere.is_some() || self.rare.is_some() {
             self.rare_mut().seen_elsewhere = elsewhere;
@@ -437,24 +472,20 @@ impl Peer {
     pub(crate) fn new(name: &str, addr: SocketAddr) -> Peer {
         Peer {
             identity: Identity::shared(name, addr),
-            seen: false,
+            flags: Flags::default(),
             rare: None,
             state: PeerState::Unknown,
-            incarnation_known: false,
             incarnation: 0,
             last_heard_ns: NEVER,
             sent: 0,
             received: 0,
             tx_seq: 0,
             measure: None,
-            liveness_timer: false,
             alive_since: NOT_ALIVE,
             row_cursor: 0,
             coordinate: WireCoordinate::default(),
             coordinate_ns: NEVER,
-            asymmetric: false,
             replay: ReplayWindow::new(),
-            greeted: false,
         }
     }
 
@@ -490,9 +521,9 @@ impl Peer {
         } else {
             NOT_ALIVE
         };
-        let asymmetry_ended = state != PeerState::Alive && self.asymmetric;
+        let asymmetry_ended = state != PeerState::Alive && self.flags.has(Flags::ASYMMETRIC);
         if asymmetry_ended {
-            self.asymmetric = false;
+            self.flags.set(Flags::ASYMMETRIC, false);
         }
         Some(StateChange {
             old,
@@ -566,8 +597,8 @@ impl Peer {
 
     /// Records whether its row says it does not hear this node; returns whether that changed.
     pub(crate) fn set_asymmetric(&mut self, asymmetric: bool) -> bool {
-        let changed = self.asymmetric != asymmetric;
-        self.asymmetric = asymmetric;
+        let changed = self.flags.has(Flags::ASYMMETRIC) != asymmetric;
+        self.flags.set(Flags::ASYMMETRIC, asymmetric);
         changed
     }
 
@@ -606,14 +637,14 @@ impl Peer {
             Some(current) if incarnation < current => Err(DropReason::StaleIncarnation),
             Some(old) => {
                 self.incarnation = incarnation;
-                self.incarnation_known = true;
+                self.flags.set(Flags::INCARNATION_KNOWN, true);
                 self.measure = None;
                 self.replay = ReplayWindow::starting_at(seq);
                 Ok(Admission::Restarted { old })
             }
             None => {
                 self.incarnation = incarnation;
-                self.incarnation_known = true;
+                self.flags.set(Flags::INCARNATION_KNOWN, true);
                 self.replay = ReplayWindow::starting_at(seq);
                 Ok(Admission::First)
             }
@@ -757,22 +788,22 @@ impl Peer {
     /// Marks the first Ping naming no incarnation of this node since it was last
     /// believed; returns whether this is that first one (the handshake's first step).
     pub(crate) fn greet(&mut self) -> bool {
-        !std::mem::replace(&mut self.greeted, true)
+        !self.flags.replace(Flags::GREETED, true)
     }
 
     /// It was believed: the next Ping naming no incarnation is a new handshake.
     pub(crate) fn believed(&mut self) {
-        self.greeted = false;
+        self.flags.set(Flags::GREETED, false);
     }
 
     /// Arms its liveness check; returns `false` if one is already pending.
     pub(crate) fn arm_liveness(&mut self) -> bool {
-        !std::mem::replace(&mut self.liveness_timer, true)
+        !self.flags.replace(Flags::LIVENESS_TIMER, true)
     }
 
     /// Its liveness check fired.
     pub(crate) fn disarm_liveness(&mut self) {
-        self.liveness_timer = false;
+        self.flags.set(Flags::LIVENESS_TIMER, false);
     }
 
     /// `last_heard` in nanoseconds on the node's clock, once heard.
@@ -807,7 +838,7 @@ impl Peer {
 
     /// The address its datagrams last came from (differs from `addr` behind NAT).
     pub fn seen_addr(&self) -> Option<SocketAddr> {
-        self.seen.then(|| {
+        self.flags.has(Flags::SEEN).then(|| {
             self.rare
                 .as_ref()
                 .and_then(|rare| rare.seen_elsewhere)
@@ -828,7 +859,9 @@ impl Peer {
 
     /// Its current incarnation, once heard from.
     pub fn incarnation(&self) -> Option<u64> {
-        self.incarnation_known.then_some(self.incarnation)
+        self.flags
+            .has(Flags::INCARNATION_KNOWN)
+            .then_some(self.incarnation)
     }
 
     /// Datagrams sent to it.
@@ -857,13 +890,26 @@ impl Peer {
     /// Whether it hears this node badly: it is alive here, but its own row says it does not
     /// hear this node (a one-way path problem).
     pub fn is_asymmetric(&self) -> bool {
-        self.asymmetric
+        self.flags.has(Flags::ASYMMETRIC)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_rtt_past_the_sample_range_is_held_at_its_end() {
+        let mut w = RttWindow::new();
+        w.record(1_000_000);
+        w.record(6_000_000_000);
+        let s = w.summary().unwrap();
+        let max = Duration::from_nanos(u64::from(MAX_SAMPLE_NS));
+        assert_eq!(s.p99, max, "held as the longest sample, not wrapped");
+        assert_eq!(s.min, Duration::from_millis(1));
+        assert_eq!(s.mean, (max + Duration::from_millis(1)) / 2);
+        assert_eq!(s.last, Duration::from_secs(6), "the last one stays whole");
+    }
 
     #[test]
     fn rtt_summary_percentiles_and_jitter() {
@@ -991,7 +1037,7 @@ mod tests {
             let mut expected = w.samples[..w.len].to_vec();
             expected.sort_unstable();
             assert_eq!(&w.sorted[..w.len], &expected[..], "after {i} samples");
-            let sum: u128 = expected.iter().map(|&s| u128::from(s)).sum();
+            let sum: u64 = expected.iter().map(|&s| u64::from(s)).sum();
             assert_eq!(w.sum, sum);
         }
     }
@@ -1014,7 +1060,7 @@ mod tests {
         // A sampled node holds a `Peer` for each of 10,000 nodes, and the simulator 10,000
         // such nodes: every 8 bytes here is 800 MB there (docs/PERFORMANCE.md).
         let size = std::mem::size_of::<Peer>();
-        assert!(size <= 128, "Peer grew to {size} bytes");
+        assert!(size <= 120, "Peer grew to {size} bytes");
     }
 
     #[test]
